@@ -1,0 +1,1 @@
+"""Training and evaluation losses: spectral, time-domain, adversarial."""

@@ -1,0 +1,205 @@
+"""One vector-quantizer stage: nearest-code search, gradient estimator, codebook learning, statistics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from .distributed import all_reduce_sum_, broadcast_, is_distributed
+from .kmeans import kmeans, nearest
+from .rotation import RotationRule, rotate_to, straight_through
+
+ESTIMATORS = ("rotation", "ste")
+
+
+@dataclass
+class VQConfig:
+    """One stage's settings.
+
+    dim: input vector size. codebook_size: K codes. codebook_dim: if set, factorised codes (DAC): project
+    to this many dims, L2-normalise, look up there, project back. estimator: "rotation" or "ste".
+    ema_decay: EMA codebook learning with this decay; None learns the codebook by the codebook loss.
+    commitment_weight: β of β‖e − sg(q)‖². codebook_weight: weight of ‖sg(e) − q‖² (None-EMA mode only).
+    kmeans_init/kmeans_iters: initialise from the first training batch. dead_code_threshold: a code whose
+    EMA usage count (per batch) falls below this is replaced by a random current input (0 disables).
+    usage_decay: EMA decay of usage counts when the codebook is learned by loss.
+    """
+
+    dim: int = 128
+    codebook_size: int = 1024
+    codebook_dim: int | None = None
+    estimator: str = "rotation"
+    ema_decay: float | None = 0.99
+    commitment_weight: float = 0.25
+    codebook_weight: float = 1.0
+    kmeans_init: bool = True
+    kmeans_iters: int = 10
+    dead_code_threshold: float = 2.0
+    usage_decay: float = 0.99
+    rule: RotationRule = field(default_factory=RotationRule)
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if self.codebook_size < 2:
+            raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class StageOutput:
+    """Rows `[N, dim]`: `out` carries the estimator's gradient, `value` is the detached quantized value."""
+
+    out: torch.Tensor
+    value: torch.Tensor
+    codes: torch.Tensor
+    commit_loss: torch.Tensor
+    codebook_loss: torch.Tensor
+    stats: dict[str, torch.Tensor]
+
+
+class VectorQuantizer(nn.Module):
+    """A single VQ stage over rows `[N, dim]` (callers flatten `[batch, dim, time]`)."""
+
+    def __init__(self, cfg: VQConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        k = cfg.codebook_size
+        self.lookup_dim = cfg.codebook_dim or cfg.dim
+        self.factorised = cfg.codebook_dim is not None
+        if self.factorised:
+            self.in_proj = weight_norm(nn.Linear(cfg.dim, self.lookup_dim))
+            self.out_proj = weight_norm(nn.Linear(self.lookup_dim, cfg.dim))
+        init = torch.randn(k, self.lookup_dim) * (1.0 / math.sqrt(self.lookup_dim))
+        if cfg.ema_decay is None:
+            self.codebook = nn.Parameter(init)
+        else:
+            self.register_buffer("codebook", init)
+            self.register_buffer("embed_avg", init.clone())
+        self.register_buffer("cluster_size", torch.ones(k))
+        self.register_buffer("initted", torch.tensor(not cfg.kmeans_init))
+        self._init_checked = False  # caches `initted` on the host: reading it is a device sync
+
+    # -- lookup space --------------------------------------------------------------------------------
+    def _to_lookup(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.in_proj(x), dim=-1) if self.factorised else x
+
+    def _from_lookup(self, z: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(z) if self.factorised else z
+
+    def lookup_codebook(self) -> torch.Tensor:
+        """Codebook `[K, lookup_dim]` as used for search (L2-normalised when factorised)."""
+        return F.normalize(self.codebook, dim=-1) if self.factorised else self.codebook
+
+    # -- codebook learning ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def _kmeans_init(self, z: torch.Tensor) -> None:
+        centroids = kmeans(z.detach(), self.cfg.codebook_size, self.cfg.kmeans_iters)
+        broadcast_(centroids)  # rank 0's codebook for everyone: one codebook under DDP
+        self.codebook.data.copy_(centroids)
+        if self.cfg.ema_decay is not None:
+            self.embed_avg.copy_(centroids)
+        self.cluster_size.fill_(1.0)
+        self.initted.fill_(True)
+
+    @torch.no_grad()
+    def _update(self, z: torch.Tensor, codes: torch.Tensor) -> None:
+        cfg = self.cfg
+        k = cfg.codebook_size
+        counts = torch.bincount(codes, minlength=k).to(z.dtype)
+        all_reduce_sum_(counts)
+        decay = cfg.ema_decay if cfg.ema_decay is not None else cfg.usage_decay
+        self.cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
+        if cfg.ema_decay is not None:
+            sums = torch.zeros_like(self.embed_avg).index_add_(0, codes, z.to(self.embed_avg.dtype))
+            all_reduce_sum_(sums)
+            self.embed_avg.mul_(decay).add_(sums, alpha=1 - decay)
+            n = self.cluster_size.sum()
+            eps = 1e-5
+            smoothed = (self.cluster_size + eps) / (n + k * eps) * n  # Laplace smoothing
+            self.codebook.copy_(self.embed_avg / smoothed.unsqueeze(-1))
+        if cfg.dead_code_threshold > 0:
+            self._replace_dead(z)
+
+    @torch.no_grad()
+    def _replace_dead(self, z: torch.Tensor) -> None:
+        """Replace codes used less than the threshold by random current inputs (no host sync)."""
+        k = self.cfg.codebook_size
+        dead = self.cluster_size < self.cfg.dead_code_threshold
+        pick = torch.randint(0, z.shape[0], (k,), device=z.device)
+        fresh = z[pick].to(self.codebook.dtype)
+        broadcast_(fresh)
+        self.codebook.data.copy_(torch.where(dead.unsqueeze(-1), fresh, self.codebook.data))
+        # A revived code starts at the threshold so it is not replaced again before it can be used.
+        self.cluster_size.copy_(
+            torch.where(
+                dead, torch.full_like(self.cluster_size, self.cfg.dead_code_threshold), self.cluster_size
+            )
+        )
+        if self.cfg.ema_decay is not None:
+            self.embed_avg.copy_(
+                torch.where(dead.unsqueeze(-1), fresh * self.cfg.dead_code_threshold, self.embed_avg)
+            )
+
+    # -- forward -------------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows `[N, dim]` -> codes `[N]` int64."""
+        return nearest(self._to_lookup(x), self.lookup_codebook())
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes `[...]` int64 -> vectors `[..., dim]`."""
+        return self._from_lookup(F.embedding(codes, self.lookup_codebook()))
+
+    def forward(self, x: torch.Tensor) -> StageOutput:
+        """Quantize rows `x [N, dim]`; in training mode also update the codebook (after the lookup)."""
+        cfg = self.cfg
+        z = self._to_lookup(x)
+        if self.training and not self._init_checked:
+            if not bool(self.initted):
+                self._kmeans_init(z)
+            self._init_checked = True
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            z = z.float()
+            book = self.lookup_codebook().float()
+            codes = nearest(z.detach(), book)
+            qz = F.embedding(codes, book)
+            if cfg.estimator == "rotation":
+                yz, fallback = rotate_to(z, qz, cfg.rule)
+            else:
+                yz, fallback = straight_through(z, qz), torch.zeros_like(codes, dtype=torch.bool)
+            commit = F.mse_loss(z, qz.detach())
+            codebook_loss = F.mse_loss(qz, z.detach()) if cfg.ema_decay is None else z.new_zeros(())
+        out = self._from_lookup(yz)
+        value = self._from_lookup(qz).detach()
+        with torch.no_grad():
+            stats = self._stats(x.detach().float(), value.float(), codes, fallback)
+        if self.training:
+            self._update(z.detach(), codes)
+        return StageOutput(out, value, codes, commit, codebook_loss, stats)
+
+    def _stats(
+        self, x: torch.Tensor, q: torch.Tensor, codes: torch.Tensor, fallback: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        k = self.cfg.codebook_size
+        hist = torch.bincount(codes, minlength=k).float()
+        p = hist / hist.sum().clamp_min(1.0)
+        entropy = -(p * torch.log(p.clamp_min(1e-12))).sum()
+        return {
+            "usage": (hist > 0).float().mean(),
+            "perplexity": entropy.exp(),
+            "quant_error": (x - q).pow(2).sum() / x.pow(2).sum().clamp_min(1e-12),
+            "rotation_fallback": fallback.sum().float(),
+        }
+
+    def _load_from_state_dict(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        self._init_checked = False  # a loaded `initted` must be re-read
+        super()._load_from_state_dict(*args, **kwargs)
+
+
+__all__ = ["VQConfig", "VectorQuantizer", "StageOutput", "ESTIMATORS", "is_distributed"]
