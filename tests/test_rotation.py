@@ -67,7 +67,12 @@ unit = st.floats(-10, 10, allow_nan=False, allow_infinity=False)
 
 
 @settings(max_examples=60, deadline=None)
-@given(d=st.integers(2, 24), seed=st.integers(0, 2**31 - 1), scale_e=st.floats(0.05, 20), scale_q=st.floats(0.05, 20))
+@given(
+    d=st.integers(2, 24),
+    seed=st.integers(0, 2**31 - 1),
+    scale_e=st.floats(0.05, 20),
+    scale_q=st.floats(0.05, 20),
+)
 def test_angle_between_gradient_and_q_carries_to_e(d: int, seed: int, scale_e: float, scale_q: float) -> None:
     gen = torch.Generator().manual_seed(seed)
     e = (torch.randn(1, d, generator=gen, dtype=torch.float64) * scale_e).requires_grad_(True)

@@ -20,18 +20,32 @@ def nearest(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Lloyd's k-means on `x [N, d]`, returning `[k, d]` centroids.
-
-    Starts from k random rows (with replacement when N < k); an empty cluster keeps its previous centroid.
-    """
+def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """k-means++ seeding (D² sampling): `x [N, d]` -> `[k, d]` initial centroids. Sequential in k, run once."""
     n = x.shape[0]
+    first = int(torch.randint(0, n, (1,), generator=generator))
+    centroids = x.new_empty(k, x.shape[1])
+    centroids[0] = x[first]
+    d2 = (x - x[first]).pow(2).sum(-1)
+    for i in range(1, k):
+        total = d2.sum()
+        if not torch.isfinite(total) or total <= 0:  # fewer distinct points than codes: repeat some
+            pick = int(torch.randint(0, n, (1,), generator=generator))
+        else:
+            pick = int(torch.multinomial((d2 / total).cpu(), 1, generator=generator))
+        centroids[i] = x[pick]
+        d2 = torch.minimum(d2, (x - x[pick]).pow(2).sum(-1))
+    return centroids
+
+
+@torch.no_grad()
+def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Lloyd's k-means on `x [N, d]` from k-means++ seeds, returning `[k, d]` centroids.
+
+    An empty cluster keeps its previous centroid (dead-code replacement deals with it later).
+    """
     x = x.float()
-    if n >= k:
-        idx = torch.randperm(n, generator=generator, device="cpu")[:k].to(x.device)
-    else:
-        idx = torch.randint(0, n, (k,), generator=generator, device="cpu").to(x.device)
-    centroids = x[idx].clone()
+    centroids = kmeans_plus_plus(x, k, generator)
     for _ in range(iters):
         assign = nearest(x, centroids)
         sums = torch.zeros_like(centroids).index_add_(0, assign, x)

@@ -36,9 +36,54 @@ class RotationRule:
 DEFAULT_RULE = RotationRule()
 
 
-def rotate_to(
-    e: torch.Tensor, q: torch.Tensor, rule: RotationRule = DEFAULT_RULE
-) -> tuple[torch.Tensor, torch.Tensor]:
+class _RotateTo(torch.autograd.Function):
+    """Forward: q. Backward: λ Rᵀ g per row, via the closed form below (or g on fallback rows).
+
+    With a = g·ê, b = g·q̂, c = ê·q̂ and r = (ê + q̂)/√(2 + 2c):
+    Rᵀ g = g − 2 (g·r) r + 2 (g·q̂) ê = g + (2b − (a + b)/(1 + c)) ê − ((a + b)/(1 + c)) q̂.
+    So the backward is two row reductions and three scaled adds: no d×d matrix, no stored r, ê or q̂.
+    """
+
+    @staticmethod
+    def forward(ctx, e: torch.Tensor, q: torch.Tensor, rule: RotationRule):  # noqa: ANN001, ANN205
+        with torch.no_grad():
+            e_norm = e.norm(dim=-1, keepdim=True)
+            q_norm = q.norm(dim=-1, keepdim=True)
+            cos = (e * q).sum(-1, keepdim=True) / (e_norm * q_norm)
+            lam = q_norm / e_norm
+            # NaN/inf fail every comparison below, so non-finite rows fall back too.
+            keep = (
+                (e_norm > rule.norm_eps)
+                & (q_norm > rule.norm_eps)
+                & (cos > rule.antiparallel_eps - 1.0)
+                & (lam < rule.max_scale)
+                & (lam > 1.0 / rule.max_scale)
+            )
+            fallback = ~keep
+            zero = torch.zeros_like(lam)
+            # Per-row constants, chosen so a fallback row's backward is exactly g (λ = 1, no rotation terms).
+            scale = torch.where(keep, lam, torch.ones_like(lam))
+            inv_e = torch.where(keep, 1.0 / e_norm, zero)
+            inv_q = torch.where(keep, 1.0 / q_norm, zero)
+            inv_1pc = torch.where(keep, 1.0 / (1.0 + cos), zero)
+        ctx.save_for_backward(e, q, keep, scale, inv_e, inv_q, inv_1pc)
+        ctx.mark_non_differentiable(fallback)
+        return q.clone(), fallback
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor, _unused: torch.Tensor):  # noqa: ANN001, ANN205
+        e, q, keep, scale, inv_e, inv_q, inv_1pc = ctx.saved_tensors
+        zero = torch.zeros_like(scale)
+        # where, not multiply: on fallback rows g·e may be inf, and inf · 0 would be NaN.
+        a = torch.where(keep, (g * e).sum(-1, keepdim=True) * inv_e, zero)
+        b = torch.where(keep, (g * q).sum(-1, keepdim=True) * inv_q, zero)
+        t = (a + b) * inv_1pc
+        alpha = (2.0 * b - t) * inv_e * scale
+        beta = -t * inv_q * scale
+        return torch.addcmul(torch.addcmul(g * scale, alpha, e), beta, q), None, None
+
+
+def rotate_to(e: torch.Tensor, q: torch.Tensor, rule: RotationRule = DEFAULT_RULE) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotation-trick quantized output.
 
     Args:
@@ -58,41 +103,7 @@ def rotate_to(
     out_dtype = torch.promote_types(e.dtype, q.dtype)
     work = torch.promote_types(out_dtype, torch.float32)  # float32 at least, float64 kept
     with torch.autocast(device_type=e.device.type, enabled=False):
-        e32 = e.to(work)
-        q32 = q.detach().to(work)
-        with torch.no_grad():
-            e_norm = e32.norm(dim=-1, keepdim=True)
-            q_norm = q32.norm(dim=-1, keepdim=True)
-            e_hat = e32 / e_norm.clamp_min(rule.norm_eps)
-            q_hat = q32 / q_norm.clamp_min(rule.norm_eps)
-            s = e_hat + q_hat
-            s_norm = s.norm(dim=-1, keepdim=True)
-            r = s / s_norm.clamp_min(rule.norm_eps)
-            lam = q_norm / e_norm.clamp_min(rule.norm_eps)
-            cos = (e_hat * q_hat).sum(-1, keepdim=True)
-            fallback = (
-                ~torch.isfinite(e_norm)
-                | ~torch.isfinite(q_norm)
-                | (e_norm < rule.norm_eps)
-                | (q_norm < rule.norm_eps)
-                | (1.0 + cos < rule.antiparallel_eps)
-                | (lam > rule.max_scale)
-                | (lam < 1.0 / rule.max_scale)
-            )
-            # Finite constants on fallback rows, so no NaN can leak into the gradient via 0 * inf.
-            inv_e_norm = torch.where(fallback, torch.ones_like(e_norm), 1.0 / e_norm.clamp_min(rule.norm_eps))
-            q_norm = torch.where(fallback, torch.ones_like(q_norm), q_norm)
-        # λ R e written as ‖q‖ · R (e/‖e‖) with only the bare e carrying gradient: same gradient, no overflow
-        # of ‖q‖·‖e‖-sized intermediates.
-        e_unit = e32 * inv_e_norm
-        rotated = q_norm * (
-            e_unit
-            - 2.0 * (e_unit * r).sum(-1, keepdim=True) * r
-            + 2.0 * (e_unit * e_hat).sum(-1, keepdim=True) * q_hat
-        )
-        y = torch.where(fallback, e32, rotated)
-        # q + (y − sg(y)): forward value exactly q (y − y is exactly 0), gradient that of y.
-        out = q32 + (y - y.detach())
+        out, fallback = _RotateTo.apply(e.to(work), q.detach().to(work), rule)
     return out.to(out_dtype), fallback.squeeze(-1)
 
 

@@ -136,9 +136,7 @@ class ResidualVQ(nn.Module):
                 stats[f"vq{k}/{name}"] = value
         for name in ("usage", "perplexity", "quant_error"):
             stats[f"vq/{name}_mean"] = torch.stack([stats[f"vq{k}/{name}"] for k in range(n_q)]).mean()
-        stats["vq/rotation_fallback"] = torch.stack(
-            [stats[f"vq{k}/rotation_fallback"] for k in range(n_q)]
-        ).sum()
+        stats["vq/rotation_fallback"] = torch.stack([stats[f"vq{k}/rotation_fallback"] for k in range(n_q)]).sum()
         stats["vq/quant_error_total"] = (rows.detach() - quantized.detach()).pow(2).sum() / rows.detach().pow(
             2
         ).sum().clamp_min(1e-12)

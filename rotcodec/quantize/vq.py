@@ -138,14 +138,10 @@ class VectorQuantizer(nn.Module):
         self.codebook.data.copy_(torch.where(dead.unsqueeze(-1), fresh, self.codebook.data))
         # A revived code starts at the threshold so it is not replaced again before it can be used.
         self.cluster_size.copy_(
-            torch.where(
-                dead, torch.full_like(self.cluster_size, self.cfg.dead_code_threshold), self.cluster_size
-            )
+            torch.where(dead, torch.full_like(self.cluster_size, self.cfg.dead_code_threshold), self.cluster_size)
         )
         if self.cfg.ema_decay is not None:
-            self.embed_avg.copy_(
-                torch.where(dead.unsqueeze(-1), fresh * self.cfg.dead_code_threshold, self.embed_avg)
-            )
+            self.embed_avg.copy_(torch.where(dead.unsqueeze(-1), fresh * self.cfg.dead_code_threshold, self.embed_avg))
 
     # -- forward -------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
