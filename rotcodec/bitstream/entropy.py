@@ -1,0 +1,127 @@
+"""Entropy-mode payload: range coding (constriction) with per-stage categorical models.
+
+The frequency tables live with the model: an array of counts [n_q_total, K]. Each stage's counts become
+an integer table summing to 2**24 with a floor, so every code, seen in training or not, stays codable
+(an unseen code costs at most about log2(K) + 10 bits). The integer tables are the normative model; their
+CRC32 goes into the header so a file decoded with the wrong tables fails loudly instead of yielding noise.
+Symbol order inside a chunk is the same as plain mode: stage, then channel, then frame.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+
+import constriction
+import numpy as np
+
+from rotcodec.bitstream.errors import BitstreamError
+
+TABLE_BITS = 24
+_FLOOR_SHIFT = 10  # 2**-10 of the probability mass is spread uniformly over all codes
+_MAX_COUNT_BITS = 38  # keeps counts * (2**24) inside int64
+
+
+def estimate_frequencies(code_arrays: Iterable[np.ndarray], codebook_sizes: Sequence[int]) -> np.ndarray:
+    """Count code usage per stage, to ship with the model as its entropy tables.
+
+    code_arrays: arrays of codes [channels, n_q, frames] (or [n_q, frames]) with n_q <= len(codebook_sizes).
+    Returns int64 counts [len(codebook_sizes), max(codebook_sizes)]; column k of row s counts code k.
+    """
+    sizes = [int(k) for k in codebook_sizes]
+    counts = np.zeros((len(sizes), max(sizes)), dtype=np.int64)
+    for i, arr in enumerate(code_arrays):
+        codes = np.asarray(arr)
+        if codes.ndim == 2:
+            codes = codes[None]
+        if codes.ndim != 3 or codes.shape[1] > len(sizes) or not np.issubdtype(codes.dtype, np.integer):
+            raise BitstreamError(f"code array {i} must be integer [channels, n_q<={len(sizes)}, frames]")
+        for s in range(codes.shape[1]):
+            stage = codes[:, s, :].reshape(-1)
+            if stage.size and (stage.min() < 0 or stage.max() >= sizes[s]):
+                raise BitstreamError(f"code array {i} stage {s} has codes outside [0, {sizes[s]})")
+            counts[s, : sizes[s]] += np.bincount(stage, minlength=sizes[s])
+    return counts
+
+
+def quantize_counts(counts: np.ndarray, k: int) -> np.ndarray:
+    """Integer frequency table (uint32, length k, sum 2**24, every entry >= 1) from raw counts [k]."""
+    total = 1 << TABLE_BITS
+    c = counts.astype(np.int64)
+    top = int(c.max()) if c.size else 0
+    shift = max(0, top.bit_length() - _MAX_COUNT_BITS)
+    c = c >> shift
+    if int(c.sum()) == 0:
+        c = np.ones(k, dtype=np.int64)
+    floor = max(1, (total >> _FLOOR_SHIFT) // k)
+    spread = total - floor * k
+    q = floor + (c * spread) // int(c.sum())
+    q[int(np.argmax(c))] += total - int(q.sum())
+    return q.astype(np.uint32)
+
+
+def _as_counts(freqs: np.ndarray) -> np.ndarray:
+    arr = np.asarray(freqs)
+    if arr.ndim != 2:
+        raise BitstreamError(f"frequency table must be 2-D [n_q_total, K], got shape {arr.shape}")
+    if np.issubdtype(arr.dtype, np.integer):
+        if arr.size and arr.min() < 0:
+            raise BitstreamError("frequency table has negative counts")
+        return arr.astype(np.int64)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise BitstreamError(f"frequency table must hold numbers, got dtype {arr.dtype}")
+    if not np.all(np.isfinite(arr)) or (arr.size and arr.min() < 0) or np.any(arr != np.floor(arr)):
+        raise BitstreamError("frequency table must hold finite non-negative integer counts")
+    if arr.size and arr.max() >= 2.0**62:
+        raise BitstreamError("frequency table counts are too large")
+    return arr.astype(np.int64)
+
+
+class EntropyTables:
+    """Per-stage categorical models for the stages a file uses.
+
+    freqs: counts [n_q_total, K] with n_q_total >= len(codebook_sizes) and K == max(codebook_sizes);
+    stage s uses the first codebook_sizes[s] columns of row s.
+    """
+
+    def __init__(self, freqs: np.ndarray, codebook_sizes: Sequence[int]) -> None:
+        counts = _as_counts(freqs)
+        sizes = [int(k) for k in codebook_sizes]
+        if counts.shape[0] < len(sizes):
+            raise BitstreamError(f"frequency table has {counts.shape[0]} stages but the stream uses n_q={len(sizes)}")
+        if counts.shape[1] != max(sizes):
+            raise BitstreamError(
+                f"frequency table has {counts.shape[1]} codes per stage but the codebook size is {max(sizes)}"
+            )
+        self.codebook_sizes = sizes
+        self.tables = [quantize_counts(counts[s, :k], k) for s, k in enumerate(sizes)]
+        self.crc = zlib.crc32(b"".join(t.astype("<u4").tobytes() for t in self.tables))
+        self._models = [constriction.stream.model.Categorical(t.astype(np.float64), perfect=False) for t in self.tables]
+
+    def encode(self, codes: np.ndarray) -> bytes:
+        """Range-code validated codes[C, n_q, F]; returns whole little-endian 32-bit words."""
+        encoder = constriction.stream.queue.RangeEncoder()
+        for s, model in enumerate(self._models):
+            stage = np.ascontiguousarray(codes[:, s, :], dtype=np.int32).reshape(-1)
+            if stage.size:
+                encoder.encode(stage, model)
+        return encoder.get_compressed().astype("<u4").tobytes()
+
+    def decode(self, payload: bytes, channels: int, frames: int) -> np.ndarray:
+        """Inverse of `encode`: int64 codes[channels, n_q, frames]; BitstreamError on invalid data."""
+        if len(payload) % 4:
+            raise BitstreamError(f"entropy payload of {len(payload)} bytes is not whole 32-bit words")
+        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        n = channels * frames
+        out = np.empty((len(self._models), n), dtype=np.int64)
+        try:
+            decoder = constriction.stream.queue.RangeDecoder(words)
+            for s, model in enumerate(self._models):
+                if n:
+                    out[s] = decoder.decode(model, n)
+            exhausted = decoder.maybe_exhausted()
+        except Exception as exc:  # constriction signals invalid data with assorted exception types
+            raise BitstreamError(f"entropy payload does not decode: {exc}") from None
+        if not exhausted:
+            raise BitstreamError("entropy payload has data left after the last code")
+        return np.ascontiguousarray(out.reshape(len(self._models), channels, frames).transpose(1, 0, 2))

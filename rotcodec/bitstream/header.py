@@ -1,0 +1,224 @@
+"""The `.rcq` file header: fields, limits, and its byte layout (see docs/format.md for the table).
+
+Layout (little-endian), version 1::
+
+    0  4s  magic b"\\x89RCQ"       4  u8  version        5  u8  coding_mode   6  u16 header_len
+    8  u32 model_sample_rate      12  u32 original_sample_rate               16  u64 num_samples
+    24 u32 hop_length             28  u16 channels      30  u16 chunk_frames  32  u8  n_q
+    33 u8  model_id_len           34  16s model_hash    50  u32 table_crc
+    54 u16[n_q] codebook_size - 1, then model_id (UTF-8), then u32 CRC32 of all preceding header bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import operator
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rotcodec.bitstream.errors import BitstreamError, UnsupportedVersionError
+from rotcodec.bitstream.packing import code_bits
+
+MAGIC = b"\x89RCQ"
+VERSION = 1
+HASH_BYTES = 16
+
+MAX_SAMPLE_RATE = 1_000_000
+MAX_CHANNELS = 256
+MAX_HOP = 1 << 20
+MAX_STAGES = 255
+MIN_CODEBOOK, MAX_CODEBOOK = 2, 1 << 16
+MAX_CHUNK_FRAMES = 0xFFFF
+MAX_CHUNK_CODES = 1 << 22  # bounds one chunk's int64 buffer (32 MiB) whatever the header claims
+MAX_ID_BYTES = 255
+
+_FIXED = struct.Struct("<4sBBHIIQIHHBB16sI")
+_PREFIX = 8  # magic, version, coding_mode, header_len: enough to decide whether to read on
+_CRC = struct.Struct("<I")
+MIN_HEADER_LEN = _FIXED.size + 2 + _CRC.size
+MAX_HEADER_LEN = _FIXED.size + 2 * MAX_STAGES + MAX_ID_BYTES + _CRC.size
+
+
+class CodingMode(enum.IntEnum):
+    """How chunk payloads store codes."""
+
+    PLAIN = 0  # ceil(log2 K) bits per code
+    ENTROPY = 1  # range coded with per-stage frequency tables shipped with the model
+
+
+def weights_hash(blob: bytes) -> bytes:
+    """16-byte model fingerprint: the first 16 bytes of sha256 over the serialized weights."""
+    return hashlib.sha256(blob).digest()[:HASH_BYTES]
+
+
+def _as_int(name: str, value: object, lo: int, hi: int) -> int:
+    """`value` as a Python int within [lo, hi] (numpy integers accepted, bools and floats refused)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise BitstreamError(f"header field {name} must be an int, got {type(value).__name__}") from None
+    if not lo <= number <= hi:
+        raise BitstreamError(f"header field {name}={number} is outside [{lo}, {hi}]")
+    return number
+
+
+@dataclass(frozen=True)
+class RcqHeader:
+    """Everything a decoder needs besides the model weights and the codes.
+
+    model_id: model name (UTF-8, at most 255 bytes); model_hash: 16 bytes (see `weights_hash`).
+    model_sample_rate / original_sample_rate: Hz; the decoder resamples back to the original rate.
+    channels: audio channels, each coded separately; num_samples: length at the original rate.
+    hop_length: model-rate samples per frame (frame rate = model_sample_rate / hop_length Hz).
+    codebook_sizes: K per RVQ stage actually stored (n_q = its length, 2 <= K <= 65536).
+    coding_mode: 0 plain bit packing, 1 entropy coded. chunk_frames: frames per payload chunk.
+    """
+
+    model_id: str
+    model_hash: bytes
+    model_sample_rate: int
+    original_sample_rate: int
+    channels: int
+    num_samples: int
+    hop_length: int
+    codebook_sizes: tuple[int, ...]
+    coding_mode: int = CodingMode.PLAIN
+    chunk_frames: int = 64
+
+    def __post_init__(self) -> None:
+        def put(name: str, lo: int, hi: int) -> None:
+            object.__setattr__(self, name, _as_int(name, getattr(self, name), lo, hi))
+
+        try:
+            raw_sizes = tuple(self.codebook_sizes)
+        except TypeError:
+            raise BitstreamError("codebook_sizes must be a sequence of ints") from None
+        _as_int("n_q", len(raw_sizes), 1, MAX_STAGES)
+        sizes = tuple(_as_int(f"codebook_sizes[{s}]", k, MIN_CODEBOOK, MAX_CODEBOOK) for s, k in enumerate(raw_sizes))
+        object.__setattr__(self, "codebook_sizes", sizes)
+        if not isinstance(self.model_id, str):
+            raise BitstreamError("model_id must be a str")
+        try:
+            id_len = len(self.model_id.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise BitstreamError(f"model_id is not encodable as UTF-8: {exc.reason}") from None
+        if id_len > MAX_ID_BYTES:
+            raise BitstreamError(f"model_id is {id_len} bytes in UTF-8, the format allows {MAX_ID_BYTES}")
+        if not isinstance(self.model_hash, bytes) or len(self.model_hash) != HASH_BYTES:
+            raise BitstreamError(f"model_hash must be exactly {HASH_BYTES} bytes")
+        put("model_sample_rate", 1, MAX_SAMPLE_RATE)
+        put("original_sample_rate", 1, MAX_SAMPLE_RATE)
+        put("channels", 1, MAX_CHANNELS)
+        put("num_samples", 0, (1 << 64) - 1)
+        put("hop_length", 1, MAX_HOP)
+        put("coding_mode", 0, len(CodingMode) - 1)
+        put("chunk_frames", 1, MAX_CHUNK_FRAMES)
+        codes = self.channels * len(sizes) * self.chunk_frames
+        if codes > MAX_CHUNK_CODES:
+            raise BitstreamError(
+                f"channels*n_q*chunk_frames = {codes} codes per chunk exceeds the limit {MAX_CHUNK_CODES}"
+            )
+
+    @property
+    def n_q(self) -> int:
+        """Number of RVQ stages stored in the file."""
+        return len(self.codebook_sizes)
+
+    @property
+    def frame_rate(self) -> float:
+        """Code frames per second (Hz)."""
+        return self.model_sample_rate / self.hop_length
+
+    @property
+    def bits_per_frame(self) -> int:
+        """Plain-mode bits for one frame of all channels and stages."""
+        return self.channels * sum(code_bits(k) for k in self.codebook_sizes)
+
+    @property
+    def plain_kbps(self) -> float:
+        """Plain-mode payload bitrate in kbps (chunk and header overhead excluded)."""
+        return self.frame_rate * self.bits_per_frame / 1000.0
+
+
+def pack_header(header: RcqHeader, table_crc: int) -> bytes:
+    """Serialize `header`; `table_crc` fingerprints the entropy tables (0 in plain mode)."""
+    model_id = header.model_id.encode("utf-8")
+    length = _FIXED.size + 2 * header.n_q + len(model_id) + _CRC.size
+    fixed = _FIXED.pack(
+        MAGIC,
+        VERSION,
+        header.coding_mode,
+        length,
+        header.model_sample_rate,
+        header.original_sample_rate,
+        header.num_samples,
+        header.hop_length,
+        header.channels,
+        header.chunk_frames,
+        header.n_q,
+        len(model_id),
+        header.model_hash,
+        table_crc,
+    )
+    body = fixed + struct.pack(f"<{header.n_q}H", *(k - 1 for k in header.codebook_sizes)) + model_id
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def read_header(read: Callable[[int], bytes]) -> tuple[RcqHeader, int, int]:
+    """Parse a header through `read(n)` (returns at most n bytes; fewer only at end of input).
+
+    Returns (header, table_crc, header_crc). Raises BitstreamError on anything malformed and
+    UnsupportedVersionError for files from a newer format version.
+    """
+    prefix = read(_PREFIX)
+    if not prefix:
+        raise BitstreamError("empty input: not an .rcq file")
+    if prefix[:4] != MAGIC[: len(prefix[:4])]:
+        raise BitstreamError("not an .rcq file (bad magic bytes)")
+    if len(prefix) < _PREFIX:
+        raise BitstreamError(f"truncated .rcq header: {len(prefix)} bytes")
+    version, _mode, length = struct.unpack("<BBH", prefix[4:])
+    if version > VERSION:
+        raise UnsupportedVersionError(
+            f".rcq format version {version} is newer than this reader (supports up to {VERSION}); upgrade rotcodec"
+        )
+    if version < 1:
+        raise BitstreamError(f"invalid .rcq format version {version}")
+    if not MIN_HEADER_LEN <= length <= MAX_HEADER_LEN:
+        raise BitstreamError(f"corrupt .rcq header: header length {length} is impossible")
+    rest = read(length - _PREFIX)
+    if len(rest) < length - _PREFIX:
+        raise BitstreamError(f"truncated .rcq header: {_PREFIX + len(rest)} of {length} bytes")
+    raw = prefix + rest
+    (stored_crc,) = _CRC.unpack_from(raw, length - _CRC.size)
+    header_crc = zlib.crc32(raw[: -_CRC.size])
+    if stored_crc != header_crc:
+        raise BitstreamError("corrupt .rcq header: CRC mismatch")
+    fields = _FIXED.unpack_from(raw)
+    (_, _, mode, _, model_sr, orig_sr, n_samples, hop, channels, chunk, n_q, id_len, mhash, table_crc) = fields
+    if length != _FIXED.size + 2 * n_q + id_len + _CRC.size:
+        raise BitstreamError("corrupt .rcq header: length does not match n_q and model id size")
+    sizes = struct.unpack_from(f"<{n_q}H", raw, _FIXED.size)
+    id_start = _FIXED.size + 2 * n_q
+    try:
+        model_id = raw[id_start : id_start + id_len].decode("utf-8")
+    except UnicodeDecodeError:
+        raise BitstreamError("corrupt .rcq header: model id is not valid UTF-8") from None
+    header = RcqHeader(
+        model_id=model_id,
+        model_hash=mhash,
+        model_sample_rate=model_sr,
+        original_sample_rate=orig_sr,
+        channels=channels,
+        num_samples=n_samples,
+        hop_length=hop,
+        codebook_sizes=tuple(k + 1 for k in sizes),
+        coding_mode=mode,
+        chunk_frames=chunk,
+    )
+    return header, table_crc, header_crc

@@ -1,0 +1,227 @@
+"""Malformed `.rcq` input: every one must raise BitstreamError (a one-line message) and nothing else."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rotcodec.bitstream import (
+    MAGIC,
+    BitstreamError,
+    EntropyTables,
+    RcqHeader,
+    RcqWriter,
+    UnsupportedVersionError,
+    decode_bytes,
+    encode_bytes,
+    estimate_frequencies,
+    unpack_codes,
+)
+from rotcodec.bitstream.header import _FIXED
+
+
+def valid_file(mode: int, sizes=(1000, 7, 2), channels=2, frames=11, chunk=4, seed=0):
+    rng = np.random.default_rng(seed)
+    header = RcqHeader(
+        model_id="fuzz",
+        model_hash=bytes(range(16)),
+        model_sample_rate=24000,
+        original_sample_rate=48000,
+        channels=channels,
+        num_samples=frames * 640,
+        hop_length=320,
+        codebook_sizes=sizes,
+        coding_mode=mode,
+        chunk_frames=chunk,
+    )
+    codes = np.stack([rng.integers(0, k, size=(channels, frames)) for k in sizes], axis=1)
+    freqs = estimate_frequencies([codes], sizes) if mode else None
+    return encode_bytes(header, codes, freqs), header, codes, freqs
+
+
+FILES = {mode: valid_file(mode) for mode in (0, 1)}
+FILES[2] = valid_file(1, sizes=(65536, 1024, 3), channels=1, frames=9, chunk=5, seed=1)
+
+
+def must_fail(data: bytes, freqs) -> BitstreamError:
+    with pytest.raises(BitstreamError) as info:
+        decode_bytes(data, freqs)
+    assert "\n" not in str(info.value) and str(info.value)
+    return info.value
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_every_truncation_is_detected(mode):
+    data, _, _, freqs = FILES[mode]
+    for end in range(len(data)):
+        must_fail(data[:end], freqs)
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2])
+def test_every_single_bit_flip_is_detected(mode):
+    data, _, _, freqs = FILES[mode]
+    for bit in range(8 * len(data)):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        must_fail(bytes(flipped), freqs)
+
+
+def header_len(data: bytes) -> int:
+    return int.from_bytes(data[6:8], "little")
+
+
+def header_of(mode: int) -> bytes:
+    data = FILES[mode][0]
+    return data[: header_len(data)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_raise_only_bitstream_error(blob):
+    inputs = [(blob, None), (MAGIC + blob, None), (MAGIC + b"\x01" + blob, None)]
+    inputs += [(header_of(mode) + blob, FILES[mode][3]) for mode in (0, 1)]  # garbage chunk records
+    for data, freqs in inputs:
+        try:
+            decode_bytes(data, freqs)
+        except BitstreamError:
+            pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    mode=st.sampled_from([0, 1]),
+    sizes=st.lists(st.sampled_from([2, 3, 100, 1024, 65536]), min_size=1, max_size=3),
+    frames=st.integers(0, 20),
+    chunk=st.integers(1, 6),
+    seed=st.integers(0, 1000),
+    data=st.data(),
+)
+def test_random_corruptions_of_random_files(mode, sizes, frames, chunk, seed, data):
+    blob, _, codes, freqs = valid_file(mode, tuple(sizes), channels=1, frames=frames, chunk=chunk, seed=seed)
+    corrupted = bytearray(blob)
+    start = data.draw(st.integers(0, len(blob) - 1))
+    length = data.draw(st.integers(1, 8))
+    patch = data.draw(st.binary(min_size=length, max_size=length))
+    corrupted[start : start + length] = patch
+    try:
+        _, got = decode_bytes(bytes(corrupted), freqs)
+    except BitstreamError:
+        return
+    # only an overwrite with identical bytes (or an astronomically unlikely CRC collision) may pass
+    assert bytes(corrupted) == blob
+    np.testing.assert_array_equal(got, codes)
+
+
+@pytest.mark.parametrize("mode", [0, 1])
+def test_huge_claimed_payload_is_refused_before_reading(mode):
+    data, _, _, freqs = FILES[mode]
+    first_record = header_len(data)
+    huge = bytearray(data)
+    huge[first_record + 2 : first_record + 6] = (0xFFFFFFFF).to_bytes(4, "little")
+    assert "payload size" in str(must_fail(bytes(huge), freqs))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    payload=st.binary(max_size=64),
+    sizes=st.lists(st.sampled_from([2, 3, 100, 1024, 65536]), min_size=1, max_size=3),
+    frames=st.integers(0, 8),
+    skewed=st.booleans(),
+)
+def test_payload_decoders_behind_the_crc_are_safe(payload, sizes, frames, skewed):
+    # the CRC normally stops garbage first; the payload decoders must still never crash or return junk
+    counts = np.ones((len(sizes), max(sizes)), dtype=np.int64)
+    if skewed:
+        counts[:, 0] = 10**6
+    tables = EntropyTables(counts, sizes)
+    for decode in (
+        lambda: unpack_codes(payload, 2, frames, sizes),
+        lambda: tables.decode(payload, 2, frames),
+    ):
+        try:
+            codes = decode()
+        except BitstreamError:
+            continue
+        assert codes.shape == (2, len(sizes), frames) and codes.dtype == np.int64
+        assert all(((codes[:, s] >= 0) & (codes[:, s] < k)).all() for s, k in enumerate(sizes))
+
+
+def raw_header(channels=1, sizes=(1024,), chunk=16, version=1, mode=0, table_crc=0, model_id=b"m"):
+    n_q = len(sizes)
+    length = _FIXED.size + 2 * n_q + len(model_id) + 4
+    body = _FIXED.pack(
+        MAGIC, version, mode, length, 16000, 16000, 0, 320, channels, chunk, n_q, len(model_id), bytes(16), table_crc
+    )
+    body += struct.pack(f"<{n_q}H", *(k - 1 for k in sizes)) + model_id
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(channels=0), "channels"),
+        (dict(sizes=(1,)), "codebook_sizes"),
+        (dict(sizes=()), "header length"),
+        (dict(chunk=0), "chunk_frames"),
+        (dict(channels=1000, sizes=(65536,) * 200, chunk=65535), "channels"),
+        (dict(channels=200, sizes=(65536,) * 200, chunk=65535), "per chunk"),
+        (dict(mode=7), "coding_mode"),
+        (dict(model_id=b"\xff\xfe"), "UTF-8"),
+        (dict(table_crc=5), "entropy table CRC"),
+    ],
+)
+def test_absurd_headers_are_refused_by_reader(kw, msg):
+    data = raw_header(**kw)
+    with pytest.raises(BitstreamError, match=msg):
+        decode_bytes(data)
+
+
+def test_newer_version_is_a_clear_error():
+    data = bytearray(FILES[0][0])
+    data[4] = 2
+    with pytest.raises(UnsupportedVersionError, match=r"version 2 is newer.*up to 1.*upgrade"):
+        decode_bytes(bytes(data))
+    assert issubclass(UnsupportedVersionError, BitstreamError) and issubclass(BitstreamError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "data, msg",
+    [
+        (b"", "empty"),
+        (b"Hello, this is a text file\n" * 3, "magic"),
+        ("a str".encode("utf-16"), "magic"),
+        (MAGIC + b"\x01", "truncated"),
+    ],
+)
+def test_non_rcq_inputs(data, msg):
+    with pytest.raises(BitstreamError, match=msg):
+        decode_bytes(data)
+    with pytest.raises(BitstreamError):
+        decode_bytes("text")  # type: ignore[arg-type]
+
+
+def test_reordered_chunks_trailing_bytes_and_unfinished_writer():
+    data, header, codes, _ = valid_file(0, sizes=(256,), channels=1, frames=12, chunk=4)
+    h, rec = header_len(data), 10 + 4
+    swapped = data[:h] + data[h + rec : h + 2 * rec] + data[h : h + rec] + data[h + 2 * rec :]
+    with pytest.raises(BitstreamError, match="chunk 0"):
+        decode_bytes(swapped)
+    with pytest.raises(BitstreamError, match="trailing"):
+        decode_bytes(data + b"\x00")
+    dropped = data[:h] + data[h + rec :]
+    with pytest.raises(BitstreamError):
+        decode_bytes(dropped)
+
+    buf = io.BytesIO()
+    with pytest.raises(RuntimeError):
+        with RcqWriter(buf, header) as writer:
+            writer.write_chunk(codes)
+            raise RuntimeError("encoder crashed")
+    with pytest.raises(BitstreamError, match="truncated"):
+        decode_bytes(buf.getvalue())
