@@ -1,0 +1,186 @@
+"""Tests for rotcodec.eval.metrics and rotcodec.eval.align on generated speech-like audio."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rotcodec.eval import align as al
+from rotcodec.eval import metrics as m
+
+SR = 16000
+
+
+def vowel(sr: int = SR, seconds: float = 3.0, seed: int = 0) -> np.ndarray:
+    """Harmonic 'vowel' with a gliding f0, three formant-like bumps, syllable-rate AM and a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    f0 = 120.0 + 20.0 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    x = np.zeros_like(t)
+    for k in range(1, 40):
+        fk = k * f0
+        gain = (
+            np.exp(-(((fk - 700) / 300) ** 2))
+            + 0.6 * np.exp(-(((fk - 1200) / 400) ** 2))
+            + 0.3 * np.exp(-(((fk - 2600) / 500) ** 2))
+        )
+        x += gain * np.sin(k * phase) * (fk < sr / 2)
+    x *= 0.5 * (1 - np.cos(2 * np.pi * 3 * t))
+    x += 0.01 * rng.standard_normal(t.size)
+    return (0.5 * x / np.abs(x).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    return vowel()
+
+
+def test_identical_signals_score_ideal(speech: np.ndarray) -> None:
+    report = m.evaluate(speech, speech.copy(), SR)
+    v = report.values
+    assert report.notes == {}
+    assert v["si_sdr"] == np.inf or v["si_sdr"] > 100
+    assert v["mel_distance"] == pytest.approx(0.0, abs=1e-7)
+    assert v["mrstft"] == pytest.approx(0.0, abs=1e-6)
+    assert v["stoi"] > 0.999
+    assert 4.5 < v["pesq_wb"] <= 4.65
+
+
+def test_noise_makes_every_metric_worse(speech: np.ndarray) -> None:
+    noise = np.random.default_rng(1).standard_normal(speech.size).astype(np.float32)
+    light = m.compute_all(speech, speech + 0.003 * noise, SR)
+    heavy = m.compute_all(speech, speech + 0.05 * noise, SR)
+    for name in ("si_sdr", "mel_distance", "mrstft", "pesq_wb", "stoi"):
+        better = light[name] > heavy[name] if m.HIGHER_IS_BETTER[name] else light[name] < heavy[name]
+        assert better, (name, light[name], heavy[name])
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), a=st.floats(0.01, 10.0), n=st.integers(64, 2000))
+def test_si_sdr_matches_closed_form_for_orthogonal_noise(seed: int, a: float, n: int) -> None:
+    rng = np.random.default_rng(seed)
+    s = rng.standard_normal(n)
+    s -= s.mean()
+    noise = rng.standard_normal(n)
+    noise -= noise.mean()
+    noise -= (noise @ s) / (s @ s) * s  # orthogonal to s, still zero-mean
+    expected = 10 * np.log10((s @ s) / (a * a * (noise @ noise)))
+    assert m.si_sdr(s, s + a * noise) == pytest.approx(expected, rel=1e-6, abs=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    c=st.floats(0.001, 1000.0) | st.floats(-1000.0, -0.001),
+    offset=st.floats(-1.0, 1.0),
+)
+def test_si_sdr_is_scale_and_offset_invariant(seed: int, c: float, offset: float) -> None:
+    rng = np.random.default_rng(seed)
+    ref = rng.standard_normal(500)
+    est = ref + 0.5 * rng.standard_normal(500)
+    base = m.si_sdr(ref, est)
+    assert m.si_sdr(ref, c * est + offset) == pytest.approx(base, rel=1e-6, abs=1e-6)
+    assert m.si_sdr(c * ref + offset, est) == pytest.approx(base, rel=1e-6, abs=1e-6)
+
+
+def test_si_sdr_edge_cases() -> None:
+    ref = np.sin(np.arange(1000) * 0.1)
+    assert m.si_sdr(ref, np.zeros(1000)) == -np.inf
+    with pytest.warns(m.MetricWarning, match="constant"):
+        assert np.isnan(m.si_sdr(np.ones(1000), ref))
+
+
+def test_multichannel_is_mean_of_channels(speech: np.ndarray) -> None:
+    rng = np.random.default_rng(2)
+    est = np.stack([speech + 0.01 * rng.standard_normal(speech.size), speech + 0.1 * rng.standard_normal(speech.size)])
+    ref = np.stack([speech, speech])
+    per_channel = [m.si_sdr(ref[c], est[c]) for c in range(2)]
+    assert m.si_sdr(ref, est) == pytest.approx(np.mean(per_channel))
+    mel_each = [m.mel_distance(ref[c], est[c], SR) for c in range(2)]
+    assert m.mel_distance(ref, est, SR) == pytest.approx(np.mean(mel_each), rel=1e-5)
+    mr_each = [m.mrstft_distance(ref[c], est[c], SR) for c in range(2)]
+    assert m.mrstft_distance(ref, est, SR) == pytest.approx(np.mean(mr_each), rel=1e-5)
+
+
+def test_length_mismatch_is_trimmed_and_noted(speech: np.ndarray) -> None:
+    est = np.concatenate([speech, np.ones(500, dtype=np.float32)])
+    report = m.evaluate(speech, est, SR, speech=False)
+    assert "length" in report.notes
+    assert set(report.values) == {"si_sdr", "mel_distance", "mrstft"}
+    assert report.values["mel_distance"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_uncomputable_metrics_are_nan_with_reason(speech: np.ndarray) -> None:
+    short = speech[:800]  # 50 ms: shorter than PESQ's 1/4 s, STOI's 30 frames and the 2048-point STFTs
+    report = m.evaluate(short, short, SR)
+    for name in ("mel_distance", "mrstft", "pesq_wb", "stoi"):
+        assert np.isnan(report.values[name]) and report.notes[name], name
+    assert "short" in report.notes["pesq_wb"].lower()
+    with pytest.warns(m.MetricWarning, match="pesq_wb is NaN: NoUtterances"):
+        assert np.isnan(m.pesq_wb(np.zeros_like(speech), speech, SR))
+
+
+def test_pesq_and_stoi_resample_other_rates() -> None:
+    x8 = vowel(sr=8000, seconds=3.0, seed=3)
+    assert m.pesq_wb(x8, x8, 8000) > 4.5
+    assert m.stoi(x8, x8, 8000) > 0.999
+
+
+def test_bad_inputs_raise_value_errors() -> None:
+    x = np.zeros((2, 3, 100))
+    with pytest.raises(al.AudioInputError):
+        m.si_sdr(x, x)
+    with pytest.raises(ValueError, match="channel mismatch"):
+        m.si_sdr(np.zeros((2, 100)), np.zeros((3, 100)))
+    with pytest.raises(ValueError, match="NaN"):
+        m.si_sdr(np.full(100, np.nan), np.zeros(100))
+    with pytest.raises(ValueError, match="sample rate"):
+        m.mel_distance(np.zeros(2000), np.zeros(2000), 0)
+
+
+def test_dnsmos_is_optional(monkeypatch: pytest.MonkeyPatch, speech: np.ndarray) -> None:
+    monkeypatch.setitem(sys.modules, "speechmos", None)  # makes the import fail
+    assert m.dnsmos(speech, SR) is None
+    report = m.evaluate(speech, speech, SR, speech=False, with_dnsmos=True)
+    assert "speechmos" in report.notes["dnsmos"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(delay=st.integers(-300, 300), seed=st.integers(0, 1000))
+def test_estimate_delay_recovers_shift(delay: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    long = rng.standard_normal(4000)
+    ref = long[400:3400]
+    est = long[400 - delay : 3400 - delay] + 0.1 * rng.standard_normal(3000)  # est[n + d] = ref[n]
+    assert al.estimate_delay(ref, est, max_lag=400) == delay
+    assert al.estimate_delay(ref, -est, max_lag=400) == delay  # polarity does not matter
+    assert al.estimate_delay(np.stack([ref, ref]), np.stack([est, 0.5 * est]), max_lag=400) == delay
+    r, e = al.align(ref, est, delay)
+    assert r.shape == e.shape and r.shape[-1] == 3000 - abs(delay)
+    assert np.corrcoef(r, e)[0, 1] > 0.95
+    back = al.compensate_delay(est, delay, ref.size)
+    assert back.shape == ref.shape
+    keep = slice(max(-delay, 0), ref.size - max(delay, 0))  # the rest is zero padding
+    assert np.corrcoef(back[keep], ref[keep])[0, 1] > 0.95
+
+
+def test_envelope_delay_on_shifted_speech(speech: np.ndarray) -> None:
+    shifted = np.concatenate([np.zeros(250, dtype=np.float32), speech])[: speech.size]
+    # phase-scrambled copy: the waveform no longer matches, the envelope still does
+    scrambled = shifted * np.sign(np.sin(np.arange(speech.size) * 0.37))
+    assert al.estimate_delay(speech, shifted, 600) == 250
+    assert abs(al.estimate_delay(speech, scrambled, 600, method="envelope") - 250) <= 5
+
+
+def test_align_rejects_no_overlap() -> None:
+    with pytest.raises(al.AudioInputError):
+        al.align(np.zeros(10), np.zeros(10), 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert al.compensate_delay(np.arange(5.0), -2, 6).tolist() == [0, 0, 0, 1, 2, 3]
