@@ -1,0 +1,237 @@
+"""Audio file I/O, resampling and channel conversion.
+
+Every array here is float32 numpy shaped [channels, time] with samples in [-1, 1] and sample rates in Hz.
+Reading goes through soundfile (WAV, FLAC, OGG/Vorbis, Opus, MP3, AIFF, ... whatever libsndfile reads),
+resampling through soxr (HQ). "-" means stdin/stdout; open binary file objects work too. Bad input raises
+`AudioError` with a one-line message; inputs are never modified and outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+MIN_SAMPLE_RATE = 1_000  # Hz; below this a header is almost certainly corrupt
+MAX_SAMPLE_RATE = 768_000  # Hz; the highest rate real converters use
+
+PathOrFile = str | os.PathLike | BinaryIO
+
+
+class AudioError(ValueError):
+    """Audio input or output that cannot be used (one-line message naming the file)."""
+
+
+def _name(src: object) -> str:
+    if src == "-":
+        return "<stdin>"
+    return str(getattr(src, "name", src)) if not isinstance(src, (str, os.PathLike)) else str(src)
+
+
+def check_sample_rate(sr: object, what: str = "sample rate") -> int:
+    """Return `sr` as int after checking it lies in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE] Hz."""
+    whole = isinstance(sr, (int, np.integer)) or (isinstance(sr, (float, np.floating)) and float(sr).is_integer())
+    if isinstance(sr, bool) or not whole:
+        raise AudioError(f"{what} must be a whole number of Hz, got {sr!r}")
+    sr = int(sr)  # type: ignore[arg-type]
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise AudioError(f"{what} {sr} Hz is outside the supported {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
+    return sr
+
+
+def _open_source(src: PathOrFile) -> BinaryIO | str:
+    """Resolve `src` into something soundfile can open, raising AudioError for bad paths."""
+    if isinstance(src, str) and src == "-":
+        data = sys.stdin.buffer.read()
+        if not data:
+            raise AudioError("<stdin>: empty input")
+        return io.BytesIO(data)  # soundfile needs a seekable stream
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        if not path.exists():
+            raise AudioError(f"{path}: no such file")
+        if path.is_dir():
+            raise AudioError(f"{path}: is a directory, not an audio file")
+        if path.stat().st_size == 0:
+            raise AudioError(f"{path}: empty file")
+        return str(path)
+    if not hasattr(src, "read"):
+        raise AudioError(f"cannot read audio from {type(src).__name__}; give a path, '-' or a binary file")
+    if not (hasattr(src, "seekable") and src.seekable()):
+        data = src.read()
+        if not data:
+            raise AudioError(f"{_name(src)}: empty input")
+        return io.BytesIO(data)
+    return src
+
+
+def check_finite(wav: np.ndarray, name: str) -> None:
+    """Raise AudioError if `wav` holds NaN or Inf samples."""
+    if not np.all(np.isfinite(wav)):
+        raise AudioError(f"{name}: contains NaN or Inf samples")
+
+
+def load_audio(src: PathOrFile) -> tuple[np.ndarray, int]:
+    """Read an audio file fully.
+
+    Args:
+        src: a path, "-" for stdin, or a binary file object.
+    Returns:
+        (wav float32 [channels, time] in [-1, 1], sample rate in Hz).
+    """
+    name = _name(src)
+    handle = _open_source(src)
+    try:
+        data, sr = sf.read(handle, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioError(f"{name}: not a readable audio file ({msg})") from None
+    sr = check_sample_rate(sr, f"{name}: sample rate")
+    if data.shape[0] == 0:
+        raise AudioError(f"{name}: contains no audio samples (zero length)")
+    check_finite(data, name)
+    return np.ascontiguousarray(data.T), sr
+
+
+def read_info(path: str | os.PathLike) -> sf._SoundFileInfo:
+    """soundfile.info with the same checks and errors as `load_audio` (header only, fast)."""
+    handle = _open_source(path)
+    try:
+        info = sf.info(handle)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioError(f"{path}: not a readable audio file ({msg})") from None
+    check_sample_rate(info.samplerate, f"{path}: sample rate")
+    if info.frames <= 0:
+        raise AudioError(f"{path}: contains no audio samples (zero length)")
+    return info
+
+
+def as_2d(wav: np.ndarray) -> np.ndarray:
+    """View a [time] or [channels, time] array as [channels, time]."""
+    wav = np.asarray(wav)
+    if wav.ndim == 1:
+        return wav[None, :]
+    if wav.ndim != 2:
+        raise AudioError(f"audio must be shaped [time] or [channels, time], got shape {wav.shape}")
+    return wav
+
+
+def resample(wav: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resample with soxr HQ.
+
+    Args:
+        wav: [channels, time] or [time] float array.
+        sr_in, sr_out: sample rates in Hz.
+    Returns:
+        float32 array of the same rank, time axis ≈ round(time * sr_out / sr_in).
+    """
+    sr_in = check_sample_rate(sr_in, "input sample rate")
+    sr_out = check_sample_rate(sr_out, "output sample rate")
+    was_1d = np.ndim(wav) == 1
+    x = as_2d(wav).astype(np.float32, copy=False)
+    if sr_in == sr_out:
+        out = x.copy()
+    elif x.shape[1] == 0:
+        out = np.zeros((x.shape[0], 0), np.float32)
+    else:
+        out = soxr.resample(np.ascontiguousarray(x.T), sr_in, sr_out, quality="HQ").T
+        out = np.ascontiguousarray(out, dtype=np.float32)
+    return out[0] if was_1d else out
+
+
+def to_channels(wav: np.ndarray, channels: int) -> np.ndarray:
+    """Convert [channels_in, time] to [channels, time]: mean mix-down to mono or duplicate mono.
+
+    Other conversions (e.g. 6 -> 2) are ambiguous and raise AudioError.
+    """
+    x = as_2d(wav)
+    if channels < 1:
+        raise AudioError(f"channel count must be >= 1, got {channels}")
+    c = x.shape[0]
+    if c == channels:
+        return x.astype(np.float32, copy=True)
+    if channels == 1:
+        return x.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
+    if c == 1:
+        return np.repeat(x.astype(np.float32), channels, axis=0)
+    raise AudioError(f"cannot convert {c} channels to {channels}; only mono<->N conversions are defined")
+
+
+def atomic_replace(tmp: str, path: str | os.PathLike) -> None:
+    """Give a finished temp file normal permissions (mkstemp makes it 0600) and move it onto `path`."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+_FORMATS = {"wav": "WAV", "flac": "FLAC"}
+_INT_SUBTYPES = {"PCM_16", "PCM_24", "PCM_32", "PCM_S8", "PCM_U8"}
+
+
+def save_audio(
+    dest: PathOrFile,
+    wav: np.ndarray,
+    sr: int,
+    format: str | None = None,
+    subtype: str = "PCM_16",
+    force: bool = False,
+) -> None:
+    """Write [channels, time] (or [time]) audio to a file, "-" (stdout) or a binary file object.
+
+    Paths are written atomically (temp file in the same folder, then os.replace) and an existing file is
+    only replaced with force=True. `format` is "wav" or "flac" (default: from the suffix, else wav).
+    Integer subtypes clip to [-1, 1] rather than wrapping around.
+    """
+    sr = check_sample_rate(sr)
+    x = as_2d(np.asarray(wav, dtype=np.float32))
+    if x.shape[1] == 0:
+        raise AudioError(f"{_name(dest)}: refusing to write zero-length audio")
+    check_finite(x, _name(dest))
+    if format is None:
+        suffix = Path(dest).suffix.lower().lstrip(".") if isinstance(dest, (str, os.PathLike)) else ""
+        format = suffix if suffix in _FORMATS else "wav"
+    if format.lower() not in _FORMATS:
+        raise AudioError(f"unsupported output format {format!r}; choose from {sorted(_FORMATS)}")
+    fmt = _FORMATS[format.lower()]
+    subtype = subtype.upper()
+    if not sf.check_format(fmt, subtype):
+        raise AudioError(f"subtype {subtype} is not valid for {fmt}")
+    if subtype in _INT_SUBTYPES:
+        x = np.clip(x, -1.0, 1.0)
+    frames = np.ascontiguousarray(x.T)
+
+    if isinstance(dest, str) and dest == "-":
+        buf = io.BytesIO()
+        sf.write(buf, frames, sr, format=fmt, subtype=subtype)
+        sys.stdout.buffer.write(buf.getvalue())
+        sys.stdout.buffer.flush()
+        return
+    if not isinstance(dest, (str, os.PathLike)):
+        sf.write(dest, frames, sr, format=fmt, subtype=subtype)
+        return
+
+    path = Path(dest)
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory")
+    if path.exists() and not force:
+        raise AudioError(f"{path}: already exists (use force=True / --force to overwrite)")
+    if not path.parent.is_dir():
+        raise AudioError(f"{path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            sf.write(fh, frames, sr, format=fmt, subtype=subtype)
+        atomic_replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

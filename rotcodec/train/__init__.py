@@ -1,0 +1,1 @@
+"""Training: recipes, checkpoints and the step loop (`rotcodec train RECIPE.yaml`)."""

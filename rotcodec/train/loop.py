@@ -1,0 +1,333 @@
+"""The training step loop: one process, or one rank of a torchrun/DDP job.
+
+    rotcodec train recipes/speech16k.yaml --run-dir runs/speech16k [--set train.steps=2000] [--resume]
+    torchrun --nproc-per-node 4 -m rotcodec.cli.main train recipes/speech16k.yaml --run-dir runs/x
+
+Rank 0 logs (`metrics.jsonl`, TensorBoard, progress bar), validates and checkpoints. Data order depends only
+on (seed, step), so a resumed run sees exactly the batches the killed run would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .. import __version__
+from ..audio import save_audio
+from ..config import to_dict
+from ..data.dataset import build_datasets
+from ..losses.adversarial import GeneratorLoss, discriminator_loss
+from ..models.codec import Codec
+from ..models.discriminators import Discriminator
+from ..models.io import read_model
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .recipe import Recipe
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot continue (repeated non-finite losses, a run folder in use, ...)."""
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_kind: str) -> DistInfo:
+    """Join the process group torchrun describes in the environment (nothing to do without it)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(name: str, info: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        torch.cuda.set_device(info.local_rank)
+        return torch.device("cuda", info.local_rank)
+    return torch.device(name)
+
+
+def lr_at(step: int, cfg: Any) -> float:
+    """Linear warm-up, then cosine decay to lr · final_lr_ratio (a pure function of the step: no state)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    floor = cfg.final_lr_ratio
+    return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class _Generator(nn.Module):
+    """Codec forward returning plain tensors and dicts, which DDP can traverse."""
+
+    def __init__(self, codec: Codec) -> None:
+        super().__init__()
+        self.codec = codec
+
+    def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        out = self.codec(wav)
+        return out.audio, out.vq_loss, out.stats
+
+
+class StepBatches:
+    """Batches for steps `start, start+1, ...`: the batch of step s is items
+    [s·B·W + rank·B, +B) of the epoch stream, whatever the worker count, so resuming at s is exact."""
+
+    def __init__(self, dataset: Any, batch_size: int, num_workers: int, info: DistInfo, start: int) -> None:
+        self.ds, self.bs, self.workers, self.info, self.step = dataset, batch_size, num_workers, info, start
+        self.per_epoch = len(dataset) // (batch_size * info.world_size)
+        if self.per_epoch < 1:
+            raise TrainingError(f"data.items_per_epoch ({len(dataset)}) is smaller than one global batch")
+
+    def __iter__(self):  # noqa: ANN204
+        while True:
+            epoch, first = divmod(self.step, self.per_epoch)
+            self.ds.set_epoch(epoch)
+            stride = self.bs * self.info.world_size
+            batches = [
+                list(range(b * stride + self.info.rank * self.bs, b * stride + (self.info.rank + 1) * self.bs))
+                for b in range(first, self.per_epoch)
+            ]
+            # Own generator: creating a loader must not draw from the global RNG (resume would diverge).
+            loader = DataLoader(
+                self.ds,
+                batch_sampler=batches,
+                num_workers=self.workers,
+                pin_memory=torch.cuda.is_available(),
+                generator=torch.Generator().manual_seed(epoch),
+            )
+            for batch in loader:
+                yield batch
+                self.step += 1
+
+
+def _floats(d: dict[str, torch.Tensor]) -> dict[str, float]:
+    if not d:
+        return {}
+    keys = list(d)
+    values = torch.stack([d[k].detach().float().reshape(()) for k in keys]).cpu().tolist()  # one host sync
+    return dict(zip(keys, values, strict=True))
+
+
+def train(
+    recipe: Recipe, run_dir: str | Path, resume: bool = False, init: str | None = None, quiet: bool = False
+) -> dict[str, Any]:
+    """Run (or resume) a recipe in `run_dir`; returns the last logged metrics."""
+    from tqdm import tqdm
+
+    cfg = recipe.train
+    run_dir = Path(run_dir)
+    device_kind = "cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    info = setup_distributed(device_kind)
+    device = pick_device(cfg.device, info)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cfg.seed + info.rank)
+
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if info.main:
+        if not resume and (run_dir / "checkpoints" / "latest").exists():
+            raise TrainingError(f"{run_dir} already holds a run: pass --resume to continue it, or another --run-dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(to_dict(recipe), indent=2) + "\n")
+
+    codec = Codec(recipe.model)
+    if init is not None and ckpt is None:
+        loaded = read_model(init).codec
+        codec.load_state_dict(loaded.state_dict(), strict=True)
+    codec.to(device).train()
+    disc = Discriminator(recipe.discriminator).to(device).train() if recipe.discriminator.enabled else None
+    if disc is not None and recipe.loss.adv == 0 and recipe.loss.feat == 0:
+        disc = None
+    loss_fn = GeneratorLoss(recipe.loss, recipe.model.sample_rate).to(device)
+    opt_g = torch.optim.AdamW(codec.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=tuple(cfg.betas)) if disc else None
+    step = 0
+    if ckpt is not None:  # restores the RNG state last, after model construction consumed the seed
+        step = int(load_checkpoint(ckpt, codec, disc, opt_g, opt_d)["step"])
+
+    gen: nn.Module = _Generator(codec)
+    if info.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        # EMA codebooks are all-reduced by the quantizer itself; dropout can leave stages' params unused.
+        gen = DDP(gen, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
+        if disc is not None:
+            disc = DDP(disc, device_ids=ids, broadcast_buffers=False)
+
+    train_ds, valid_ds = build_datasets(recipe.data)
+    if info.main and train_ds.skipped:
+        print(f"warning: {len(train_ds.skipped)} unreadable file(s) skipped", flush=True)
+    batches = iter(StepBatches(train_ds, cfg.batch_size, recipe.data.num_workers, info, step))
+    amp = device.type == "cuda" and cfg.amp == "bf16"
+    writer = None
+    metrics_file = None
+    if info.main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+        metrics_file = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115 - closed in finally
+    audio_per_step = cfg.batch_size * info.world_size * recipe.data.segment_seconds
+    bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not info.main, unit="step", dynamic_ncols=True)
+    bad_in_a_row, skipped_total, last = 0, 0, {}
+    t_log, step_log = time.perf_counter(), step
+    try:
+        while step < cfg.steps:
+            wav = next(batches).to(device, non_blocking=True)
+            lr = lr_at(step, cfg)
+            for group in opt_g.param_groups:
+                group["lr"] = lr
+            adversarial = disc is not None and step >= cfg.adversarial_start
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                audio, vq_loss, stats = gen(wav)
+            d_parts: dict[str, torch.Tensor] = {}
+            if adversarial:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    real_logits, _ = disc(wav)
+                    fake_logits, _ = disc(audio.detach())
+                    d_loss = discriminator_loss(real_logits, fake_logits, recipe.loss.adversarial)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.float().backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
+                opt_d.step()
+                d_parts["disc"] = d_loss.detach()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    fake_logits, fake_feats = disc(audio)
+                    with torch.no_grad():
+                        _, real_feats = disc(wav)
+                total, parts = loss_fn(audio.float(), wav, vq_loss, fake_logits, fake_feats, real_feats)
+            else:
+                total, parts = loss_fn(audio.float(), wav, vq_loss)
+            opt_g.zero_grad(set_to_none=True)
+            total.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                codec.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+            )
+            # The NaN guard is the loop's one per-step host sync: a non-finite step must not reach the weights.
+            finite = bool(torch.isfinite(total) & torch.isfinite(grad_norm))
+            if finite:
+                opt_g.step()
+                bad_in_a_row = 0
+            else:
+                opt_g.zero_grad(set_to_none=True)
+                bad_in_a_row += 1
+                skipped_total += 1
+                if info.main:
+                    bar.write(f"step {step}: non-finite loss or gradient, step skipped ({bad_in_a_row} in a row)")
+                if bad_in_a_row >= cfg.max_bad_steps:
+                    raise TrainingError(
+                        f"{bad_in_a_row} consecutive non-finite steps at step {step}: lower train.lr or check the data"
+                    )
+            step += 1
+            bar.update(1)
+            if info.main and (step % cfg.log_every == 0 or step == cfg.steps):
+                now = time.perf_counter()
+                rate = (step - step_log) / max(now - t_log, 1e-9)
+                t_log, step_log = now, step
+                last = {
+                    "step": step,
+                    "lr": lr,
+                    "grad_norm": float(grad_norm),
+                    "skipped_steps": skipped_total,
+                    "steps_per_s": rate,
+                    "audio_s_per_s": rate * audio_per_step,
+                }
+                last.update({f"loss/{k}": v for k, v in _floats({**parts, **d_parts}).items()})
+                last.update(_floats(stats))
+                metrics_file.write(json.dumps(last) + "\n")
+                metrics_file.flush()
+                for k, v in last.items():
+                    if k != "step":
+                        writer.add_scalar(k, v, step)
+                bar.set_postfix(loss=f"{last.get('loss/total', float('nan')):.3f}", rate=f"{rate:.2f}/s")
+            if info.main and (step % cfg.valid_every == 0 or step == cfg.steps):
+                vals = validate(codec, loss_fn, valid_ds, cfg, device, run_dir / "samples" / f"step_{step:08d}")
+                record = {"step": step, **{f"valid/{k}": v for k, v in vals.items()}}
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                for k, v in record.items():
+                    if k != "step":
+                        writer.add_scalar(k, v, step)
+                last.update(record)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                if info.main:
+                    save_checkpoint(
+                        run_dir,
+                        step,
+                        codec,
+                        _unwrap(disc),
+                        opt_g,
+                        opt_d,
+                        {
+                            "recipe": to_dict(recipe),
+                            "model_meta": {"recipe": recipe.name, "rotcodec_version": __version__},
+                        },
+                        keep=cfg.keep_checkpoints,
+                    )
+                if info.world_size > 1:
+                    dist.barrier()
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+        if metrics_file is not None:
+            metrics_file.close()
+    return last
+
+
+def _unwrap(m: nn.Module | None) -> nn.Module | None:
+    return getattr(m, "module", m)
+
+
+@torch.no_grad()
+def validate(
+    codec: Codec, loss_fn: GeneratorLoss, valid_ds: Any, cfg: Any, device: torch.device, sample_dir: Path
+) -> dict[str, float]:
+    """Reconstruction losses at full bitrate on fixed validation crops; writes a few reconstructions."""
+    codec.eval()
+    sums: dict[str, float] = {}
+    count = 0
+    loader = DataLoader(valid_ds, batch_size=cfg.batch_size, num_workers=0)
+    for i, wav in enumerate(loader):
+        if i >= cfg.valid_batches:
+            break
+        wav = wav.to(device)
+        out = codec(wav)
+        _, parts = loss_fn(out.audio.float(), wav)
+        for k, v in _floats({**parts, **{k: v for k, v in out.stats.items() if k.startswith("vq/")}}).items():
+            sums[k] = sums.get(k, 0.0) + v
+        count += 1
+        if i == 0 and cfg.audio_samples > 0:
+            sample_dir.mkdir(parents=True, exist_ok=True)
+            for j in range(min(cfg.audio_samples, wav.shape[0])):
+                sr = codec.sample_rate
+                save_audio(sample_dir / f"{j}_input.wav", wav[j].cpu().numpy(), sr, force=True)
+                save_audio(
+                    sample_dir / f"{j}_decoded.wav", out.audio[j].float().clamp(-1, 1).cpu().numpy(), sr, force=True
+                )
+    codec.train()
+    return {k: v / max(count, 1) for k, v in sums.items()}

@@ -1,0 +1,75 @@
+"""A training recipe: one YAML file (optionally `base:` + overrides) -> `Recipe` of config dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import apply_overrides, from_dict, load_yaml
+from ..data.dataset import DataConfig
+from ..losses.adversarial import LossConfig
+from ..models.codec import CodecConfig
+from ..models.discriminators import DiscriminatorConfig
+
+
+@dataclass
+class TrainConfig:
+    """Step loop settings.
+
+    steps: total generator steps. batch_size: per process. lr/betas/weight_decay: AdamW for the generator;
+    disc_lr: for the discriminators. warmup_steps then cosine decay to lr * final_lr_ratio.
+    adversarial_start: step at which discriminators and adversarial losses switch on (0 = from the start).
+    grad_clip: max global grad norm (0 disables). log_every/valid_every/checkpoint_every: in steps.
+    keep_checkpoints: how many step checkpoints to keep. max_bad_steps: consecutive non-finite steps
+    tolerated before the run stops. amp: "bf16" autocast on CUDA ("none" disables; ignored on CPU).
+    threads: torch CPU threads (0 = torch's default). valid_batches: validation batches per check.
+    audio_samples: validation reconstructions written as WAV per check.
+    """
+
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 3e-4
+    disc_lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    final_lr_ratio: float = 0.1
+    adversarial_start: int = 0
+    grad_clip: float = 100.0
+    log_every: int = 10
+    valid_every: int = 500
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    max_bad_steps: int = 20
+    amp: str = "bf16"
+    threads: int = 0
+    valid_batches: int = 4
+    audio_samples: int = 2
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    model: CodecConfig = field(default_factory=CodecConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None, data: dict | None = None) -> Recipe:
+    """Recipe from a YAML file (or a dict) plus `key=value` overrides. The data's sample rate and channel
+    count always follow the model's (they are not set twice)."""
+    raw = dict(data) if data is not None else load_yaml(path) if path is not None else {}
+    raw = apply_overrides(raw, overrides or [])
+    model = raw.get("model") or {}
+    data_section = dict(raw.get("data") or {})
+    for key in ("sample_rate", "channels"):
+        if key in data_section:
+            raise ValueError(f"data.{key} follows model.{key}; set model.{key} instead")
+        if key in model:
+            data_section[key] = model[key]
+    raw["data"] = data_section
+    return from_dict(Recipe, raw, "recipe")

@@ -1,0 +1,149 @@
+"""The trainer on the tiny recipe: loss falls, run folder contents, exact kill/resume, NaN guard, DDP."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from rotcodec.config import ConfigError
+from rotcodec.models.io import load_model
+from rotcodec.train.loop import TrainingError, train
+from rotcodec.train.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "recipes" / "tiny.yaml"
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_recipe_learns_and_writes_a_complete_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(load_recipe(TINY, ["train.steps=300", "train.valid_every=150"]), run, quiet=True)
+    rows = [r for r in read_metrics(run) if "loss/mrstft" in r]
+    first = sum(r["loss/mrstft"] for r in rows[:3]) / 3
+    last = sum(r["loss/mrstft"] for r in rows[-3:]) / 3
+    assert last < 0.85 * first, (first, last)  # the stated margin: at least 15% lower after 300 steps
+    for key in (
+        "step",
+        "lr",
+        "loss/total",
+        "loss/mel",
+        "vq0/usage",
+        "vq0/perplexity",
+        "vq/quant_error_mean",
+        "vq/rotation_fallback",
+        "steps_per_s",
+        "audio_s_per_s",
+    ):
+        assert key in rows[-1], key
+    assert any("valid/mel" in r for r in read_metrics(run))
+    assert json.loads((run / "config.json").read_text())["model"]["quantizer"]["estimator"] == "rotation"
+    assert list((run / "tensorboard").iterdir())
+    assert list((run / "samples").rglob("*_decoded.wav"))
+    latest = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    codec = load_model(latest / "model")  # checkpoints are ordinary model files
+    assert codec.n_q == 4
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(load_recipe(TINY), run, quiet=True)
+
+
+def _train_cmd(run: Path, steps: int) -> list[str]:
+    code = (
+        "import sys; from rotcodec.train.recipe import load_recipe; from rotcodec.train.loop import train; "
+        f"train(load_recipe({str(TINY)!r}, ['train.steps={steps}', 'train.checkpoint_every=20', "
+        "'train.keep_checkpoints=50']), sys.argv[1], resume=True, quiet=True)"
+    )
+    return [sys.executable, "-c", code, str(run)]
+
+
+def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    steps = 120
+    subprocess.run(_train_cmd(tmp_path / "whole", steps), check=True, timeout=300)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(killed, steps))
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "latest").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = (killed / "checkpoints" / "latest").read_text().strip()
+    assert done != f"step_{steps:08d}"  # it really was stopped part-way
+    subprocess.run(_train_cmd(killed, steps), check=True, timeout=300)
+    name = f"step_{steps:08d}"
+    for part in ("model.safetensors", "state.safetensors"):
+        a = load_file(tmp_path / "whole" / "checkpoints" / name / part)
+        b = load_file(killed / "checkpoints" / name / part)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (part, key)
+
+
+def test_nan_guard_stops_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rotcodec.data import dataset
+
+    monkeypatch.setattr(dataset.CropDataset, "__getitem__", lambda self, i: torch.full((1, 4000), float("nan")))
+    with pytest.raises(TrainingError, match="consecutive non-finite steps"):
+        train(load_recipe(TINY, ["train.max_bad_steps=3"]), tmp_path / "nan", quiet=True)
+    rows = read_metrics(tmp_path / "nan") if (tmp_path / "nan" / "metrics.jsonl").exists() else []
+    assert all(r.get("skipped_steps", 0) >= 0 for r in rows)
+
+
+def test_adversarial_training_steps_run(tmp_path: Path) -> None:
+    recipe = load_recipe(
+        TINY,
+        [
+            "train.steps=4",
+            "loss.adv=1.0",
+            "loss.feat=2.0",
+            "discriminator.msstft=true",
+            "discriminator.mpd=true",
+            "discriminator.n_ffts=[256,128]",
+            "discriminator.channels=4",
+            "discriminator.mpd_channels=4",
+            "train.log_every=1",
+        ],
+    )
+    train(recipe, tmp_path / "adv", quiet=True)
+    rows = [r for r in read_metrics(tmp_path / "adv") if "loss/adv" in r]
+    assert len(rows) == 4 and all("loss/disc" in r and "loss/feat" in r for r in rows)
+    state = json.loads(next((tmp_path / "adv" / "checkpoints").glob("step_*/state.json")).read_text())
+    assert "opt_d" in state["optim"]
+
+
+def test_recipe_errors_are_clear() -> None:
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_recipe(TINY, ["train.stepz=3"])
+    with pytest.raises(ValueError, match="follows model.sample_rate"):
+        load_recipe(TINY, ["data.sample_rate=8000"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_recipe(ROOT / "recipes" / "nope.yaml")
+
+
+def _ddp_worker(rank: int, port: int, run: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
+    )
+    train(load_recipe(TINY, ["train.steps=6", "train.log_every=2", "train.checkpoint_every=6"]), run, quiet=True)
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_ddp_run_completes(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path / "ddp")), nprocs=2, join=True)
+    rows = read_metrics(tmp_path / "ddp")
+    assert rows[-1]["step"] == 6
+    assert (tmp_path / "ddp" / "checkpoints" / "step_00000006" / "model.safetensors").exists()
