@@ -1,0 +1,209 @@
+"""The codec: SEANet encoder -> residual VQ -> SEANet decoder.
+
+Audio channels are coded independently: `[batch, channels, time]` is folded into `[batch * channels, 1,
+time]`, so a stereo file costs twice the bitrate of a mono one (`bitrate` is per channel).
+
+Default config = the `speech16k` model (~2.0 M parameters, ~0.57 GFLOP per audio second each way): 16 kHz
+mono, strides [2, 4, 5, 8] (hop 320 -> 50 Hz frames), base channels 16 (16 -> 256), residual units with
+dilations 1, 3, 9, latent 128, RVQ 8 x 1024 (10 bits/code -> 0.5 kbps per stage, 4 kbps with all 8).
+24 kHz with the same strides gives 75 Hz frames (SoundStream/EnCodec).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch.nn.utils import parametrize
+
+from ..quantize import ResidualVQ, RVQConfig
+from .seanet import SEANetDecoder, SEANetEncoder
+from .streaming import StreamingModule
+
+
+class CodecInputError(ValueError):
+    """Audio or codes of the wrong shape for this codec."""
+
+
+@dataclass
+class CodecConfig:
+    """sample_rate (Hz) and audio channels; SEANet: base_channels (doubling per stage up to max_channels),
+    strides in encoder order (hop = their product), latent_dim (must equal quantizer.dim), dilations of the
+    residual units in each stage (their count = residual units per stage; [1, 3, 9] is SoundStream's),
+    kernel sizes, compress (residual bottleneck factor), causal (False: centred padding, no streaming),
+    decoder_base_channels (None: same as the encoder); quantizer: the residual VQ."""
+
+    sample_rate: int = 16000
+    channels: int = 1
+    base_channels: int = 16
+    strides: list[int] = field(default_factory=lambda: [2, 4, 5, 8])
+    latent_dim: int = 128
+    dilations: list[int] = field(default_factory=lambda: [1, 3, 9])
+    kernel_size: int = 7
+    last_kernel_size: int = 7
+    residual_kernel_size: int = 3
+    compress: int = 2
+    max_channels: int = 512
+    causal: bool = True
+    decoder_base_channels: int | None = None
+    quantizer: RVQConfig = field(default_factory=lambda: RVQConfig(dim=128, n_q=8, codebook_size=1024))
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0 or self.channels <= 0:
+            raise ValueError(f"sample_rate and channels must be positive, got {self.sample_rate}, {self.channels}")
+        if not self.strides or any(s < 1 for s in self.strides):
+            raise ValueError(f"strides must be a non-empty list of positive ints, got {self.strides}")
+        if self.quantizer.dim != self.latent_dim:
+            raise ValueError(f"quantizer.dim ({self.quantizer.dim}) must equal latent_dim ({self.latent_dim})")
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.strides)
+
+
+@dataclass
+class CodecOutput:
+    """audio `[batch, channels, time]`, codes `[batch, channels, n_q, frames]` int64, vq_loss (scalar,
+    already weighted by the quantizer), stats (quantizer statistics, tensors)."""
+
+    audio: torch.Tensor
+    codes: torch.Tensor
+    vq_loss: torch.Tensor
+    stats: dict[str, torch.Tensor]
+
+
+class Codec(StreamingModule):
+    """Neural audio codec. Training: `forward`; inference: `encode` / `decode`, also chunk by chunk inside
+    `with codec.streaming():` (chunk lengths that are multiples of `hop_length` give the whole-file codes)."""
+
+    def __init__(self, cfg: CodecConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        common = dict(
+            channels=1,
+            latent_dim=cfg.latent_dim,
+            strides=cfg.strides,
+            dilations=cfg.dilations,
+            kernel_size=cfg.kernel_size,
+            last_kernel_size=cfg.last_kernel_size,
+            residual_kernel_size=cfg.residual_kernel_size,
+            compress=cfg.compress,
+            max_channels=cfg.max_channels,
+            causal=cfg.causal,
+        )
+        self.encoder = SEANetEncoder(base_channels=cfg.base_channels, **common)
+        self.quantizer = ResidualVQ.from_config(cfg.quantizer)
+        dec_base = cfg.decoder_base_channels or cfg.base_channels
+        self.decoder = SEANetDecoder(base_channels=dec_base, **common)
+
+    # -- arithmetic ----------------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def hop_length(self) -> int:
+        """Audio samples per code frame."""
+        return self.config.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        """Code frames per second (Hz)."""
+        return self.sample_rate / self.hop_length
+
+    @property
+    def n_q(self) -> int:
+        return self.quantizer.n_q
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    def bits_per_frame(self, n_q: int | None = None) -> float:
+        """n_q * log2(K) bits per frame per channel (the packed size when K is a power of two)."""
+        return self._check_n_q(n_q) * math.log2(self.codebook_size)
+
+    def bitrate(self, n_q: int | None = None) -> float:
+        """kbps per audio channel: frame_rate * n_q * log2(K) / 1000."""
+        return self.frame_rate * self.bits_per_frame(n_q) / 1000.0
+
+    def n_q_for_kbps(self, kbps: float) -> int:
+        """Largest number of stages whose bitrate is <= `kbps` (at least 1)."""
+        best = 1
+        for n in range(1, self.n_q + 1):
+            if self.bitrate(n) <= kbps + 1e-9:
+                best = n
+        return best
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def _check_n_q(self, n_q: int | None) -> int:
+        n_q = self.n_q if n_q is None else int(n_q)
+        if not 1 <= n_q <= self.n_q:
+            raise CodecInputError(f"n_q must be in [1, {self.n_q}], got {n_q}")
+        return n_q
+
+    # -- shapes --------------------------------------------------------------------------------------
+    def _fold(self, wav: torch.Tensor) -> torch.Tensor:
+        if wav.dim() != 3 or wav.shape[1] != self.channels:
+            raise CodecInputError(f"expected audio [batch, {self.channels}, time], got shape {tuple(wav.shape)}")
+        x = wav.reshape(-1, 1, wav.shape[-1])
+        if not self._is_streaming:
+            # Streaming chunks are not padded: the convs buffer incomplete frames themselves.
+            x = F.pad(x, (0, (-x.shape[-1]) % self.hop_length))
+        return x
+
+    def _embed(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self._fold(wav))
+
+    # -- training ------------------------------------------------------------------------------------
+    def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
+        """Training forward. wav `[batch, channels, time]` -> `CodecOutput` with audio of the same shape
+        (input zero-padded to a multiple of hop, output trimmed back); quantizer dropout applies in training."""
+        z = self._embed(wav)
+        batch, length = wav.shape[0], wav.shape[-1]
+        q = self.quantizer(z, n_q=self._check_n_q(n_q))
+        audio = self.decoder(q.quantized)[..., :length].reshape(batch, self.channels, -1)
+        codes = q.codes.reshape(batch, self.channels, q.codes.shape[1], -1)
+        return CodecOutput(audio, codes, q.loss, q.stats)
+
+    # -- inference -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+        """wav `[batch, channels, time]` -> codes `[batch, channels, n_q, ceil(time / hop)]` int64."""
+        n_q = self._check_n_q(n_q)
+        batch = wav.shape[0]
+        with parametrize.cached():  # weight norm computed once per call, not per layer use
+            z = self._embed(wav)
+        if z.shape[-1] == 0:
+            codes = torch.zeros(z.shape[0], n_q, 0, dtype=torch.long, device=z.device)
+        else:
+            codes = self.quantizer.encode(z, n_q)
+        return codes.reshape(batch, self.channels, n_q, -1)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes `[batch, channels, n_q, frames]` -> wav `[batch, channels, frames * hop]`."""
+        if codes.dim() != 4 or codes.shape[1] != self.channels:
+            raise CodecInputError(
+                f"expected codes [batch, {self.channels}, n_q, frames], got shape {tuple(codes.shape)}"
+            )
+        batch, _, n_q, frames = codes.shape
+        self._check_n_q(n_q)
+        if codes.dtype.is_floating_point or codes.dtype == torch.bool:
+            raise CodecInputError(f"codes must be integers, got {codes.dtype}")
+        if frames > 0 and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise CodecInputError(f"codes must be in [0, {self.codebook_size}), got out-of-range values")
+        flat = codes.reshape(batch * self.channels, n_q, frames).long()
+        if frames == 0:
+            return codes.new_zeros(batch, self.channels, 0, dtype=torch.float32)
+        with parametrize.cached():
+            wav = self.decoder(self.quantizer.decode(flat))
+        return wav.reshape(batch, self.channels, -1)

@@ -1,0 +1,167 @@
+"""Model files: `NAME.safetensors` (weights, never pickle) + `NAME.json` (config, versions, checksum).
+
+JSON fields: format ("rotcodec-model"), format_version, rotcodec_version, config (CodecConfig as a dict),
+weights_file, weights_sha256 (of the .safetensors file), model_hash (see `model_hash`), has_code_counts,
+extra (caller's metadata). Optional code-frequency tables `[n_q, codebook_size]` (for entropy coding) live
+in the safetensors file under the key `code_counts`, next to the state dict (whose keys never clash: they
+all start with `encoder.`, `quantizer.` or `decoder.`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .. import __version__
+from ..config import ConfigError, from_dict, to_dict
+from .codec import Codec, CodecConfig
+
+FORMAT = "rotcodec-model"
+FORMAT_VERSION = 1
+CODE_COUNTS_KEY = "code_counts"
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, corrupt, or does not match its config."""
+
+
+@dataclass
+class ModelFile:
+    """A loaded model: the codec (eval mode), the JSON metadata and the optional code-count tables."""
+
+    codec: Codec
+    meta: dict[str, Any]
+    code_counts: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def model_hash(codec: Codec) -> str:
+    """sha256 (hex) over the canonical JSON config and every state-dict tensor (name, dtype, shape, bytes):
+    equal hashes mean the codec decodes identically. Stable across save/load."""
+    h = hashlib.sha256(json.dumps(to_dict(codec.config), sort_keys=True).encode())
+    for name, t in sorted(codec.state_dict().items()):
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(_tensor_bytes(t))
+    return h.hexdigest()
+
+
+def _atomic_write(target: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(
+    codec: Codec,
+    path: str | Path,
+    extra_meta: dict[str, Any] | None = None,
+    code_counts: torch.Tensor | None = None,
+) -> tuple[Path, Path]:
+    """Write `NAME.safetensors` and `NAME.json` atomically (path with or without extension); returns both
+    paths. code_counts: optional `[n_q, codebook_size]` code-frequency tables."""
+    weights_path, json_path = _paths(path)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in codec.state_dict().items()}
+    if code_counts is not None:
+        expected = (codec.n_q, codec.codebook_size)
+        if tuple(code_counts.shape) != expected:
+            raise ModelFileError(f"code_counts must have shape {expected}, got {tuple(code_counts.shape)}")
+        tensors[CODE_COUNTS_KEY] = code_counts.detach().cpu().contiguous().clone()
+    _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "rotcodec_version": __version__,
+        "config": to_dict(codec.config),
+        "weights_file": weights_path.name,
+        "weights_sha256": _sha256(weights_path),
+        "model_hash": model_hash(codec),
+        "has_code_counts": code_counts is not None,
+        "extra": dict(extra_meta or {}),
+    }
+    text = json.dumps(meta, indent=2, sort_keys=True)
+    _atomic_write(json_path, lambda tmp: Path(tmp).write_text(text + "\n"))
+    return weights_path, json_path
+
+
+def _read_meta(json_path: Path) -> dict[str, Any]:
+    if not json_path.is_file():
+        raise ModelFileError(f"model metadata not found: {json_path}")
+    try:
+        meta = json.loads(json_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{json_path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(f"{json_path}: not a rotcodec model file")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(f"{json_path}: format version {version!r} is not supported (max {FORMAT_VERSION})")
+    return meta
+
+
+def read_model(path: str | Path, device: str | torch.device = "cpu") -> ModelFile:
+    """Load `NAME.safetensors` + `NAME.json` (path with or without extension), verifying the checksum,
+    config and state dict. Raises `ModelFileError` on any problem. The codec is returned in eval mode."""
+    weights_path, json_path = _paths(path)
+    meta = _read_meta(json_path)
+    if not weights_path.is_file():
+        raise ModelFileError(f"model weights not found: {weights_path}")
+    if _sha256(weights_path) != meta.get("weights_sha256"):
+        raise ModelFileError(f"{weights_path}: checksum mismatch (file corrupt or not the one {json_path.name} names)")
+    if not isinstance(meta.get("config"), dict):
+        raise ModelFileError(f"{json_path}: no model config")
+    try:
+        cfg = from_dict(CodecConfig, meta["config"])
+    except (ConfigError, ValueError, TypeError, AttributeError) as exc:
+        raise ModelFileError(f"{json_path}: invalid config ({exc})") from None
+    try:
+        tensors = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{weights_path}: unreadable safetensors file ({exc})") from None
+    code_counts = tensors.pop(CODE_COUNTS_KEY, None)
+    codec = Codec(cfg)
+    try:
+        codec.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        msg = " ".join(str(exc).split())[:300]
+        raise ModelFileError(f"{weights_path}: weights do not match the config ({msg})") from None
+    codec.to(device).eval()
+    return ModelFile(codec, meta, code_counts, dict(meta.get("extra") or {}))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Codec:
+    """Load a codec saved by `save_model` (eval mode). Raises `ModelFileError` on any problem."""
+    return read_model(path, device).codec

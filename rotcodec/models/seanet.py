@@ -1,0 +1,117 @@
+"""SEANet encoder/decoder (SoundStream/EnCodec family): 1-D convs, dilated residual units, ELU, weight norm,
+strided down/up-sampling. Channels double at every downsampling stage (capped at `max_channels`).
+
+Encoder: `[batch, channels, time] -> [batch, latent_dim, time / hop]`, hop = prod(strides).
+Decoder: `[batch, latent_dim, frames] -> [batch, channels, frames * hop]`.
+Both are causal by default (streamable); `causal=False` centres the padding (offline/music models).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .streaming import StreamingConv1d, StreamingConvTranspose1d, StreamingModule
+
+
+def _stage_channels(base: int, n_stages: int, max_channels: int) -> list[int]:
+    """Channels before each stage and after the last: base, 2*base, ... capped."""
+    return [min(base * 2**i, max_channels) for i in range(n_stages + 1)]
+
+
+class ResidualUnit(StreamingModule):
+    """x + conv1x1(ELU(conv_k,dilated(ELU(x)))): `[batch, dim, time] -> [batch, dim, time]`.
+    The hidden width is `dim // compress` (EnCodec-style bottleneck); the skip is the identity."""
+
+    def __init__(self, dim: int, kernel_size: int, dilation: int, causal: bool, compress: int = 2) -> None:
+        super().__init__()
+        hidden = max(1, dim // compress)
+        self.block = nn.Sequential(
+            nn.ELU(),
+            StreamingConv1d(dim, hidden, kernel_size, dilation=dilation, causal=causal),
+            nn.ELU(inplace=True),  # its input is a fresh conv output: safe, saves a copy
+            StreamingConv1d(hidden, dim, 1, causal=causal),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+def _residual_units(
+    dim: int, kernel_size: int, dilations: Sequence[int], causal: bool, compress: int
+) -> list[nn.Module]:
+    return [ResidualUnit(dim, kernel_size, d, causal, compress) for d in dilations]
+
+
+class SEANetEncoder(StreamingModule):
+    """Waveform -> latent frames. `strides` in encoder order (e.g. [2, 4, 5, 8] -> hop 320)."""
+
+    def __init__(
+        self,
+        channels: int = 1,
+        latent_dim: int = 128,
+        base_channels: int = 32,
+        strides: Sequence[int] = (2, 4, 5, 8),
+        dilations: Sequence[int] = (1, 3, 9),
+        kernel_size: int = 7,
+        last_kernel_size: int = 7,
+        residual_kernel_size: int = 3,
+        compress: int = 2,
+        max_channels: int = 512,
+        causal: bool = True,
+    ) -> None:
+        super().__init__()
+        self.hop_length = math.prod(strides)
+        dims = _stage_channels(base_channels, len(strides), max_channels)
+        layers: list[nn.Module] = [StreamingConv1d(channels, dims[0], kernel_size, causal=causal)]
+        for i, stride in enumerate(strides):
+            layers += _residual_units(dims[i], residual_kernel_size, dilations, causal, compress)
+            layers += [
+                nn.ELU(inplace=True),
+                StreamingConv1d(dims[i], dims[i + 1], 2 * stride, stride=stride, causal=causal),
+            ]
+        layers += [nn.ELU(inplace=True), StreamingConv1d(dims[-1], latent_dim, last_kernel_size, causal=causal)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x `[batch, channels, time]` -> `[batch, latent_dim, ceil(time / hop)]`."""
+        return self.model(x)
+
+
+class SEANetDecoder(StreamingModule):
+    """Latent frames -> waveform; mirrors `SEANetEncoder` (same `strides` argument, encoder order)."""
+
+    def __init__(
+        self,
+        channels: int = 1,
+        latent_dim: int = 128,
+        base_channels: int = 32,
+        strides: Sequence[int] = (2, 4, 5, 8),
+        dilations: Sequence[int] = (1, 3, 9),
+        kernel_size: int = 7,
+        last_kernel_size: int = 7,
+        residual_kernel_size: int = 3,
+        compress: int = 2,
+        max_channels: int = 512,
+        causal: bool = True,
+    ) -> None:
+        super().__init__()
+        self.hop_length = math.prod(strides)
+        dims = _stage_channels(base_channels, len(strides), max_channels)
+        layers: list[nn.Module] = [StreamingConv1d(latent_dim, dims[-1], kernel_size, causal=causal)]
+        for i in reversed(range(len(strides))):
+            stride = strides[i]
+            layers += [
+                nn.ELU(inplace=True),
+                StreamingConvTranspose1d(dims[i + 1], dims[i], 2 * stride, stride=stride, causal=causal),
+            ]
+            layers += _residual_units(dims[i], residual_kernel_size, dilations, causal, compress)
+        layers += [nn.ELU(inplace=True), StreamingConv1d(dims[0], channels, last_kernel_size, causal=causal)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z `[batch, latent_dim, frames]` -> `[batch, channels, frames * hop]`."""
+        return self.model(z)

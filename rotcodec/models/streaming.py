@@ -1,0 +1,169 @@
+"""Streaming building blocks: convolutions that carry their context across chunks.
+
+A `StreamingModule` keeps a per-module state dict while inside `with model.streaming():`. Causal convs keep
+the input samples they have not consumed yet (their left context, initially the zero padding a whole-file
+pass would add), so encoding a file chunk by chunk yields exactly the frames of the whole-file pass.
+Transposed convs keep the tail of their overlap-add, so chunked decoding equals whole decoding up to float
+rounding. Chunks of any length are accepted; a layer emits only the frames that are complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+
+class StreamingError(ValueError):
+    """Misuse of streaming mode (non-causal layer, nested streaming, batch size changed mid-stream)."""
+
+
+class StreamingModule(nn.Module):
+    """Base class: `with module.streaming():` switches every `StreamingModule` inside `module` into
+    streaming mode with fresh state; leaving the block drops the state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._streaming_state: dict[str, torch.Tensor] = {}
+        self._is_streaming = False
+
+    @property
+    def is_streaming(self) -> bool:
+        return self._is_streaming
+
+    def _streaming_modules(self) -> list[StreamingModule]:
+        return [m for m in self.modules() if isinstance(m, StreamingModule)]
+
+    @contextlib.contextmanager
+    def streaming(self) -> Iterator[StreamingModule]:
+        """Context manager: process consecutive chunks of one stream; state is reset on entry and exit."""
+        mods = self._streaming_modules()
+        if any(m._is_streaming for m in mods):
+            raise StreamingError("already in streaming mode; finish the current stream first")
+        for m in mods:
+            m._check_streamable()
+            m._is_streaming = True
+            m._streaming_state = {}
+        try:
+            yield self
+        finally:
+            for m in mods:
+                m._is_streaming = False
+                m._streaming_state = {}
+
+    def reset_streaming(self) -> None:
+        """Start a new stream without leaving streaming mode."""
+        for m in self._streaming_modules():
+            m._streaming_state = {}
+
+    def _check_streamable(self) -> None:
+        """Hook: raise `StreamingError` if this module cannot stream."""
+
+    def _state(self, name: str, batch: int) -> torch.Tensor | None:
+        value = self._streaming_state.get(name)
+        if value is not None and value.shape[0] != batch:
+            raise StreamingError(f"batch size changed mid-stream ({value.shape[0]} -> {batch})")
+        return value
+
+
+class StreamingConv1d(StreamingModule):
+    """Weight-normed Conv1d with 'same'-style padding: `[batch, in_ch, time] -> [batch, out_ch, ceil(time /
+    stride)]`. Causal: all padding on the left, output frame i sees only input samples < (i + 1) * stride.
+    Non-causal: the padding is centred (zeros), for offline/music models; it cannot stream."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+        causal: bool = True,
+        norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.dilation = dilation
+        self.causal = causal
+        self.effective_kernel = (kernel_size - 1) * dilation + 1
+        if self.effective_kernel < stride:
+            raise ValueError(f"kernel span {self.effective_kernel} must be >= stride {stride}")
+        conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation)
+        self.conv = weight_norm(conv) if norm else conv
+
+    def _check_streamable(self) -> None:
+        if not self.causal:
+            raise StreamingError("non-causal convolutions cannot stream; build the model with causal=True")
+
+    def _empty(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], self.conv.out_channels, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.effective_kernel, self.stride
+        if self._is_streaming:
+            pending = self._state("pending", x.shape[0])
+            if pending is None:
+                pending = x.new_zeros(x.shape[0], x.shape[1], k - s)
+            x = torch.cat([pending, x], dim=-1)
+            n = (x.shape[-1] - k) // s + 1 if x.shape[-1] >= k else 0
+            self._streaming_state["pending"] = x[..., n * s :]
+            return self.conv(x[..., : (n - 1) * s + k]) if n > 0 else self._empty(x)
+        length = x.shape[-1]
+        if length == 0:
+            return self._empty(x)
+        pad_total = k - s
+        # Extra right padding completes the last frame, so the output has ceil(length / stride) frames.
+        n_frames = -(-length // s)
+        extra = (n_frames - 1) * s + k - (length + pad_total)
+        if self.causal:
+            left, right = pad_total, extra
+        else:
+            right = pad_total // 2
+            left = pad_total - right
+            right += extra
+        return self.conv(F.pad(x, (left, max(right, 0))))
+
+
+class StreamingConvTranspose1d(StreamingModule):
+    """Weight-normed ConvTranspose1d: `[batch, in_ch, frames] -> [batch, out_ch, frames * stride]`.
+    The `kernel - stride` samples of overlap are trimmed on the right (causal) or split (non-causal).
+    Streaming keeps the trimmed tail and adds it to the next chunk (overlap-add)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, causal: bool = True) -> None:
+        super().__init__()
+        if kernel_size < stride:
+            raise ValueError(f"kernel_size {kernel_size} must be >= stride {stride}")
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.causal = causal
+        self.convtr = weight_norm(nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride))
+
+    def _check_streamable(self) -> None:
+        if not self.causal:
+            raise StreamingError("non-causal convolutions cannot stream; build the model with causal=True")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.kernel_size, self.stride
+        n_out = x.shape[-1] * s
+        if x.shape[-1] == 0:
+            return x.new_zeros(x.shape[0], self.convtr.out_channels, 0)
+        if self._is_streaming:
+            # Bias is added once per emitted sample, not per overlapping chunk.
+            y = F.conv_transpose1d(x, self.convtr.weight, None, stride=s)
+            tail = self._state("tail", x.shape[0])
+            if tail is not None and tail.shape[-1] > 0:
+                y = torch.cat([y[..., : tail.shape[-1]] + tail, y[..., tail.shape[-1] :]], dim=-1)
+            self._streaming_state["tail"] = y[..., n_out:]
+            return y[..., :n_out] + self.convtr.bias[:, None]
+        y = self.convtr(x)
+        pad_total = k - s
+        if self.causal:
+            return y[..., :n_out]
+        right = pad_total // 2
+        left = pad_total - right
+        return y[..., left : left + n_out]

@@ -1,0 +1,153 @@
+"""Reconstruction and adversarial losses; the combined generator loss backpropagates end to end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rotcodec.config import ConfigError, from_dict
+from rotcodec.losses import (
+    AdversarialLossError,
+    GeneratorLoss,
+    LossConfig,
+    LossInputError,
+    MultiResolutionSTFTLoss,
+    MultiScaleMelLoss,
+    TimeL1Loss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+)
+from rotcodec.models import Codec, CodecConfig, Discriminator, DiscriminatorConfig
+from rotcodec.quantize import RVQConfig
+
+SR = 8000
+MEL_SCALES = ((64, 10), (256, 40))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: with several threads on a shared machine, OpenMP sync costs more than the math."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def recon_losses() -> dict[str, torch.nn.Module]:
+    return {
+        "mrstft": MultiResolutionSTFTLoss((512, 256, 64)),
+        "mel": MultiScaleMelLoss(SR, MEL_SCALES),
+        "l1": TimeL1Loss(),
+    }
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), scale=st.floats(0.01, 2.0), noise=st.floats(0.01, 1.0))
+def test_reconstruction_losses_zero_iff_identical(
+    recon_losses: dict[str, torch.nn.Module], seed: int, scale: float, noise: float
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    target = scale * torch.randn(2, 1, 800, generator=g)
+    other = target + noise * scale * torch.randn(2, 1, 800, generator=g)
+    for name, loss in recon_losses.items():
+        same = float(loss(target, target.clone()))
+        diff = float(loss(other, target))
+        assert same == pytest.approx(0.0, abs=1e-6), name
+        assert diff > 1e-7, name
+    torch.testing.assert_close(recon_losses["l1"](other, target), (other - target).abs().mean())
+
+
+def test_reconstruction_loss_input_checks(recon_losses: dict[str, torch.nn.Module]) -> None:
+    with pytest.raises(LossInputError):
+        recon_losses["l1"](torch.zeros(1, 1, 10), torch.zeros(1, 1, 11))
+    with pytest.raises(LossInputError, match="too short"):
+        recon_losses["mrstft"](torch.zeros(1, 1, 20), torch.zeros(1, 1, 20))
+
+
+def test_hinge_and_lsgan_values() -> None:
+    confident_real = [torch.full((2, 1, 5, 3), 1.5), torch.full((2, 1, 4), 2.0)]
+    confident_fake = [torch.full((2, 1, 5, 3), -1.2), torch.full((2, 1, 4), -3.0)]
+    assert float(discriminator_loss(confident_real, confident_fake, "hinge")) == 0.0
+    assert float(discriminator_loss(confident_fake, confident_real, "hinge")) > 2.0
+    ones = [torch.ones(2, 1, 7)]
+    zeros = [torch.zeros(2, 1, 7)]
+    assert float(discriminator_loss(ones, zeros, "lsgan")) == 0.0
+    assert float(discriminator_loss(zeros, ones, "lsgan")) == pytest.approx(2.0)
+    # The generator's loss falls as the discriminator rates its output as more real.
+    for kind in ("hinge", "lsgan"):
+        values = [float(generator_adversarial_loss([torch.full((3, 4), v)], kind)) for v in (-1.0, 0.0, 0.5, 1.0)]
+        assert values == sorted(values, reverse=True) and values[-1] == 0.0 and values[0] > 0
+    with pytest.raises(AdversarialLossError):
+        generator_adversarial_loss(ones, "wasserstein")
+    with pytest.raises(AdversarialLossError):
+        discriminator_loss(ones, ones + zeros)
+
+
+def test_feature_matching() -> None:
+    torch.manual_seed(0)
+    real = [[torch.randn(2, 4, 9), torch.randn(2, 8, 3)], [torch.randn(2, 3, 5)]]
+    fake = [[f + 0.3 * torch.randn_like(f) for f in layers] for layers in real]
+    for kind in ("relative", "l1"):
+        assert float(feature_matching_loss(real, real, kind)) == 0.0
+        assert float(feature_matching_loss(real, fake, kind)) > 0.0
+    scaled = lambda feats: [[10 * f for f in layers] for layers in feats]  # noqa: E731
+    rel, rel10 = feature_matching_loss(real, fake, "relative"), feature_matching_loss(scaled(real), scaled(fake))
+    torch.testing.assert_close(rel10, rel)  # relative: scale-free
+    l1, l110 = feature_matching_loss(real, fake, "l1"), feature_matching_loss(scaled(real), scaled(fake), "l1")
+    torch.testing.assert_close(l110, 10 * l1)
+
+
+def test_loss_config_from_dict_and_validation() -> None:
+    cfg = from_dict(LossConfig, {"mel": 5, "adversarial": "lsgan", "mel_scales": [[64, 10]]})
+    assert cfg.mel == 5.0 and cfg.mel_scales == [[64, 10]]
+    with pytest.raises(ConfigError):
+        from_dict(LossConfig, {"mell": 5})
+    with pytest.raises(AdversarialLossError):
+        LossConfig(adversarial="wgan")
+    with pytest.raises(ValueError, match="feat"):
+        LossConfig(feat=-1)
+
+
+def test_generator_loss_backward_through_everything() -> None:
+    torch.manual_seed(1)
+    q = RVQConfig(dim=8, n_q=2, codebook_size=16, kmeans_init=False)
+    codec = Codec(CodecConfig(sample_rate=SR, base_channels=4, strides=[2, 4], latent_dim=8, quantizer=q))
+    disc = Discriminator(DiscriminatorConfig(channels=4, n_ffts=[128, 64], mpd_channels=2, mpd_max_channels=8))
+    cfg = LossConfig(
+        mel=15, mrstft=1, l1=0.5, adv=1, feat=2, vq=1, mel_scales=[list(s) for s in MEL_SCALES], stft_sizes=[256, 64]
+    )
+    loss_fn = GeneratorLoss(cfg, SR)
+    wav = 0.3 * torch.randn(2, 1, 1000)
+    out = codec(wav)
+    fake_logits, fake_feats = disc(out.audio)
+    _, real_feats = disc(wav)
+    total, parts = loss_fn(out.audio, wav, out.vq_loss, fake_logits, fake_feats, real_feats)
+    assert set(parts) == {"mel", "mrstft", "l1", "adv", "feat", "vq", "total"}
+    weights = {"mel": 15, "mrstft": 1, "l1": 0.5, "adv": 1, "feat": 2, "vq": 1}
+    expected = sum(w * parts[k] for k, w in weights.items())
+    torch.testing.assert_close(total.detach(), expected)
+    assert all(not v.requires_grad and v.dim() == 0 for v in parts.values())
+    total.backward()
+    for name, module in (("encoder", codec.encoder), ("decoder", codec.decoder)):
+        grads = [p.grad for p in module.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), name
+        assert any(g.abs().sum() > 0 for g in grads), name
+    # Discriminator step on detached fakes.
+    d_loss = discriminator_loss(disc(wav)[0], disc(out.audio.detach())[0], cfg.adversarial)
+    disc.zero_grad()
+    d_loss.backward()
+    assert all(p.grad is not None for p in disc.parameters())
+
+
+def test_generator_loss_skips_zero_weights_and_missing_inputs() -> None:
+    loss_fn = GeneratorLoss(LossConfig(mel=0, mrstft=0, l1=1, adv=1, feat=1, vq=0), SR)
+    assert loss_fn.mel is None and loss_fn.mrstft is None
+    x = torch.randn(1, 1, 300)
+    y = x + 0.1
+    total, parts = loss_fn(y, x, vq_loss=torch.tensor(5.0))
+    assert set(parts) == {"l1", "total"}
+    torch.testing.assert_close(total, torch.tensor(0.1))

@@ -1,0 +1,238 @@
+"""Codec shapes, rate arithmetic, causality, model files, discriminators, a short overfit run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rotcodec.config import from_dict, to_dict
+from rotcodec.losses import GeneratorLoss, LossConfig
+from rotcodec.models import (
+    Codec,
+    CodecConfig,
+    CodecInputError,
+    Discriminator,
+    DiscriminatorConfig,
+    ModelFileError,
+    load_model,
+    model_hash,
+    read_model,
+    save_model,
+)
+from rotcodec.quantize import RVQConfig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: with several threads on a shared machine, OpenMP sync costs more than the math."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_cfg(**kw) -> CodecConfig:  # noqa: ANN003
+    q = kw.pop("quantizer", RVQConfig(dim=8, n_q=4, codebook_size=16, kmeans_init=False))
+    base = dict(sample_rate=8000, base_channels=4, strides=[2, 3, 4], latent_dim=8, quantizer=q)
+    base.update(kw)
+    return CodecConfig(**base)
+
+
+@pytest.mark.parametrize(
+    ("sr", "strides", "n_q", "k", "frame_rate", "kbps"),
+    [
+        (16000, [2, 4, 5, 8], 8, 1024, 50.0, 4.0),
+        (24000, [2, 4, 5, 8], 8, 1024, 75.0, 6.0),
+        (16000, [2, 4, 5, 8], 3, 1024, 50.0, 1.5),
+        (16000, [4, 5, 8], 4, 256, 100.0, 3.2),
+        (44100, [2, 4, 8, 8], 9, 1024, 44100 / 512, 44100 / 512 * 90 / 1000),
+    ],
+)
+def test_rate_arithmetic(sr: int, strides: list[int], n_q: int, k: int, frame_rate: float, kbps: float) -> None:
+    q = RVQConfig(dim=8, n_q=n_q, codebook_size=k, kmeans_init=False)
+    codec = Codec(CodecConfig(sample_rate=sr, base_channels=2, strides=strides, latent_dim=8, quantizer=q))
+    assert codec.hop_length == math.prod(strides)
+    assert codec.frame_rate == pytest.approx(frame_rate)
+    assert codec.bits_per_frame(n_q) == pytest.approx(n_q * math.log2(k))
+    assert codec.bitrate(n_q) == pytest.approx(kbps)
+    assert codec.n_q_for_kbps(kbps) == n_q
+    assert codec.n_q_for_kbps(kbps - 1e-3) == n_q - 1 or n_q == 1
+    assert codec.n_q_for_kbps(0.001) == 1
+    assert codec.n_q_for_kbps(1e6) == n_q
+
+
+def test_default_config_is_the_small_speech_model() -> None:
+    codec = Codec(CodecConfig())
+    assert codec.frame_rate == 50.0 and codec.bitrate() == pytest.approx(4.0)
+    assert 1_000_000 < codec.num_parameters() < 10_000_000
+
+
+@settings(max_examples=10, deadline=None)
+@given(length=st.integers(1, 200))
+def test_output_length_equals_input_length(length: int) -> None:
+    torch.manual_seed(0)
+    codec = Codec(tiny_cfg())
+    wav = torch.randn(2, 1, length)
+    out = codec(wav)
+    frames = math.ceil(length / codec.hop_length)
+    assert out.audio.shape == wav.shape
+    assert out.codes.shape == (2, 1, 4, frames) and out.codes.dtype == torch.int64
+    assert out.vq_loss.dim() == 0
+    codec.eval()
+    codes = codec.encode(wav, n_q=2)
+    assert codes.shape == (2, 1, 2, frames)
+    assert codec.decode(codes).shape == (2, 1, frames * codec.hop_length)
+
+
+def test_multichannel_codes_each_channel_independently() -> None:
+    torch.manual_seed(1)
+    codec = Codec(tiny_cfg(channels=2)).eval()
+    wav = torch.randn(3, 2, 96)
+    codes = codec.encode(wav)
+    swapped = codec.encode(wav.flip(1))
+    assert codes.shape == (3, 2, 4, 4)
+    assert torch.equal(codes.flip(1), swapped)
+    assert not torch.equal(codes[:, 0], codes[:, 1])
+    assert torch.equal(codec.encode(wav, n_q=2), codes[:, :, :2])  # fewer stages = a prefix of the codes
+    with pytest.raises(CodecInputError, match="expected audio"):
+        codec.encode(torch.randn(1, 1, 96))
+    with pytest.raises(CodecInputError, match="range"):
+        codec.decode(torch.full((1, 2, 4, 3), 16))
+    with pytest.raises(CodecInputError, match="n_q"):
+        codec.encode(wav, n_q=5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_causality(causal: bool) -> None:
+    torch.manual_seed(2)
+    codec = Codec(tiny_cfg(causal=causal)).eval()
+    hop = codec.hop_length
+    wav = torch.randn(1, 1, 20 * hop)
+    cut = 9 * hop + 5  # perturb everything from this sample on
+    later = wav.clone()
+    later[..., cut:] += torch.randn_like(later[..., cut:])
+    with torch.no_grad():
+        z, z2 = codec.encoder(wav), codec.encoder(later)
+        y, y2 = codec.decoder(z), codec.decoder(z2)
+    keep_frames = cut // hop
+    past_same = torch.equal(z[..., :keep_frames], z2[..., :keep_frames]) and torch.equal(
+        y[..., : keep_frames * hop], y2[..., : keep_frames * hop]
+    )
+    assert past_same == causal
+    assert not torch.equal(z[..., keep_frames:], z2[..., keep_frames:])
+    if not causal:  # the non-causal model still produces the right shapes end to end
+        out = codec(wav[..., :-7])
+        assert out.audio.shape == (1, 1, 20 * hop - 7)
+
+
+def _trained_codec() -> Codec:
+    torch.manual_seed(3)
+    q = RVQConfig(dim=8, n_q=4, codebook_size=16, kmeans_init=True, kmeans_iters=2)
+    codec = Codec(tiny_cfg(quantizer=q))
+    opt = torch.optim.Adam(codec.parameters(), lr=1e-2)
+    for _ in range(2):  # moves weights, EMA codebooks and the k-means flag away from their init
+        out = codec(torch.randn(2, 1, 240))
+        loss = (out.audio - 0.1).abs().mean() + out.vq_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return codec.eval()
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    codec = _trained_codec()
+    counts = torch.randint(0, 100, (4, 16))
+    w, j = save_model(codec, tmp_path / "model", extra_meta={"step": 2}, code_counts=counts)
+    assert w.name == "model.safetensors" and j.name == "model.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
+    meta = json.loads(j.read_text())
+    assert meta["format_version"] == 1 and meta["extra"] == {"step": 2}
+    loaded = read_model(tmp_path / "model.safetensors")
+    assert torch.equal(loaded.code_counts, counts)
+    assert loaded.extra == {"step": 2}
+    other = loaded.codec
+    assert to_dict(other.config) == to_dict(codec.config)
+    assert model_hash(other) == model_hash(codec) == meta["model_hash"]
+    wav = torch.randn(1, 1, 200)
+    codes = codec.encode(wav)
+    assert torch.equal(other.encode(wav), codes)
+    assert torch.equal(other.decode(codes), codec.decode(codes))
+    # A different model hashes differently.
+    assert model_hash(Codec(tiny_cfg())) != model_hash(codec)
+    # The config round trips through config.from_dict, as recipes do.
+    assert to_dict(from_dict(CodecConfig, to_dict(codec.config))) == to_dict(codec.config)
+
+
+def test_corrupt_or_missing_model_files(tmp_path: Path) -> None:
+    codec = Codec(tiny_cfg())
+    w, j = save_model(codec, tmp_path / "m.safetensors")
+    assert isinstance(load_model(j), Codec)
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "nothing")
+    data = bytearray(w.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="checksum"):
+        load_model(w)
+    save_model(codec, tmp_path / "m")
+    j.write_text(j.read_text()[:50])
+    with pytest.raises(ModelFileError, match="JSON"):
+        load_model(tmp_path / "m")
+    # Valid files, but the config does not describe these weights.
+    save_model(codec, tmp_path / "m")
+    meta = json.loads(j.read_text())
+    meta["config"]["base_channels"] = 6
+    j.write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="do not match"):
+        load_model(tmp_path / "m")
+    meta["config"]["bogus"] = 1
+    j.write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="invalid config"):
+        load_model(tmp_path / "m")
+    w.unlink()
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "m")
+    assert issubclass(ModelFileError, ValueError)
+
+
+def test_discriminator_shapes_and_switches() -> None:
+    torch.manual_seed(4)
+    wav = torch.randn(2, 2, 1000)
+    cfg = DiscriminatorConfig(channels=4, n_ffts=[256, 128], mpd_channels=2, mpd_max_channels=8, periods=[2, 3])
+    logits, feats = Discriminator(cfg)(wav)
+    assert len(logits) == len(feats) == 4
+    assert all(lg.shape[0] == 4 and lg.shape[1] == 1 for lg in logits)  # channels folded into the batch
+    assert logits[0].shape[2] == 1000 // 64 + 1  # STFT frames, hop n_fft // 4
+    assert logits[2].shape[-1] == 2 and logits[3].shape[-1] == 3  # period width
+    assert all(len(f) == 5 for f in feats)
+    only_mpd = Discriminator(DiscriminatorConfig(msstft=False, mpd_channels=2, periods=[5]))
+    assert len(only_mpd(wav)[0]) == 1
+    off = Discriminator(DiscriminatorConfig(msstft=False, mpd=False))
+    assert off(wav) == ([], []) and not off.config.enabled and not list(off.parameters())
+
+
+def test_tiny_codec_overfits_one_clip() -> None:
+    torch.manual_seed(5)
+    sr = 8000
+    t = torch.arange(2400) / sr
+    clip = (0.5 * torch.sin(2 * math.pi * 220 * t) * torch.exp(-3 * t)).reshape(1, 1, -1)
+    q = RVQConfig(dim=8, n_q=2, codebook_size=16, kmeans_init=True, kmeans_iters=2)
+    codec = Codec(tiny_cfg(sample_rate=sr, base_channels=8, quantizer=q))
+    loss_fn = GeneratorLoss(LossConfig(mel=1.0, mrstft=1.0, l1=1.0, adv=0, feat=0, stft_sizes=[512, 256, 128]), sr)
+    opt = torch.optim.Adam(codec.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        out = codec(clip)
+        total, parts = loss_fn(out.audio, clip, vq_loss=out.vq_loss)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        losses.append(float(parts["total"]))
+    assert all(math.isfinite(v) for v in losses)
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
