@@ -13,7 +13,15 @@ import torch
 from torch import nn
 
 # (n_fft, n_mels) pairs in the style of DAC's multi-scale mel loss; hop = n_fft // 4.
-DEFAULT_SCALES: tuple[tuple[int, int], ...] = ((32, 5), (64, 10), (128, 20), (256, 40), (512, 80), (1024, 160), (2048, 320))
+DEFAULT_SCALES: tuple[tuple[int, int], ...] = (
+    (32, 5),
+    (64, 10),
+    (128, 20),
+    (256, 40),
+    (512, 80),
+    (1024, 160),
+    (2048, 320),
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -37,9 +45,7 @@ class LogMel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1]).float()
-        spec = torch.stft(
-            x, self.n_fft, self.hop_length, window=self.window, center=True, return_complex=True
-        ).abs()
+        spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, return_complex=True).abs()
         mel = torch.matmul(self.fb, spec)
         return torch.log10(mel.clamp_min(1e-5)).reshape(*shape[:-1], mel.shape[-2], mel.shape[-1])
 
