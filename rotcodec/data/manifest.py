@@ -321,9 +321,8 @@ def prepare_manifest(
     return report
 
 
-def main_prepare(argv: Sequence[str] | None = None) -> int:
-    """`rotcodec prepare SRC... -o manifest.tsv`: returns a process exit code."""
-    ap = argparse.ArgumentParser(prog="rotcodec prepare", description="Scan audio and write a split manifest.")
+def add_prepare_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options of `rotcodec prepare` (shared by the CLI subcommand and `main_prepare`)."""
     ap.add_argument("sources", nargs="+", help="folders, globs, audio files or manifests (.tsv/.csv/.jsonl)")
     ap.add_argument("-o", "--output", required=True, help="manifest to write (.tsv, .csv or .jsonl)")
     ap.add_argument("--valid-fraction", type=float, default=0.05)
@@ -337,7 +336,17 @@ def main_prepare(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--hold-out-speakers", default="", help="comma-separated speakers forced into the test split")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true", help="overwrite an existing manifest")
-    args = ap.parse_args(argv)
+
+
+def main_prepare(argv: Sequence[str] | None = None) -> int:
+    """`rotcodec prepare SRC... -o manifest.tsv`: returns a process exit code."""
+    ap = argparse.ArgumentParser(prog="rotcodec prepare", description="Scan audio and write a split manifest.")
+    add_prepare_arguments(ap)
+    return run_prepare(ap.parse_args(argv))
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """Run `rotcodec prepare` with parsed arguments; returns a process exit code."""
     held = [s.strip() for s in args.hold_out_speakers.split(",") if s.strip()]
     try:
         with warnings.catch_warnings():

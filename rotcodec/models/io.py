@@ -78,6 +78,7 @@ def _atomic_write(target: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; model files are meant to be shared
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -89,12 +90,16 @@ def save_model(
     path: str | Path,
     extra_meta: dict[str, Any] | None = None,
     code_counts: torch.Tensor | None = None,
+    inference_only: bool = False,
 ) -> tuple[Path, Path]:
     """Write `NAME.safetensors` and `NAME.json` atomically (path with or without extension); returns both
-    paths. code_counts: optional `[n_q, codebook_size]` code-frequency tables."""
+    paths. code_counts: optional `[n_q, codebook_size]` code-frequency tables. inference_only: leave out the
+    EMA codebook sums (halves a shipped model; fine-tuning from it restarts them from the codebook)."""
     weights_path, json_path = _paths(path)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in codec.state_dict().items()}
+    if inference_only:  # EMA sums are training state (as large as the codebooks); loading rebuilds them
+        tensors = {k: v for k, v in tensors.items() if not k.endswith(".embed_avg")}
     if code_counts is not None:
         expected = (codec.n_q, codec.codebook_size)
         if tuple(code_counts.shape) != expected:

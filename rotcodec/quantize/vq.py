@@ -193,9 +193,13 @@ class VectorQuantizer(nn.Module):
             "rotation_fallback": fallback.sum().float(),
         }
 
-    def _load_from_state_dict(self, *args, **kwargs):  # noqa: ANN002, ANN003
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
         self._init_checked = False  # a loaded `initted` must be re-read
-        super()._load_from_state_dict(*args, **kwargs)
+        avg, book, size = prefix + "embed_avg", prefix + "codebook", prefix + "cluster_size"
+        if self.cfg.ema_decay is not None and avg not in state_dict and book in state_dict and size in state_dict:
+            # Inference-only model files omit the EMA sums: rebuild them so codebook = sum / count holds.
+            state_dict[avg] = state_dict[book] * state_dict[size].unsqueeze(-1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 __all__ = ["VQConfig", "VectorQuantizer", "StageOutput", "ESTIMATORS", "is_distributed"]

@@ -1,0 +1,188 @@
+"""Codec speed and memory: encode/decode real-time factor per bitrate, peak RSS for 1 vs 10 minutes, vs Opus.
+
+    python benchmarks/codec_speed.py                       # default model (speech16k), 2 CPU threads
+    python benchmarks/codec_speed.py --model runs/x/model  # any model file
+    python benchmarks/codec_speed.py --minutes 1 10 --seconds 10 --threads 2
+
+Without an installed model, a random-weight model with the default `CodecConfig` (speech16k architecture)
+is used: speed and memory do not depend on the weights. Real-time factor = audio seconds / wall seconds
+(higher is faster). Peak memory is the maximum resident set size of a fresh subprocess that runs
+`rotcodec compress` / `decompress` on a generated file (so every measurement starts clean), read with
+os.wait4. Opus (opusenc --hard-cbr / opusdec) is timed and measured the same way in the same run.
+Prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+def generate(path: Path, seconds: float, sr: int) -> None:
+    """Write a speech-like test file block by block (never the whole signal in memory)."""
+    rng = np.random.default_rng(0)
+    block = sr * 10
+    with sf.SoundFile(path, "w", sr, 1, "PCM_16") as f:
+        for start in range(0, int(seconds * sr), block):
+            t = (start + np.arange(min(block, int(seconds * sr) - start))) / sr
+            f0 = 120 + 30 * np.sin(2 * np.pi * 0.5 * t)
+            x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+            f.write((0.2 * x + 0.01 * rng.standard_normal(t.size)).astype(np.float32))
+
+
+_LAUNCH = """import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write("\\nMAXRSS_KB %d\\n" % usage.ru_maxrss)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Run `cmd`; return (wall seconds, peak RSS in MiB of that process).
+
+    A process forked from this (torch-sized) one would inherit its peak RSS, so `cmd` is started by a bare
+    `python -I -S` launcher that reports its child's ru_maxrss (floor: the launcher's ~7 MiB at fork)."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", _LAUNCH, *cmd], capture_output=True, env=env)
+    wall = time.perf_counter() - start
+    err = proc.stderr.decode(errors="replace").strip()
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-500:]}")
+    return wall, int(err.splitlines()[-1].split()[-1]) / 1024.0
+
+
+def default_model(workdir: Path) -> str:
+    """The installed speech16k model, else a random-weight model with the same architecture."""
+    from rotcodec.pretrained import ModelNotFoundError, resolve_model
+
+    try:
+        return str(resolve_model(None).base)
+    except ModelNotFoundError:
+        import torch
+
+        from rotcodec.models import Codec, CodecConfig, save_model
+
+        torch.manual_seed(0)
+        save_model(Codec(CodecConfig()).eval(), workdir / "random_speech16k")
+        print("(no speech16k model installed: using random weights, same architecture)", file=sys.stderr)
+        return str(workdir / "random_speech16k")
+
+
+def speed_table(model_path: str, seconds: float, repeats: int) -> list[str]:
+    """Markdown rows: rotcodec encode/decode real-time factor for every number of stages."""
+    from rotcodec.inference import load_model
+
+    model = load_model(model_path)
+    rng = np.random.default_rng(1)
+    t = np.arange(int(seconds * model.sample_rate)) / model.sample_rate
+    wav = (0.2 * np.sin(2 * np.pi * 180 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    model.compress(wav[: model.sample_rate], model.sample_rate)  # warm-up
+    rows = []
+    for n_q in range(1, model.n_q + 1):
+        enc = dec = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            data = model.compress(wav, model.sample_rate, n_q=n_q)
+            t1 = time.perf_counter()
+            model.decompress(data)
+            t2 = time.perf_counter()
+            enc, dec = min(enc, t1 - t0), min(dec, t2 - t1)
+        actual = len(data) * 8 / seconds / 1000
+        rows.append(
+            f"| rotcodec {model.name} n_q={n_q} | {model.bitrate(n_q):.2f} | {actual:.2f} | "
+            f"{seconds / enc:.1f} | {seconds / dec:.1f} |"
+        )
+    return rows
+
+
+def timed(cmd: list[str]) -> float:
+    """Wall seconds of one run of `cmd` (process start included, as a user would see it)."""
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def opus_speed(wav: Path, seconds: float, kbps: float, sr: int, workdir: Path) -> str:
+    opus, out = str(workdir / "o.opus"), str(workdir / "o.wav")
+    enc = seconds / timed(["opusenc", "--quiet", "--hard-cbr", "--bitrate", f"{kbps:g}", str(wav), opus])
+    dec = seconds / timed(["opusdec", "--quiet", "--rate", str(sr), opus, out])
+    actual = (workdir / "o.opus").stat().st_size * 8 / seconds / 1000
+    return f"| Opus (opusenc --hard-cbr; actual incl. Ogg) | {kbps:g} | {actual:.2f} | {enc:.1f} | {dec:.1f} |"
+
+
+def memory_rows(model_path: str, minutes: list[float], sr: int, workdir: Path, threads: int) -> list[str]:
+    """Peak RSS (MiB) of fresh processes: rotcodec compress/decompress and opusenc/opusdec per file length."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    rc = [sys.executable, "-m", "rotcodec.cli.main"]
+    results: dict[str, list[str]] = {"rotcodec compress": [], "rotcodec decompress": [], "opusenc": [], "opusdec": []}
+    for m in minutes:
+        wav = workdir / f"in_{m:g}min.wav"
+        generate(wav, m * 60, sr)
+        for key, cmd in [
+            ("rotcodec compress", rc + ["compress", str(wav), "-o", str(workdir / "x.rcq"), "--model", model_path]),
+            ("rotcodec decompress", rc + ["decompress", str(workdir / "x.rcq"), "-o", str(workdir / "y.wav")]),
+            ("opusenc", ["opusenc", "--quiet", "--hard-cbr", "--bitrate", "6", str(wav), str(workdir / "x.opus")]),
+            ("opusdec", ["opusdec", "--quiet", "--rate", str(sr), str(workdir / "x.opus"), str(workdir / "z.wav")]),
+        ]:
+            if key.startswith("opus") and not shutil.which(cmd[0]):
+                results[key].append("n/a")
+                continue
+            if key == "rotcodec decompress":
+                cmd += ["--model", model_path]
+            wall, rss = run_measured(cmd + (["--force", "--quiet"] if key.startswith("rotcodec") else []), env)
+            results[key].append(f"{rss:.0f} MiB ({m * 60 / wall:.1f}x)")
+        wav.unlink()
+    head = "| process | " + " | ".join(f"{m:g} min: peak RSS (x real time)" for m in minutes) + " |"
+    return [head, "|---" * (len(minutes) + 1) + "|"] + [f"| {k} | " + " | ".join(v) + " |" for k, v in results.items()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="model name or path (default: speech16k, else random weights)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--seconds", type=float, default=10.0, help="audio length for the speed table")
+    p.add_argument("--repeats", type=int, default=2, help="best of N timings")
+    p.add_argument("--minutes", type=float, nargs="*", default=[1.0, 10.0], help="file lengths for peak memory")
+    p.add_argument("--opus-kbps", type=float, nargs="*", default=[6.0, 8.0, 12.0])
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        model_path = args.model or default_model(workdir)
+        from rotcodec.inference import load_model
+
+        sr = load_model(model_path).sample_rate
+        print(f"## Speed ({args.seconds:g} s of audio, {args.threads} CPU threads, best of {args.repeats})\n")
+        print("| codec | nominal kbps | actual kbps | encode x real time | decode x real time |")
+        print("|---|---|---|---|---|")
+        for row in speed_table(model_path, args.seconds, args.repeats):
+            print(row)
+        if shutil.which("opusenc") and shutil.which("opusdec"):
+            wav = workdir / "speed.wav"
+            generate(wav, args.seconds, sr)
+            for kbps in args.opus_kbps:
+                print(opus_speed(wav, args.seconds, kbps, sr, workdir))
+        if args.minutes:
+            print(f"\n## Peak memory (fresh process per run, {sr} Hz mono input, {args.threads} threads)\n")
+            for row in memory_rows(model_path, args.minutes, sr, workdir, args.threads):
+                print(row)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

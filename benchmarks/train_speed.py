@@ -1,0 +1,59 @@
+"""Training throughput of a recipe: steps/s and audio-seconds/s of the full generator (+discriminator) step.
+
+    python benchmarks/train_speed.py recipes/speech16k.yaml [--steps 20] [--set train.batch_size=8]
+
+Runs the real training loop (synthetic data, so disk and decoding do not count) in a temporary folder and
+prints a table with the parameter count and the measured rates after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from rotcodec.models.codec import Codec
+from rotcodec.train.loop import train
+from rotcodec.train.recipe import load_recipe
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("recipe")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    args = p.parse_args()
+    overrides = [
+        "data.synthetic=true",
+        "data.num_workers=0",
+        f"train.steps={args.steps}",
+        f"train.log_every={max(1, args.steps // 4)}",
+        "train.valid_every=1000000",
+        "train.checkpoint_every=1000000",
+        *args.overrides,
+    ]
+    recipe = load_recipe(args.recipe, overrides)
+    params = Codec(recipe.model).num_parameters()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        train(recipe, Path(tmp) / "run", quiet=True)
+        wall = time.perf_counter() - t0
+        rows = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+    steady = [r for r in rows[1:] if "steps_per_s" in r] or rows  # first window includes k-means/warm-up
+    sps = sum(r["steps_per_s"] for r in steady) / len(steady)
+    aps = sum(r["audio_s_per_s"] for r in steady) / len(steady)
+    device = "cuda" if torch.cuda.is_available() and recipe.train.device in ("auto", "cuda") else "cpu"
+    print(
+        f"recipe={args.recipe} device={device} threads={torch.get_num_threads()} "
+        f"batch={recipe.train.batch_size}x{recipe.data.segment_seconds}s amp={recipe.train.amp}"
+    )
+    print("| params | steps/s | audio-s/s | wall s (incl. start-up) |\n|---|---|---|---|")
+    print(f"| {params / 1e6:.2f} M | {sps:.3f} | {aps:.2f} | {wall:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

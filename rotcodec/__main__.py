@@ -1,0 +1,3 @@
+from rotcodec.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,342 @@
+"""`rotcodec compress | decompress | info | models`: files, folders and stdin/stdout to `.rcq` and back.
+
+Inputs may be files, folders (searched recursively; the tree is mirrored under `-o`) or `-` (stdin, output
+to stdout unless `-o` names a file). Without `-o`, outputs are written next to their inputs. One file that
+fails is reported on stderr (one line) and the others still run; the exit code is then 1. Exit codes:
+0 success, 1 bad input or runtime error, 2 usage error, 130 interrupted. Outputs appear only when complete
+(temp file + rename); existing outputs are kept unless `--force`; inputs are never modified.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import EXIT_ERROR, EXIT_OK, UsageError
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".w64", ".caf"}
+Job = tuple[str, str | None, str | None]  # (input, output, error found while planning)
+
+EXIT_HELP = "exit codes: 0 ok, 1 bad input or runtime error, 2 usage error, 130 interrupted"
+
+
+def _device(text: str) -> str:
+    if text == "cpu" or text == "cuda" or text.startswith("cuda:"):
+        return text
+    raise argparse.ArgumentTypeError(f"device must be cpu, cuda or cuda:N, got {text!r}")
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _add_common(p: argparse.ArgumentParser, model_help: str) -> None:
+    p.add_argument("-o", "--output", metavar="OUT", help="output file, folder (several inputs), or - for stdout")
+    p.add_argument("--model", metavar="NAME_OR_PATH", help=model_help)
+    p.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-file summary")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the compress, decompress, info and models subcommands."""
+    p = subparsers.add_parser(
+        "compress",
+        help="audio files -> .rcq",
+        description="Compress audio (any format soundfile reads, any sample rate, any channel count) to .rcq. "
+        "IN may be files, folders (recursed; the tree is mirrored under -o) or - (stdin -> stdout). Without -o, "
+        "X.wav becomes X.rcq beside it. Prints the nominal and actual (file size) bitrate.",
+        epilog=EXIT_HELP,
+    )
+    p.add_argument("inputs", nargs="+", metavar="IN", help="audio file, folder, or - for stdin")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--kbps", type=_positive, help="target bitrate in kbps, all channels together")
+    rate.add_argument("--n-q", type=int, dest="n_q", metavar="N", help="number of RVQ stages (default: all)")
+    _add_common(p, "bundled/local model name or model file path (default: speech16k)")
+    p.add_argument(
+        "--entropy",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="range-code the codes (default: on when the model ships code-frequency tables)",
+    )
+    p.set_defaults(func=run_compress)
+
+    p = subparsers.add_parser(
+        "decompress",
+        help=".rcq -> audio files",
+        description="Decompress .rcq files to WAV/FLAC at the original sample rate, channel count and length. "
+        "IN may be files, folders (recursed, mirrored under -o) or - (stdin -> stdout).",
+        epilog=EXIT_HELP,
+    )
+    p.add_argument("inputs", nargs="+", metavar="IN", help=".rcq file, folder, or - for stdin")
+    p.add_argument("--format", choices=["wav", "flac"], help="output format (default: from -o suffix, else wav)")
+    _add_common(p, "model name or path (default: the installed model matching the file's fingerprint)")
+    p.set_defaults(func=run_decompress)
+
+    p = subparsers.add_parser(
+        "info",
+        help="show an .rcq file's header",
+        description="Header fields, duration, nominal and actual bitrate and the model of .rcq files.",
+        epilog=EXIT_HELP,
+    )
+    p.add_argument("inputs", nargs="+", metavar="FILE", help=".rcq file")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=run_info)
+
+    p = subparsers.add_parser(
+        "models",
+        help="list bundled and local models",
+        description="List models bundled with rotcodec, in $ROTCODEC_MODELS folders and in ~/.cache/rotcodec.",
+        epilog=EXIT_HELP,
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=run_models)
+
+
+# -- planning ----------------------------------------------------------------------------------------
+def plan_jobs(inputs: list[str], output: str | None, suffixes: set[str], out_suffix: str) -> list[Job]:
+    """Map inputs to outputs. Several inputs or a folder make `-o` a folder (the tree is mirrored)."""
+    if "-" in inputs:
+        if len(inputs) > 1:
+            raise UsageError("'-' (stdin) cannot be combined with other inputs")
+        return [("-", output or "-", None)]
+    several = len(inputs) > 1 or any(Path(i).is_dir() for i in inputs)
+    if output == "-" and several:
+        raise UsageError("-o - (stdout) takes exactly one input file")
+    out_dir: Path | None = None
+    if output and output != "-" and (several or Path(output).is_dir() or output.endswith(("/", os.sep))):
+        out_dir = Path(output)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"-o {output} must be a folder when there are several inputs or a folder input")
+    jobs: list[Job] = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
+            if not found:
+                jobs.append((name, None, f"{name}: folder holds no {'/'.join(sorted(suffixes))} files"))
+            for f in found:
+                rel = f.relative_to(path)
+                jobs.append((str(f), str((out_dir / rel if out_dir else f).with_suffix(out_suffix)), None))
+        elif out_dir is not None:
+            jobs.append((name, str(out_dir / (path.stem + out_suffix)), None))
+        else:
+            jobs.append((name, output or str(path.with_suffix(out_suffix)), None))
+    return jobs
+
+
+# -- running -----------------------------------------------------------------------------------------
+def _say(args: argparse.Namespace, dst: str | None, text: str) -> None:
+    if not args.quiet:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr if dst == "-" else sys.stdout)
+
+
+def _run_jobs(args: argparse.Namespace, jobs: list[Job], work: Callable[..., str], size_of: Callable) -> int:
+    """Run work(src, dst, bar) for every job; per-file errors are printed and the rest continue."""
+    from tqdm import tqdm
+
+    failed = 0
+    disable = True if args.quiet else None  # None: tqdm shows bars only on a terminal
+    with tqdm(jobs, unit="file", disable=disable or len(jobs) < 2, leave=False, file=sys.stderr) as files:
+        for src, dst, error in files:
+            try:
+                if error:
+                    raise ValueError(error)
+                assert dst is not None
+                if dst != "-" and not Path(dst).parent.is_dir():
+                    try:
+                        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+                    except OSError as exc:
+                        raise ValueError(f"{dst}: cannot create its folder ({exc.strerror})") from None
+                seconds = size_of(src)
+                quiet_bar = disable or seconds < 30  # bars for long files only
+                with tqdm(total=seconds, unit="s", disable=quiet_bar, leave=False, file=sys.stderr) as bar:
+                    _say(args, dst, work(src, dst, bar))
+            except UsageError:
+                raise
+            except (ValueError, OSError) as exc:
+                from .main import _one_line
+
+                failed += 1
+                msg = _one_line(exc)
+                msg = msg if src in msg or (dst or "?") in msg else f"{src}: {msg}"
+                print(f"rotcodec {args.command}: error: {msg}", file=sys.stderr)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _load(args: argparse.Namespace, name: str | None) -> Any:
+    from ..inference import load_model
+
+    return load_model(name, device=args.device)
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    import soundfile as sf
+
+    from ..inference import OptionError
+
+    jobs = plan_jobs(args.inputs, args.output, AUDIO_SUFFIXES, ".rcq")
+    model = _load(args, args.model)
+    try:
+        model.n_q_for(args.kbps, args.n_q)  # option errors before any file is touched
+        model.coding_mode(args.entropy)
+    except OptionError as exc:
+        raise UsageError(str(exc)) from None
+
+    def seconds(src: str) -> float:
+        try:
+            info = sf.info(src)
+            return info.frames / info.samplerate
+        except Exception:  # the real open reports the problem
+            return 0.0
+
+    def work(src: str, dst: str, bar: Any) -> str:
+        r = model.compress_file(src, dst, args.kbps, args.n_q, args.entropy, args.force, bar.update)
+        h = r.header
+        note = ""
+        if args.kbps is not None and h.plain_kbps > args.kbps + 1e-9:
+            note = f" (warning: {args.kbps:g} kbps is below this model's lowest rate)"
+        mode = "entropy" if h.coding_mode else "plain"
+        return (
+            f"{src} -> {dst}: {r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch, n_q {h.n_q}, "
+            f"nominal {h.plain_kbps:.2f} kbps, actual {r.kbps:.2f} kbps ({r.size} bytes, {mode}){note}"
+        )
+
+    return _run_jobs(args, jobs, work, lambda s: 0.0 if s == "-" else seconds(s))
+
+
+def run_decompress(args: argparse.Namespace) -> int:
+    from ..inference import decompress_file, read_rcq_header
+
+    out_fmt = args.format or ("flac" if (args.output or "").lower().endswith(".flac") else "wav")
+    jobs = plan_jobs(args.inputs, args.output, {".rcq"}, "." + out_fmt)
+    fixed = _load(args, args.model) if args.model else None
+
+    def seconds(src: str) -> float:
+        try:
+            h = read_rcq_header(src)
+            return h.num_samples / h.original_sample_rate
+        except Exception:
+            return 0.0
+
+    def work(src: str, dst: str, bar: Any) -> str:
+        r = decompress_file(src, dst, fixed, out_fmt, args.force, bar.update, args.device)
+        h = r.header
+        return f"{src} -> {dst}: {r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch ({h.model_id})"
+
+    return _run_jobs(args, jobs, work, lambda s: 0.0 if s == "-" else seconds(s))
+
+
+def rcq_info(path: str) -> dict[str, Any]:
+    """Header fields of an `.rcq` file plus duration, nominal/actual kbps and the installed model."""
+    from ..inference import read_rcq_header
+    from ..pretrained import find_by_fingerprint
+
+    h = read_rcq_header(path)
+    with open(path, "rb") as f:
+        version = f.read(5)[4]
+    size = os.path.getsize(path)
+    duration = h.num_samples / h.original_sample_rate
+    entry = find_by_fingerprint(h.model_hash, h.model_id)
+    return {
+        "file": path,
+        "format_version": version,
+        "model_id": h.model_id,
+        "model_hash": h.model_hash.hex(),
+        "model_installed": str(entry.weights_path) if entry else None,
+        "coding": "entropy" if h.coding_mode else "plain",
+        "original_sample_rate": h.original_sample_rate,
+        "model_sample_rate": h.model_sample_rate,
+        "channels": h.channels,
+        "num_samples": h.num_samples,
+        "duration_s": duration,
+        "hop_length": h.hop_length,
+        "frame_rate_hz": h.frame_rate,
+        "chunk_frames": h.chunk_frames,
+        "n_q": h.n_q,
+        "codebook_sizes": list(h.codebook_sizes),
+        "nominal_kbps": h.plain_kbps,
+        "actual_kbps": size * 8 / max(duration, 1e-9) / 1000.0,
+        "size_bytes": size,
+    }
+
+
+def run_info(args: argparse.Namespace) -> int:
+    failed = 0
+    for path in args.inputs:
+        try:
+            info = rcq_info(path)
+        except (ValueError, OSError) as exc:
+            from .main import _one_line
+
+            failed += 1
+            msg = _one_line(exc)
+            print(f"rotcodec info: error: {msg if path in msg else f'{path}: {msg}'}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(info))
+            continue
+        sizes = sorted(set(info["codebook_sizes"]))
+        print(
+            f"{path}\n  format version   {info['format_version']}\n"
+            f"  model            {info['model_id']} (hash {info['model_hash'][:16]}, "
+            f"{'installed: ' + info['model_installed'] if info['model_installed'] else 'not installed'})\n"
+            f"  audio            {info['channels']} ch, {info['original_sample_rate']} Hz, "
+            f"{info['num_samples']} samples ({info['duration_s']:.3f} s)\n"
+            f"  codes            {info['n_q']} stages x {'/'.join(map(str, sizes))} codes, "
+            f"{info['frame_rate_hz']:g} Hz frames at {info['model_sample_rate']} Hz, {info['coding']} coding\n"
+            f"  bitrate          nominal {info['nominal_kbps']:.3f} kbps, actual {info['actual_kbps']:.3f} kbps "
+            f"({info['size_bytes']} bytes)"
+        )
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def run_models(args: argparse.Namespace) -> int:
+    import math
+
+    from ..pretrained import list_models, search_dirs
+
+    rows = []
+    for e in list_models():
+        cfg = e.meta.get("config") or {}
+        q = cfg.get("quantizer") or {}
+        sr, n_q, k = cfg.get("sample_rate", 0), q.get("n_q", 0), q.get("codebook_size", 2)
+        hop = math.prod(cfg.get("strides") or [1])
+        kbps = sr / hop * math.ceil(math.log2(k)) / 1000.0
+        rows.append(
+            {
+                "name": e.name,
+                "source": e.source,
+                "sample_rate": sr,
+                "n_q": n_q,
+                "codebook_size": k,
+                "kbps_min": kbps,
+                "kbps_max": kbps * n_q,
+                "entropy_tables": bool(e.meta.get("has_code_counts")),
+                "path": str(e.weights_path),
+            }
+        )
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+        return EXIT_OK
+    for r in rows:
+        print(
+            f"{r['name']:<16} {r['source']:<8} {r['sample_rate']} Hz, {r['n_q']} x {r['codebook_size']} codes, "
+            f"{r['kbps_min']:.2f}-{r['kbps_max']:.2f} kbps/ch, entropy tables: "
+            f"{'yes' if r['entropy_tables'] else 'no'}  {r['path']}"
+        )
+    if not rows:
+        print("no models found")
+    print("searched: " + ", ".join(str(d) for d, _ in search_dirs()), file=sys.stderr)
+    return EXIT_OK

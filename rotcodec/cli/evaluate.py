@@ -1,0 +1,126 @@
+"""`rotcodec eval` (quality versus bitrate against Opus/Codec2/MP3) and `rotcodec ablate` (matched runs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _sets(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value for every run, e.g. --set train.steps=200 (repeatable)",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="score a model and classic codecs at several bitrates",
+        description="Encode/decode every file with the model (real .rcq bitstream) and baselines, score "
+        "SI-SDR, mel, MR-STFT, PESQ-WB, STOI; write results.csv, summary.md, quality_vs_bitrate.png.",
+    )
+    p.add_argument("--model", help="rotcodec model file (NAME.safetensors/NAME.json or NAME)")
+    p.add_argument("--data", required=True, help="folder, glob, audio file or manifest (.tsv/.csv/.jsonl)")
+    p.add_argument("--kbps", type=float, nargs="+", default=[1.5, 3.0, 6.0, 12.0], help="model bitrates")
+    p.add_argument("--n-q", type=int, nargs="+", help="model stage counts instead of --kbps")
+    p.add_argument("--baselines", nargs="*", default=[], help="classic codecs: opus codec2 mp3")
+    p.add_argument(
+        "--baseline-kbps", nargs="*", default=[], metavar="NAME=K,K", help="e.g. opus=6,8,12 codec2=3.2,1.6 mp3=8,16"
+    )
+    p.add_argument("--out", required=True, help="output folder (resumable)")
+    p.add_argument("--max-files", type=int, help="evaluate at most this many files")
+    p.add_argument("--max-seconds", type=float, help="cut every file to this many seconds")
+    p.add_argument("--music", action="store_true", help="not speech: skip PESQ and STOI")
+    p.add_argument("--dnsmos", action="store_true", help="also DNSMOS (optional `speechmos` package)")
+    p.add_argument("--sample-rate", type=int, default=16000, help="evaluation rate (Hz) when no --model")
+    p.add_argument("--name", default="rotcodec", help="codec label of the model in the tables")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_eval_cmd)
+
+    a = subparsers.add_parser(
+        "ablate",
+        help="matched training runs: rotation trick vs STE (and sweeps)",
+        description="Train matched runs of one recipe that differ only in the quantizer estimator/wiring "
+        "(and --sweep values), evaluate each, write ablation.md, ablation.csv, curves.png, per_stage_usage.png.",
+    )
+    a.add_argument("recipe", help="recipe YAML, e.g. recipes/ablation_rotation_vs_ste.yaml")
+    a.add_argument("--out", required=True, help="output folder (finished runs are not retrained)")
+    a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values")
+    a.add_argument(
+        "--variants",
+        nargs="+",
+        default=["rotation-detached", "rotation-chained", "ste"],
+        help="quantizer variants: rotation-detached rotation-chained ste ste-detached ste-chained",
+    )
+    a.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2", help="also sweep a recipe key")
+    _sets(a)
+    a.add_argument("--eval-data", help="evaluate on these files instead of the recipe's validation data")
+    a.add_argument("--kbps", type=float, nargs="+", help="evaluate at these bitrates (default: n_q = 1..N)")
+    a.add_argument("--max-files", type=int, default=16, help="evaluation files per run")
+    a.add_argument("--max-seconds", type=float, default=4.0, help="cut evaluation files to this many seconds")
+    a.add_argument("--music", action="store_true", help="not speech: skip PESQ and STOI")
+    a.add_argument("--quiet", action="store_true", help="no progress bars")
+    a.set_defaults(func=run_ablate_cmd)
+
+
+def _fail(exc: BaseException) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def run_eval_cmd(args: argparse.Namespace) -> int:
+    from ..eval.baselines import MissingEncoderError
+    from ..eval.runner import EvalError, EvalOptions, parse_baseline_kbps, run_eval
+
+    try:
+        opts = EvalOptions(
+            model=args.model,
+            data=args.data,
+            out=args.out,
+            kbps=args.kbps,
+            n_q=args.n_q,
+            baselines=args.baselines,
+            baseline_kbps=parse_baseline_kbps(args.baseline_kbps),
+            max_files=args.max_files,
+            max_seconds=args.max_seconds,
+            speech=not args.music,
+            dnsmos=args.dnsmos,
+            name=args.name,
+            quiet=args.quiet,
+            sample_rate=args.sample_rate,
+        )
+        outcome = run_eval(opts)
+    except (EvalError, MissingEncoderError) as exc:
+        return _fail(exc)
+    print(f"{outcome.computed} new row(s), {len(outcome.rows)} in {outcome.out / 'results.csv'}; see summary.md")
+    return 0
+
+
+def run_ablate_cmd(args: argparse.Namespace) -> int:
+    from ..eval.ablate import AblationError, AblationOptions, run_ablation
+
+    try:
+        opts = AblationOptions(
+            recipe=args.recipe,
+            out=args.out,
+            seeds=args.seeds,
+            variants=args.variants,
+            overrides=args.overrides,
+            sweeps=args.sweep,
+            eval_data=args.eval_data,
+            kbps=args.kbps,
+            max_files=args.max_files,
+            max_seconds=args.max_seconds,
+            speech=not args.music,
+            quiet=args.quiet,
+        )
+        result = run_ablation(opts)
+    except AblationError as exc:
+        return _fail(exc)
+    print(f"{len(result.runs)} run(s) ({result.trained} trained now); see {result.out / 'ablation.md'}")
+    return 0

@@ -1,0 +1,342 @@
+"""`rotcodec ablate`: matched training runs that differ only in the quantizer's gradient estimator/wiring.
+
+Every run uses the same recipe, step budget, data (order is fixed by `data.seed`) and, per seed, the same
+`train.seed`; only `model.quantizer.estimator` / `model.quantizer.wiring` (and any `--sweep` key) change.
+Variants (`VARIANTS`): "rotation-detached", "rotation-chained", "ste-detached", "ste-chained" and "ste"
+(= "ste-chained": the usual EnCodec-style straight-through RVQ, whose Jacobian is exactly the identity).
+
+Each finished model is evaluated on the recipe's validation files (or `eval_data`) at every bitrate it
+serves, through the real bitstream (`rotcodec.eval.runner`), plus codebook statistics per stage measured on
+the same files. Outputs in OUT: runs/NAME/ (training run + eval/results.csv + stats.json), ablation.csv
+(one row per run and bitrate), ablation.md (mean ± std over seeds), curves.png, per_stage_usage.png.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rotcodec.eval.report import (
+    as_float,
+    atomic_write_text,
+    fmt_pm,
+    plot_stage_stats,
+    plot_training_curves,
+    write_csv,
+)
+
+VARIANTS: dict[str, dict[str, str]] = {
+    "rotation-detached": {"estimator": "rotation", "wiring": "detached"},
+    "rotation-chained": {"estimator": "rotation", "wiring": "chained"},
+    "ste-detached": {"estimator": "ste", "wiring": "detached"},
+    "ste-chained": {"estimator": "ste", "wiring": "chained"},
+    "ste": {"estimator": "ste", "wiring": "chained"},
+}
+AUDIO_METRICS = ("mel_distance", "mrstft", "si_sdr", "pesq_wb", "stoi", "kbps_measured")
+STAT_KEYS = ("usage_mean", "perplexity_mean", "quant_error_mean", "quant_error_total", "final_loss")
+
+
+class AblationError(ValueError):
+    """Bad ablation input: unknown variant, malformed --sweep, a recipe that does not load."""
+
+
+@dataclass
+class AblationOptions:
+    """recipe: YAML path; overrides: `key=value` for every run; sweeps: `key=v1,v2` (cartesian product);
+    kbps: evaluation bitrates (default: n_q = 1..N); max_files/max_seconds bound the evaluation set."""
+
+    recipe: str | Path
+    out: str | Path
+    seeds: Sequence[int] = (0, 1, 2)
+    variants: Sequence[str] = ("rotation-detached", "rotation-chained", "ste")
+    overrides: Sequence[str] = ()
+    sweeps: Sequence[str] = ()
+    eval_data: str | Path | None = None
+    kbps: Sequence[float] | None = None
+    max_files: int | None = 16
+    max_seconds: float | None = 4.0
+    speech: bool = True
+    quiet: bool = False
+
+
+@dataclass
+class RunSpec:
+    name: str
+    variant: str
+    seed: int
+    sweep: dict[str, str]
+    overrides: list[str]
+
+
+@dataclass
+class AblationResult:
+    runs: list[RunSpec]
+    rows: list[dict[str, Any]]
+    trained: int
+    out: Path
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def plan_runs(opts: AblationOptions) -> list[RunSpec]:
+    """Every (sweep combination x variant x seed) with the overrides that define it (later ones win)."""
+    unknown = [v for v in opts.variants if v not in VARIANTS]
+    if unknown or not opts.variants:
+        raise AblationError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    if not opts.seeds:
+        raise AblationError("give at least one seed")
+    axes: list[tuple[str, list[str]]] = []
+    for item in opts.sweeps:
+        key, sep, values = item.partition("=")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key.strip() or not vals:
+            raise AblationError(f"--sweep expects KEY=V1,V2,..., got {item!r}")
+        axes.append((key.strip(), vals))
+    runs = []
+    for combo in itertools.product(*[vals for _, vals in axes]):
+        sweep = {k: v for (k, _), v in zip(axes, combo, strict=True)}
+        tag = "".join(f"__{k.split('.')[-1]}={v}" for k, v in sweep.items())
+        for variant in opts.variants:
+            q = VARIANTS[variant]
+            for seed in opts.seeds:
+                ov = [
+                    *opts.overrides,
+                    *(f"{k}={v}" for k, v in sweep.items()),
+                    f"model.quantizer.estimator={q['estimator']}",
+                    f"model.quantizer.wiring={q['wiring']}",
+                    f"train.seed={int(seed)}",
+                ]
+                runs.append(RunSpec(f"{variant}{tag}__seed{int(seed)}", variant, int(seed), sweep, ov))
+    return runs
+
+
+def _finished_step(run_dir: Path) -> int:
+    from rotcodec.train.checkpoint import latest_checkpoint
+
+    try:
+        ckpt = latest_checkpoint(run_dir)
+    except ValueError:
+        return -1
+    if ckpt is None:
+        return -1
+    return int(json.loads((ckpt / "state.json").read_text()).get("step", -1))
+
+
+def _eval_items(recipe: Any, opts: AblationOptions) -> list[tuple[str, np.ndarray]] | None:
+    """The recipe's validation files as in-memory [channels, time] clips (None when eval_data is given)."""
+    if opts.eval_data is not None:
+        return None
+    from rotcodec.audio import load_audio, resample, to_channels
+    from rotcodec.data.dataset import build_datasets
+
+    _, valid = build_datasets(recipe.data)
+    items = []
+    for i, entry in enumerate(valid.entries[: opts.max_files or None]):
+        if valid.cache is not None:
+            wav = valid.cache[i]
+        else:
+            wav, sr = load_audio(entry.path)
+            wav = resample(to_channels(wav, recipe.data.channels), sr, recipe.data.sample_rate)
+        items.append((entry.path, np.asarray(wav, dtype=np.float32)))
+    return items
+
+
+@torch.no_grad()
+def stage_stats(codec: Any, items: Sequence[tuple[str, np.ndarray]]) -> dict[str, Any]:
+    """Per-stage codebook usage (fraction of codes used), perplexity and relative quantization error of a
+    model over all frames of `items` ([channels, time] at the model rate), all n_q stages active."""
+    n_q, k = codec.n_q, codec.codebook_size
+    hist = np.zeros((n_q, k))
+    err = np.zeros(n_q)
+    total, frames = 0.0, 0
+    codec.eval()
+    for _, wav in items:
+        out = codec(torch.from_numpy(np.ascontiguousarray(wav))[None])
+        codes = out.codes.reshape(-1, n_q, out.codes.shape[-1])
+        n = codes.shape[0] * codes.shape[-1]
+        for s in range(n_q):
+            hist[s] += np.bincount(codes[:, s].reshape(-1).numpy(), minlength=k)
+            err[s] += float(out.stats[f"vq{s}/quant_error"]) * n
+        total += float(out.stats["vq/quant_error_total"]) * n
+        frames += n
+    p = hist / np.maximum(hist.sum(1, keepdims=True), 1)
+    ent = -(p * np.log(np.where(p > 0, p, 1))).sum(1)
+    return {
+        "usage": (hist > 0).mean(1).tolist(),
+        "perplexity": np.exp(ent).tolist(),
+        "quant_error": (err / max(frames, 1)).tolist(),
+        "usage_mean": float((hist > 0).mean()),
+        "perplexity_mean": float(np.exp(ent).mean()),
+        "quant_error_mean": float((err / max(frames, 1)).mean()),
+        "quant_error_total": total / max(frames, 1),
+    }
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """RUN/metrics.jsonl records ([] if absent)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _train_run(spec: RunSpec, opts: AblationOptions, run_dir: Path) -> tuple[Any, bool]:
+    from rotcodec.train.loop import train
+    from rotcodec.train.recipe import load_recipe
+
+    try:
+        recipe = load_recipe(opts.recipe, spec.overrides)
+    except (ValueError, OSError, TypeError) as exc:
+        raise AblationError(f"{spec.name}: recipe does not load ({exc})") from None
+    step = _finished_step(run_dir)
+    if step >= recipe.train.steps:
+        return recipe, False
+    train(recipe, run_dir, resume=step >= 0, quiet=opts.quiet)
+    return recipe, True
+
+
+def _evaluate_run(spec: RunSpec, recipe: Any, opts: AblationOptions, run_dir: Path) -> tuple[list, dict]:
+    from rotcodec.eval.runner import EvalOptions, NeuralCodec, run_eval
+    from rotcodec.train.checkpoint import latest_checkpoint
+
+    model = latest_checkpoint(run_dir) / "model"
+    items = _eval_items(recipe, opts)
+    eval_opts = EvalOptions(
+        model=model,
+        data=opts.eval_data,
+        out=run_dir / "eval",
+        kbps=opts.kbps or (),
+        n_q=None if opts.kbps else list(range(1, recipe.model.quantizer.n_q + 1)),
+        max_files=opts.max_files,
+        max_seconds=opts.max_seconds,
+        speech=opts.speech,
+        name=spec.variant,
+        quiet=True,
+        items=items,
+    )
+    outcome = run_eval(eval_opts)
+    stats_path = run_dir / "eval" / "stats.json"
+    if stats_path.is_file():
+        stats = json.loads(stats_path.read_text())
+    else:
+        if items is None:
+            from rotcodec.eval.runner import find_eval_files, load_reference
+
+            codec = NeuralCodec(model).codec
+            files = find_eval_files(opts.eval_data, opts.max_files)
+            items = [(f, load_reference(f, codec.sample_rate, codec.channels, opts.max_seconds)) for f in files]
+        else:
+            codec = NeuralCodec(model).codec
+            cut = int(round(opts.max_seconds * codec.sample_rate)) if opts.max_seconds else None
+            items = [(n, w[:, :cut]) for n, w in items]
+        stats = stage_stats(codec, items)
+        losses = [r["loss/total"] for r in read_metrics(run_dir) if "loss/total" in r]
+        stats["final_loss"] = float(np.mean(losses[-3:])) if losses else float("nan")
+        atomic_write_text(stats_path, json.dumps(stats, indent=2) + "\n")
+    return outcome.rows, stats
+
+
+def _group(spec: RunSpec) -> str:
+    """Runs that differ only in the seed share a group (a table line, a plot line)."""
+    return spec.name.rsplit("__seed", 1)[0]
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    x = [v for v in values if math.isfinite(v)]
+    return float(np.mean(x)) if x else float("nan")
+
+
+def _agg(values: Sequence[float]) -> tuple[float, float]:
+    x = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
+    if x.size == 0:
+        return float("nan"), float("nan")
+    return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else float("nan")
+
+
+def _markdown(rows: list[dict[str, Any]], runs: list[RunSpec], stats: dict[str, dict]) -> str:
+    groups: dict[str, list[RunSpec]] = {}
+    for r in runs:
+        groups.setdefault(_group(r), []).append(r)
+    seeds = sorted({r.seed for r in runs})
+    lines = [
+        "# Ablation: rotation trick vs straight-through estimator",
+        "",
+        f"Matched runs (same recipe, data order and step budget); mean ± std over seeds {seeds}.",
+        "Codebook statistics are measured on the evaluation files with all stages active; audio metrics",
+        "come from the real .rcq bitstream at each bitrate. ↑ higher is better, ↓ lower is better.",
+        "",
+        "## Codebook statistics",
+        "",
+        "| run | usage ↑ | perplexity ↑ | quant. error (stage mean) ↓ | quant. error (total) ↓ | final train loss ↓ |",
+        "|---|---|---|---|---|---|",
+    ]
+    for group, specs in groups.items():
+        cells = [fmt_pm(*_agg([stats[s.name][k] for s in specs])) for k in STAT_KEYS]
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    settings = sorted({(as_float(r["nominal_kbps"]), r["setting"]) for r in rows})
+    for metric in AUDIO_METRICS:
+        if not any(math.isfinite(as_float(r.get(metric))) for r in rows):
+            continue
+        arrow = {"si_sdr": " ↑", "pesq_wb": " ↑", "stoi": " ↑", "kbps_measured": ""}.get(metric, " ↓")
+        lines += ["", f"## {metric}{arrow}", "", "| run | " + " | ".join(f"{k:g} kbps" for k, _ in settings) + " |"]
+        lines.append("|---|" + "---|" * len(settings))
+        for group, specs in groups.items():
+            names = {s.name for s in specs}
+            cells = []
+            for _, setting in settings:
+                per_seed = [as_float(r.get(metric)) for r in rows if r["run"] in names and r["setting"] == setting]
+                cells.append(fmt_pm(*_agg(per_seed)))
+            lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_ablation(opts: AblationOptions) -> AblationResult:
+    """Train (or reuse) every planned run, evaluate it, and write the ablation report into `opts.out`."""
+    out = Path(opts.out)
+    runs = plan_runs(opts)
+    trained, table, all_stats, curves = 0, [], {}, {}
+    for i, spec in enumerate(runs):
+        run_dir = out / "runs" / spec.name
+        if not opts.quiet:
+            print(f"[{i + 1}/{len(runs)}] {spec.name}", flush=True)
+        recipe, did_train = _train_run(spec, opts, run_dir)
+        trained += int(did_train)
+        rows, stats = _evaluate_run(spec, recipe, opts, run_dir)
+        all_stats[spec.name] = stats
+        curves[spec.name] = read_metrics(run_dir)
+        by_setting: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            by_setting.setdefault(r["setting"], []).append(r)
+        for setting, group in by_setting.items():
+            row: dict[str, Any] = {
+                "run": spec.name,
+                "variant": spec.variant,
+                "seed": spec.seed,
+                **spec.sweep,
+                "setting": setting,
+                "n_q": group[0]["n_q"],
+                "nominal_kbps": as_float(group[0]["nominal_kbps"]),
+                "files": len(group),
+            }
+            for m in AUDIO_METRICS:
+                row[m] = _nanmean([as_float(r.get(m)) for r in group])
+            row.update({k: stats[k] for k in STAT_KEYS})
+            row.update({f"vq{s}/usage": u for s, u in enumerate(stats["usage"])})
+            row.update({f"vq{s}/perplexity": p for s, p in enumerate(stats["perplexity"])})
+            table.append(row)
+    write_csv(table, out / "ablation.csv")
+    atomic_write_text(out / "ablation.md", _markdown(table, runs, all_stats))
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in runs:
+        groups.setdefault(_group(spec), []).append(spec)
+    plot_training_curves({g: [curves[s.name] for s in specs] for g, specs in groups.items()}, out / "curves.png")
+    stage_groups = {g: [all_stats[s.name] for s in specs] for g, specs in groups.items()}
+    plot_stage_stats(stage_groups, out / "per_stage_usage.png")
+    return AblationResult(runs, table, trained, out, all_stats)

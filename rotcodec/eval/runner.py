@@ -1,0 +1,345 @@
+"""`rotcodec eval`: score a rotcodec model and classic codecs on real files at several bitrates.
+
+For every file x codec x setting: encode through the real bitstream (rotcodec: a whole `.rcq` stream;
+baselines: their command-line tools), decode, align, score with `rotcodec.eval.metrics` and time both
+directions. Files are read once, mixed to the model's channel count and resampled to its rate (16 kHz mono
+for the speech models); the classic codecs get exactly the same reference. Rows already in
+`OUT/results.csv` (keyed on file, codec, setting) are not recomputed, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rotcodec.audio import AudioError, load_audio, resample, to_channels
+from rotcodec.bitstream import CodingMode, RcqHeader, decode_bytes, encode_bytes
+from rotcodec.data.manifest import ManifestError, find_audio
+from rotcodec.eval.align import correlation_peak
+from rotcodec.eval.baselines import BaselineInputError, get_baseline
+from rotcodec.eval.metrics import MetricWarning, evaluate
+from rotcodec.eval.report import plot_quality_vs_bitrate, read_csv, summary_markdown, write_csv
+
+DEFAULT_KBPS = (1.5, 3.0, 6.0, 12.0)
+CSV_FLUSH_SECONDS = 5.0  # results.csv is rewritten at most this often (and at the end)
+
+
+class EvalError(ValueError):
+    """Bad `rotcodec eval` input: data path, model, bitrate list, baseline name."""
+
+
+@dataclass
+class CodecRun:
+    """One encode/decode: decoded `[channels, time]` float32 at the evaluation rate, aligned to the input."""
+
+    decoded: np.ndarray
+    kbps_measured: float
+    kbps_file: float
+    n_bytes: int
+    encode_seconds: float
+    decode_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class NeuralCodec:
+    """A rotcodec model evaluated through the `.rcq` bitstream (bitrate measured from the byte count)."""
+
+    def __init__(self, model: str | Path, name: str = "rotcodec") -> None:
+        from rotcodec.models.io import ModelFileError, read_model
+
+        try:
+            loaded = read_model(model)
+        except ModelFileError as exc:
+            raise EvalError(f"cannot load model: {exc}") from None
+        self.name = name
+        self.codec = loaded.codec.eval()
+        path = Path(model)
+        self.model_id = (path.with_suffix("") if path.suffix in (".json", ".safetensors") else path).name[:200]
+        self.model_hash = bytes.fromhex(loaded.meta["weights_sha256"])[:16]
+        counts = loaded.code_counts
+        self.freqs = None if counts is None else counts.round().clamp_min(0).to(torch.int64).numpy()
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.codec.channels
+
+    def settings_for_kbps(self, kbps: Sequence[float]) -> list[tuple[str, float, int]]:
+        """(setting label, nominal kbps, n_q) per requested kbps; a kbps that maps to an already listed
+        n_q is dropped with a warning (the model would produce identical streams)."""
+        out: list[tuple[str, float, int]] = []
+        for k in kbps:
+            n_q = self.codec.n_q_for_kbps(float(k))
+            if any(n == n_q for _, _, n in out):
+                warnings.warn(f"{k:g} kbps maps to n_q={n_q} like a lower setting; skipped", stacklevel=2)
+                continue
+            out.append((f"{float(k):g}", float(k), n_q))
+        return out
+
+    def settings_for_n_q(self, n_qs: Sequence[int] | None = None) -> list[tuple[str, float, int]]:
+        """(setting label "nqN", nominal kbps, n_q) for the given stage counts (default 1..n_q)."""
+        n_qs = list(n_qs) if n_qs else list(range(1, self.codec.n_q + 1))
+        return [(f"nq{n}", round(self.codec.bitrate(n), 4), int(n)) for n in n_qs]
+
+    def run(self, wav: np.ndarray, n_q: int) -> CodecRun:
+        """Compress `wav` `[channels, time]` (model rate) to `.rcq` bytes with `n_q` stages and back."""
+        seconds = wav.shape[-1] / self.sample_rate
+        mode = CodingMode.PLAIN if self.freqs is None else CodingMode.ENTROPY
+        t0 = time.perf_counter()
+        codes = self.codec.encode(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))[None], n_q)
+        header = RcqHeader(
+            model_id=self.model_id,
+            model_hash=self.model_hash,
+            model_sample_rate=self.sample_rate,
+            original_sample_rate=self.sample_rate,
+            channels=self.channels,
+            num_samples=wav.shape[-1],
+            hop_length=self.codec.hop_length,
+            codebook_sizes=(self.codec.codebook_size,) * n_q,
+            coding_mode=mode,
+        )
+        data = encode_bytes(header, codes[0].numpy(), self.freqs)
+        t1 = time.perf_counter()
+        head, back = decode_bytes(data, self.freqs)
+        decoded = self.codec.decode(torch.from_numpy(back)[None])[0, :, : head.num_samples].numpy()
+        t2 = time.perf_counter()
+        if decoded.shape[-1] < wav.shape[-1]:
+            decoded = np.pad(decoded, ((0, 0), (0, wav.shape[-1] - decoded.shape[-1])))
+        kbps = 8.0 * len(data) / seconds / 1000.0
+        payload = header.plain_kbps if mode == CodingMode.PLAIN else float("nan")
+        return CodecRun(
+            decoded.astype(np.float32),
+            kbps,
+            kbps,
+            len(data),
+            t1 - t0,
+            t2 - t1,
+            {"kbps_payload": payload, "coding": mode.name.lower()},
+        )
+
+
+def run_baseline(name: str, wav: np.ndarray, sr: int, kbps: float) -> CodecRun:
+    """A classic codec on each channel of `wav` `[channels, time]` at `sr` Hz (bitrates add up)."""
+    codec = get_baseline(name)
+    results = [codec.run(np.ascontiguousarray(ch, dtype=np.float32), sr, kbps) for ch in wav]
+    return CodecRun(
+        np.stack([r.decoded for r in results]),
+        sum(r.kbps_measured for r in results),
+        sum(r.kbps_file for r in results),
+        int(round(sum(r.kbps_file for r in results) * 1000 / 8 * wav.shape[-1] / sr)),
+        sum(r.encode_seconds for r in results),
+        sum(r.decode_seconds for r in results),
+    )
+
+
+def parse_baseline_kbps(items: Sequence[str]) -> dict[str, list[float]]:
+    """`["opus=6,8,12", "codec2=3.2"]` -> `{"opus": [6, 8, 12], "codec2": [3.2]}` (kbps)."""
+    out: dict[str, list[float]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip().lower()] = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise EvalError(f"--baseline-kbps expects NAME=KBPS[,KBPS...], got {item!r}") from None
+    return out
+
+
+def find_eval_files(data: str | Path, max_files: int | None = None) -> list[str]:
+    """Audio paths under a folder, in a manifest, a glob or one file (sorted, at most `max_files`)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            entries = find_audio([str(data)])
+    except ManifestError as exc:
+        raise EvalError(f"--data: {exc}") from None
+    if not entries:
+        raise EvalError(f"--data: no audio files found in {data}")
+    paths = sorted(dict.fromkeys(e.path for e in entries))
+    return paths[:max_files] if max_files else paths
+
+
+def load_reference(path: str, sr: int, channels: int, max_seconds: float | None = None) -> np.ndarray:
+    """A file as float32 `[channels, time]` at `sr` Hz (mixed/duplicated to `channels`), optionally cut."""
+    wav, file_sr = load_audio(path)
+    wav = resample(to_channels(wav, channels), file_sr, sr)
+    if max_seconds:
+        wav = wav[:, : int(round(max_seconds * sr))]
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def align_estimate(ref: np.ndarray, est: np.ndarray, max_lag: int) -> tuple[np.ndarray, int]:
+    """Shift `est` by the cross-correlation lag (within ±max_lag) when the peak is clear (height >= 0.5)."""
+    lag, height = correlation_peak(ref, est, max_lag)
+    if lag == 0 or height < 0.5:
+        return est, 0
+    out = np.zeros_like(est)
+    if lag > 0:
+        out[:, : est.shape[-1] - lag] = est[:, lag:]
+    else:
+        out[:, -lag:] = est[:, :lag]
+    return out, lag
+
+
+def score(ref: np.ndarray, est: np.ndarray, sr: int, speech: bool, dnsmos: bool) -> dict[str, Any]:
+    """Metric columns for one decoded file; NaN reasons go to a `notes` string."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MetricWarning)
+        report = evaluate(ref, est, sr, speech=speech, with_dnsmos=dnsmos)
+    notes = "; ".join(f"{k}: {v}" for k, v in report.notes.items() if k != "length")
+    return {**report.values, "notes": notes}
+
+
+@dataclass
+class EvalOptions:
+    """Settings of one evaluation. kbps: rotcodec nominal bitrates; n_q: stage counts instead of kbps
+    (used by the ablation); baseline_kbps: per baseline the nominal kbps (defaults below)."""
+
+    model: str | Path | None
+    data: str | Path | None
+    out: str | Path
+    kbps: Sequence[float] = DEFAULT_KBPS
+    n_q: Sequence[int] | None = None
+    baselines: Sequence[str] = ()
+    baseline_kbps: dict[str, list[float]] = field(default_factory=dict)
+    max_files: int | None = None
+    max_seconds: float | None = None
+    speech: bool = True
+    dnsmos: bool = False
+    name: str = "rotcodec"
+    quiet: bool = False
+    sample_rate: int = 16000  # used only without a model
+    channels: int = 1
+    items: Sequence[tuple[str, np.ndarray]] | None = None  # in-memory references, instead of `data`
+
+
+BASELINE_DEFAULT_KBPS = {"opus": [6.0, 8.0, 12.0], "codec2": [3.2, 1.6], "mp3": [8.0, 16.0]}
+
+
+@dataclass
+class EvalOutcome:
+    """All rows in results.csv after the run, and how many were computed by this call."""
+
+    rows: list[dict[str, Any]]
+    computed: int
+    out: Path
+
+
+def _jobs(opts: EvalOptions, neural: NeuralCodec | None) -> list[tuple[str, str, float, int | None]]:
+    """(codec, setting, nominal kbps, n_q or None) for every codec and setting."""
+    jobs: list[tuple[str, str, float, int | None]] = []
+    if neural is not None:
+        settings = neural.settings_for_n_q(opts.n_q) if opts.n_q else neural.settings_for_kbps(opts.kbps)
+        jobs += [(neural.name, s, k, n) for s, k, n in settings]
+    for name in opts.baselines:
+        codec = get_baseline(name)
+        codec.require()  # missing tool: MissingEncoderError naming the Debian package, before any work
+        for k in opts.baseline_kbps.get(codec.name, BASELINE_DEFAULT_KBPS.get(codec.name, list(codec.bitrates))):
+            codec.check_kbps(k)
+            jobs.append((codec.name, f"{k:g}", float(k), None))
+    return jobs
+
+
+def run_eval(opts: EvalOptions, on_row: Callable[[dict[str, Any]], None] | None = None) -> EvalOutcome:
+    """Evaluate, write OUT/results.csv, OUT/summary.md and OUT/quality_vs_bitrate.png; see module doc."""
+    from tqdm import tqdm
+
+    out = Path(opts.out)
+    neural = NeuralCodec(opts.model, opts.name) if opts.model is not None else None
+    sr = neural.sample_rate if neural else opts.sample_rate
+    channels = neural.channels if neural else opts.channels
+    try:
+        jobs = _jobs(opts, neural)
+    except BaselineInputError as exc:
+        raise EvalError(str(exc)) from None
+    if not jobs:
+        raise EvalError("nothing to evaluate: give --model and/or --baselines")
+    if opts.items is not None:
+        sources: list[tuple[str, Any]] = list(opts.items)[: opts.max_files or None]
+    elif opts.data is not None:
+        sources = [(p, p) for p in find_eval_files(opts.data, opts.max_files)]
+    else:
+        raise EvalError("no evaluation data given (--data)")
+    rows: list[dict[str, Any]] = read_csv(out / "results.csv")
+    done = {(r["file"], r["codec"], r["setting"]) for r in rows}
+    todo = [(f, j) for f, _ in sources for j in jobs if (f, j[0], j[1]) not in done]
+    computed, last_flush = 0, time.monotonic()
+    bar = tqdm(total=len(todo), disable=opts.quiet, unit="run", dynamic_ncols=True, desc="eval")
+    try:
+        for key, source in sources:
+            pending = [j for f, j in todo if f == key]
+            if not pending:
+                continue
+            if isinstance(source, np.ndarray):
+                ref = np.ascontiguousarray(to_channels(source, channels), dtype=np.float32)
+                if opts.max_seconds:
+                    ref = ref[:, : int(round(opts.max_seconds * sr))]
+            else:
+                try:
+                    ref = load_reference(source, sr, channels, opts.max_seconds)
+                except AudioError as exc:
+                    bar.write(f"skipping {key}: {exc}")
+                    bar.update(len(pending))
+                    continue
+            seconds = ref.shape[-1] / sr
+            for codec, setting, nominal, n_q in pending:
+                bar.set_postfix_str(f"{codec} {setting}")
+                if n_q is not None and neural is not None:
+                    run = neural.run(ref, n_q)
+                    decoded, delay = align_estimate(ref, run.decoded, neural.codec.hop_length)
+                else:
+                    run, decoded, delay = (r := run_baseline(codec, ref, sr, nominal)), r.decoded, 0
+                row: dict[str, Any] = {
+                    "file": key,
+                    "codec": codec,
+                    "setting": setting,
+                    "nominal_kbps": nominal,
+                    "n_q": n_q if n_q is not None else "",
+                    "kbps_measured": run.kbps_measured,
+                    "kbps_file": run.kbps_file,
+                    "bytes": run.n_bytes,
+                    "duration_s": seconds,
+                    "encode_seconds": run.encode_seconds,
+                    "decode_seconds": run.decode_seconds,
+                    "encode_rtf": run.encode_seconds / seconds,
+                    "decode_rtf": run.decode_seconds / seconds,
+                    "delay_samples": delay,
+                    **run.extra,
+                }
+                row.update(score(ref, decoded, sr, opts.speech, opts.dnsmos))
+                rows.append(row)
+                computed += 1
+                if on_row is not None:
+                    on_row(row)
+                bar.update(1)
+                if time.monotonic() - last_flush > CSV_FLUSH_SECONDS:
+                    write_csv(rows, out / "results.csv")
+                    last_flush = time.monotonic()
+    finally:
+        bar.close()
+        if computed:
+            write_csv(rows, out / "results.csv")
+    if not rows:
+        raise EvalError("no file could be evaluated")
+    write_report(rows, out)
+    return EvalOutcome(rows, computed, out)
+
+
+def write_report(rows: Sequence[dict[str, Any]], out: str | Path) -> None:
+    """OUT/summary.md and OUT/quality_vs_bitrate.png from result rows."""
+    from rotcodec.eval.report import atomic_write_text
+
+    out = Path(out)
+    atomic_write_text(out / "summary.md", summary_markdown(rows))
+    plot_quality_vs_bitrate(rows, out / "quality_vs_bitrate.png")

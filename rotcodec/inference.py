@@ -1,0 +1,612 @@
+"""Python inference API: compress audio to `.rcq` bytes/files and back, streaming chunk by chunk.
+
+    >>> from rotcodec.inference import load_model, decompress
+    >>> model = load_model()                          # bundled `speech16k`, or a name / model file path
+    >>> data = model.compress(wav, sr, kbps=3.0)      # wav: numpy [channels, time] or [time], sr in Hz
+    >>> audio, sr = decompress(data)                  # model found from the header's fingerprint
+
+Audio is numpy float32 `[channels, time]` at any sample rate: it is resampled (soxr HQ, streaming) to the
+model rate, each channel is coded independently, and decoding restores the original rate, channel count
+and exact sample count. Files stream in blocks (`block_seconds`), so memory does not grow with the file
+length, and the codes do not depend on the block size. Models with code-frequency tables use entropy coding
+by default. Bad input raises a ValueError subclass with a one-line message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import math
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from .audio import AudioError, as_2d, atomic_replace, check_finite, check_sample_rate
+from .bitstream import BitstreamError, CodingMode, RcqHeader, RcqReader, RcqWriter
+from .bitstream.header import read_header
+from .models.io import ModelFile, read_model
+from .pretrained import ModelEntry, ModelNotFoundError, find_by_fingerprint, resolve_model
+
+Sink = Callable[[np.ndarray], None]
+Progress = Callable[[float], None]  # called with seconds of audio just processed
+
+
+class ModelMismatchError(ValueError):
+    """An `.rcq` stream was encoded with a different model than the one given (fingerprint mismatch)."""
+
+
+class OptionError(ValueError):
+    """Invalid compression options (kbps / n_q / entropy) for this model."""
+
+
+def _resampler(sr_in: int, sr_out: int, rows: int) -> soxr.ResampleStream | None:
+    return None if sr_in == sr_out else soxr.ResampleStream(sr_in, sr_out, rows, dtype="float32", quality="HQ")
+
+
+def _run_resampler(rs: soxr.ResampleStream | None, x: np.ndarray, last: bool) -> np.ndarray:
+    """x [rows, t] -> resampled [rows, t'] (soxr streams are bit-identical to one-shot resampling)."""
+    if rs is None:
+        return x
+    return np.ascontiguousarray(rs.resample_chunk(np.ascontiguousarray(x.T), last=last).T)
+
+
+def expected_frames(header: RcqHeader) -> int:
+    """Code frames that `header.num_samples` original-rate samples give after resampling and padding."""
+    model_len = round(header.num_samples * header.model_sample_rate / header.original_sample_rate)
+    return -(-model_len // header.hop_length)
+
+
+class CodecModel:
+    """A loaded codec plus what `.rcq` files need: name, fingerprint, optional entropy tables.
+
+    block_seconds: audio read per block; step_seconds: audio per model call (rounded to whole frames). Both
+    bound memory. Codes depend on neither the block size nor how a file is split on input; step_seconds
+    is fixed so that even exact near-ties in the quantizer's float arithmetic (whose rounding depends on
+    how many frames are scored together) resolve the same way every time. `bitrate`/`n_q_for` are in kbps
+    for all channels of a file together.
+    """
+
+    def __init__(
+        self,
+        model_file: ModelFile,
+        entry: ModelEntry,
+        device: str = "cpu",
+        block_seconds: float = 5.0,
+        step_seconds: float = 5.0,
+    ) -> None:
+        self.codec = model_file.codec.eval()
+        self.entry = entry
+        self.name = entry.name
+        self.fingerprint = entry.fingerprint
+        self.device = torch.device(device)
+        counts = model_file.code_counts
+        self.code_counts = None if counts is None else counts.to(torch.int64).numpy()
+        self.block_seconds = float(block_seconds)
+        self.step_seconds = float(step_seconds)
+
+    # -- properties ---------------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.codec.hop_length
+
+    @property
+    def n_q(self) -> int:
+        return self.codec.n_q
+
+    @property
+    def has_entropy_tables(self) -> bool:
+        return self.code_counts is not None
+
+    def bitrate(self, n_q: int | None = None, channels: int = 1) -> float:
+        """Nominal (plain packing) payload bitrate in kbps for `channels` audio channels."""
+        k_bits = math.ceil(math.log2(self.codec.codebook_size))
+        return self.codec.frame_rate * (n_q or self.n_q) * k_bits * channels / 1000.0
+
+    def n_q_for(self, kbps: float | None = None, n_q: int | None = None, channels: int = 1) -> int:
+        """Stages to use: `n_q` if given, else the most whose total bitrate is <= `kbps`, else all."""
+        if n_q is not None:
+            if not 1 <= int(n_q) <= self.n_q:
+                raise OptionError(f"--n-q must be in 1..{self.n_q} for model {self.name}, got {n_q}")
+            return int(n_q)
+        if kbps is None:
+            return self.n_q
+        if not kbps > 0:
+            raise OptionError(f"--kbps must be positive, got {kbps}")
+        fits = [n for n in range(1, self.n_q + 1) if self.bitrate(n, channels) <= kbps + 1e-9]
+        return max(fits) if fits else 1
+
+    def coding_mode(self, entropy: bool | None = None) -> CodingMode:
+        """Plain or entropy coding for the `--entropy` choice (None: entropy if the model has tables)."""
+        if entropy and not self.has_entropy_tables:
+            raise OptionError(f"model {self.name} has no code-frequency tables; entropy coding is unavailable")
+        use = self.has_entropy_tables if entropy is None else entropy
+        return CodingMode.ENTROPY if use else CodingMode.PLAIN
+
+    def make_header(self, sr: int, channels: int, num_samples: int, n_q: int, entropy: bool | None) -> RcqHeader:
+        """Header for `channels` x `num_samples` audio at `sr` Hz coded with `n_q` stages."""
+        chunk = max(1, min(256, (1 << 22) // (channels * n_q)))
+        return RcqHeader(
+            model_id=self.name,
+            model_hash=self.fingerprint,
+            model_sample_rate=self.sample_rate,
+            original_sample_rate=sr,
+            channels=channels,
+            num_samples=num_samples,
+            hop_length=self.hop_length,
+            codebook_sizes=(self.codec.codebook_size,) * n_q,
+            coding_mode=self.coding_mode(entropy),
+            chunk_frames=chunk,
+        )
+
+    def check_header(self, header: RcqHeader) -> None:
+        """Raise ModelMismatchError unless `header` was written with this model."""
+        if header.model_hash != self.fingerprint:
+            raise ModelMismatchError(
+                f"file was encoded with model {header.model_id!r} ({header.model_hash.hex()[:12]}), "
+                f"not with {self.name!r} ({self.fingerprint.hex()[:12]})"
+            )
+
+    # -- streaming core -----------------------------------------------------------------------------
+    def _model_step(self) -> int:
+        return self.hop_length * max(1, round(self.step_seconds * self.sample_rate / self.hop_length))
+
+    def _as_batch(self, x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
+        return t.reshape(-1, self.codec.channels, t.shape[-1])
+
+    def _check_rows(self, rows: int) -> None:
+        if rows % self.codec.channels:
+            raise AudioError(f"model {self.name} codes {self.codec.channels} channels at a time, got {rows}")
+
+    def encode_stream(self, blocks: Iterable[np.ndarray], sr: int, rows: int, n_q: int, sink: Sink) -> None:
+        """Encode consecutive float32 blocks [rows, t] at `sr` Hz; `sink` gets int64 codes [rows, n_q, frames].
+
+        Rows (channels, possibly of several same-length files) are folded into the model's batch.
+        Frames equal those of encoding the whole signal at once, whatever the block sizes.
+        """
+        self._check_rows(rows)
+        rs = _resampler(sr, self.sample_rate, rows)
+        hop, step = self.hop_length, self._model_step()
+        pending = np.zeros((rows, 0), np.float32)
+
+        def emit(x: np.ndarray) -> None:
+            codes = self.codec.encode(self._as_batch(x), n_q)
+            sink(codes.reshape(rows, n_q, -1).cpu().numpy())
+
+        with self.codec.streaming():
+            for block in blocks:
+                pending = np.concatenate([pending, _run_resampler(rs, block, last=False)], axis=1)
+                usable = pending.shape[1] // step * step
+                for start in range(0, usable, step):
+                    emit(pending[:, start : start + step])
+                pending = pending[:, usable:]
+            if rs is not None:
+                pending = np.concatenate([pending, _run_resampler(rs, np.zeros((rows, 0), np.float32), True)], 1)
+            # The whole-file pass zero-pads to a multiple of hop; doing the same completes the last frame.
+            pending = np.pad(pending, ((0, 0), (0, (-pending.shape[1]) % hop)))
+            for start in range(0, pending.shape[1], step):
+                emit(pending[:, start : start + step])
+
+    def decode_stream(self, header: RcqHeader, chunks: Iterable[np.ndarray], sink: Sink) -> None:
+        """Decode codes chunks [C, n_q, frames]; `sink` gets float32 audio [C, t] at the original rate,
+        exactly `header.num_samples` samples in total."""
+        self.check_header(header)
+        if header.model_sample_rate != self.sample_rate or header.hop_length != self.hop_length:
+            raise ModelMismatchError(f"file's rate/hop do not match model {self.name}")
+        if header.n_q > self.n_q or max(header.codebook_sizes) > self.codec.codebook_size:
+            raise ModelMismatchError(f"file uses more stages or codes than model {self.name} has")
+        self._check_rows(header.channels)
+        rs = _resampler(self.sample_rate, header.original_sample_rate, header.channels)
+        left = header.num_samples
+        max_frames = self._model_step() // self.hop_length
+        frames = 0
+
+        def put(y: np.ndarray) -> None:
+            nonlocal left
+            y = y[:, :left]
+            if y.shape[1]:
+                left -= y.shape[1]
+                sink(np.ascontiguousarray(y, dtype=np.float32))
+
+        with self.codec.streaming():
+            for chunk in chunks:
+                frames += chunk.shape[2]
+                for start in range(0, chunk.shape[2], max_frames):
+                    codes = torch.from_numpy(chunk[:, :, start : start + max_frames]).to(self.device)
+                    wav = self.codec.decode(codes.reshape(-1, self.codec.channels, *codes.shape[1:]))
+                    put(_run_resampler(rs, wav.reshape(header.channels, -1).cpu().numpy(), last=False))
+            if abs(frames - expected_frames(header)) > 1:
+                raise BitstreamError(f"corrupt .rcq stream: {frames} frames, header implies {expected_frames(header)}")
+            if rs is not None:
+                put(_run_resampler(rs, np.zeros((header.channels, 0), np.float32), last=True))
+        while left > 0:  # rounding in the resampler can leave a few samples short
+            put(np.zeros((header.channels, min(left, 1 << 16)), np.float32))
+
+    # -- bytes API ----------------------------------------------------------------------------------
+    def compress(
+        self,
+        wav: np.ndarray,
+        sr: int,
+        kbps: float | None = None,
+        n_q: int | None = None,
+        entropy: bool | None = None,
+    ) -> bytes:
+        """Audio [channels, time] or [time] (float, any rate in Hz) -> `.rcq` bytes."""
+        return self.compress_many([wav], sr, kbps=kbps, n_q=n_q, entropy=entropy)[0]
+
+    def compress_many(
+        self,
+        wavs: Sequence[np.ndarray],
+        sample_rates: int | Sequence[int],
+        kbps: float | None = None,
+        n_q: int | None = None,
+        entropy: bool | None = None,
+        max_rows: int = 16,
+    ) -> list[bytes]:
+        """Compress many clips with one model; clips of equal rate, channels and length are encoded as one
+        batch (up to `max_rows` channels in total), which is what makes GPUs pay off. Returns `.rcq` bytes."""
+        rates = [sample_rates] * len(wavs) if isinstance(sample_rates, (int, np.integer)) else list(sample_rates)
+        if len(rates) != len(wavs):
+            raise AudioError(f"got {len(wavs)} clips but {len(rates)} sample rates")
+        clips = [_checked_clip(w, r, f"clip {i}") for i, (w, r) in enumerate(zip(wavs, rates, strict=True))]
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for i, (x, r) in enumerate(clips):
+            groups.setdefault((r, x.shape[0], x.shape[1]), []).append(i)
+        out: list[bytes] = [b""] * len(clips)
+        for (r, c, length), idx in groups.items():
+            per = max(1, max_rows // c)
+            for g in range(0, len(idx), per):
+                part = idx[g : g + per]
+                bufs = [io.BytesIO() for _ in part]
+                q = self.n_q_for(kbps, n_q, c)
+                writers = [RcqWriter(b, self.make_header(r, c, length, q, entropy), self.code_counts) for b in bufs]
+                stacked = np.concatenate([clips[i][0] for i in part], axis=0)
+                blocks = _array_blocks(stacked, max(1, int(self.block_seconds * r)))
+
+                def sink(codes: np.ndarray, writers: list[RcqWriter] = writers, c: int = c) -> None:
+                    for k, w in enumerate(writers):
+                        w.write_chunk(codes[k * c : (k + 1) * c])
+
+                self.encode_stream(blocks, r, stacked.shape[0], q, sink)
+                for i, w, b in zip(part, writers, bufs, strict=True):
+                    w.close()
+                    out[i] = b.getvalue()
+        return out
+
+    def decompress(self, data: bytes | BinaryIO) -> tuple[np.ndarray, int]:
+        """`.rcq` bytes (or a seekable binary file) -> (float32 audio [channels, time], sample rate Hz)."""
+        reader = self.reader(io.BytesIO(bytes(data)) if isinstance(data, (bytes, bytearray, memoryview)) else data)
+        parts: list[np.ndarray] = []
+        self.decode_stream(reader.header, reader, parts.append)
+        h = reader.header
+        wav = np.concatenate(parts, axis=1) if parts else np.zeros((h.channels, 0), np.float32)
+        return wav, h.original_sample_rate
+
+    def reader(self, fileobj: BinaryIO) -> RcqReader:
+        """An RcqReader on a seekable `.rcq` stream, after checking it was written with this model (the
+        fingerprint is compared first so a wrong model is named as such, not as a table mismatch)."""
+        pos = fileobj.tell()
+        self.check_header(read_header(fileobj.read)[0])
+        fileobj.seek(pos)
+        return RcqReader(fileobj, self.code_counts)
+
+    # -- files ---------------------------------------------------------------------------------------
+    def compress_file(
+        self,
+        src: str | os.PathLike,
+        dst: str | os.PathLike,
+        kbps: float | None = None,
+        n_q: int | None = None,
+        entropy: bool | None = None,
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> FileResult:
+        """Stream an audio file (or "-" for stdin) into an `.rcq` file (or "-" for stdout), atomically.
+        `progress(seconds)` is called after each block read."""
+        with open_audio(src) as source:
+            q = self.n_q_for(kbps, n_q, source.channels)
+            header = self.make_header(source.sr, source.channels, source.frames, q, entropy)
+            with atomic_output(dst, force, src) as out:
+                with RcqWriter(out, header, self.code_counts) as writer:
+                    blocks = source.blocks(max(1, int(self.block_seconds * source.sr)), progress)
+                    self.encode_stream(blocks, source.sr, source.channels, q, writer.write_chunk)
+                size = out.seek(0, io.SEEK_END)
+        return FileResult(os.fspath(src), os.fspath(dst), header, size)
+
+    def decompress_file(
+        self,
+        src: str | os.PathLike | BinaryIO,
+        dst: str | os.PathLike,
+        format: str = "wav",
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> FileResult:
+        """Stream an `.rcq` file (path, "-" for stdin, or seekable binary file) into a WAV/FLAC file (or "-"
+        for stdout), atomically, at the original rate, channel count and length; 16-bit PCM clipped to
+        [-1, 1]. `progress(seconds)` is called after each decoded piece."""
+        fmt = {"wav": "WAV", "flac": "FLAC"}.get(str(format).lower())
+        if fmt is None:
+            raise OptionError(f"unsupported output format {format!r}; choose wav or flac")
+        with open_rcq(src) as f:
+            reader = self.reader(f)
+            h = reader.header
+            with atomic_output(dst, force, src if isinstance(src, (str, os.PathLike)) else None) as out:
+                with sf.SoundFile(out, "w", h.original_sample_rate, h.channels, "PCM_16", format=fmt) as snd:
+
+                    def sink(y: np.ndarray) -> None:
+                        snd.write(np.clip(y, -1.0, 1.0).T)
+                        if progress:
+                            progress(y.shape[1] / h.original_sample_rate)
+
+                    self.decode_stream(h, reader, sink)
+                size = out.seek(0, io.SEEK_END)
+        return FileResult(os.fspath(src) if isinstance(src, (str, os.PathLike)) else "-", os.fspath(dst), h, size)
+
+
+@dataclass
+class FileResult:
+    """One compressed or decompressed file: the `.rcq` header and the output's size in bytes."""
+
+    src: str
+    dst: str
+    header: RcqHeader
+    size: int
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio."""
+        return self.header.num_samples / self.header.original_sample_rate
+
+    @property
+    def kbps(self) -> float:
+        """Actual bitrate of the output file in kbps, header and chunk records included."""
+        return self.size * 8 / max(self.duration, 1e-9) / 1000.0
+
+
+_EXACT_LENGTH_FORMATS = {"WAV", "WAVEX", "FLAC", "AIFF", "W64", "RF64", "CAF", "AU"}
+
+
+class OutputError(ValueError):
+    """An output that cannot be written (folder missing or not writable, would overwrite the input)."""
+
+
+class OutputExistsError(OutputError):
+    """The output file exists and overwriting was not asked for."""
+
+
+@dataclass
+class AudioSource:
+    """An open audio input: soundfile handle, display name, rate (Hz), channels and exact length."""
+
+    handle: sf.SoundFile
+    name: str
+    sr: int
+    channels: int
+    frames: int
+
+    def blocks(self, block: int, progress: Progress | None = None) -> Iterator[np.ndarray]:
+        """float32 blocks [channels, <= block] from the start; AudioError on NaN/Inf or a length change."""
+        self.handle.seek(0)
+        seen = 0
+        while True:
+            data = self.handle.read(block, dtype="float32", always_2d=True)
+            if not len(data):
+                break
+            check_finite(data, self.name)
+            seen += len(data)
+            if progress:
+                progress(len(data) / self.sr)
+            yield np.ascontiguousarray(data.T)
+        if seen != self.frames:
+            raise AudioError(f"{self.name}: read {seen} samples, the header promised {self.frames}")
+
+
+def _spool_stdin() -> BinaryIO:
+    """Copy stdin to a seekable temp file (memory until 32 MiB, then disk) so it can be read in blocks."""
+    tmp = tempfile.SpooledTemporaryFile(max_size=32 << 20)
+    shutil.copyfileobj(sys.stdin.buffer, tmp, 1 << 20)
+    tmp.seek(0)
+    return tmp  # type: ignore[return-value]
+
+
+def _check_input(src: str | os.PathLike) -> Path:
+    path = Path(src)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not a file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file")
+    return path
+
+
+@contextlib.contextmanager
+def open_audio(src: str | os.PathLike) -> Iterator[AudioSource]:
+    """Open an audio file (any format soundfile reads; "-" = stdin) for block reading."""
+    if os.fspath(src) == "-":
+        name, raw = "<stdin>", _spool_stdin()
+        if not raw.read(1):
+            raise AudioError("<stdin>: empty input")
+        raw.seek(0)
+    else:
+        name, raw = os.fspath(src), _check_input(src)
+    try:
+        handle = sf.SoundFile(raw if not isinstance(raw, Path) else str(raw))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        msg = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise AudioError(f"{name}: not a readable audio file ({msg})") from None
+    with handle:
+        sr = check_sample_rate(handle.samplerate, f"{name}: sample rate")
+        frames = handle.frames
+        if handle.format not in _EXACT_LENGTH_FORMATS:  # compressed formats may only estimate their length
+            frames = sum(len(b) for b in handle.blocks(1 << 16, dtype="float32", always_2d=True))
+        if frames <= 0:
+            raise AudioError(f"{name}: contains no audio samples (zero length)")
+        yield AudioSource(handle, name, sr, handle.channels, frames)
+
+
+@contextlib.contextmanager
+def open_rcq(src: str | os.PathLike | BinaryIO) -> Iterator[BinaryIO]:
+    """Open an `.rcq` file ("-" = stdin) as a seekable binary file (open file objects pass through)."""
+    if not isinstance(src, (str, os.PathLike)):
+        yield src
+        return
+    if os.fspath(src) == "-":
+        with _spool_stdin() as f:
+            yield f
+        return
+    with open(_check_input(src), "rb") as f:
+        yield f
+
+
+@contextlib.contextmanager
+def atomic_output(
+    dst: str | os.PathLike, force: bool = False, src: str | os.PathLike | None = None
+) -> Iterator[BinaryIO]:
+    """A writable binary file that becomes `dst` only if the block succeeds ("-": copied to stdout at the
+    end). Refuses an existing `dst` unless `force`, and never overwrites `src`."""
+    if os.fspath(dst) == "-":
+        with tempfile.TemporaryFile() as tmp:
+            yield tmp  # type: ignore[misc]
+            tmp.seek(0)
+            shutil.copyfileobj(tmp, sys.stdout.buffer, 1 << 20)
+            sys.stdout.buffer.flush()
+        return
+    path = Path(dst)
+    if src is not None and os.fspath(src) != "-" and path.exists() and path.samefile(src):
+        raise OutputError(f"{path}: output would overwrite the input")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory")
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path}: already exists (use --force to overwrite)")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write to folder {path.parent} ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            yield f  # type: ignore[misc]
+        atomic_replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _checked_clip(wav: np.ndarray, sr: int, name: str) -> tuple[np.ndarray, int]:
+    x = as_2d(np.asarray(wav, dtype=np.float32))
+    sr = check_sample_rate(sr, f"{name}: sample rate")
+    if x.shape[1] == 0:
+        raise AudioError(f"{name}: contains no audio samples (zero length)")
+    check_finite(x, name)
+    return x, sr
+
+
+def _array_blocks(x: np.ndarray, block: int) -> Iterator[np.ndarray]:
+    for start in range(0, x.shape[1], block):
+        yield x[:, start : start + block]
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(base: str, source: str, device: str, mtime: float) -> CodecModel:
+    entry = resolve_model(base)
+    entry.source = source
+    return CodecModel(read_model(entry.base, device), entry, device)
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu") -> CodecModel:
+    """Load a codec by bundled/local name or model file path (None: the default `speech16k`).
+
+    Raises ModelNotFoundError or ModelFileError (both ValueError) with a one-line message."""
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise OptionError(f"device {device!r} requested but CUDA is not available in this torch build")
+    entry = resolve_model(name_or_path)
+    mtime = entry.weights_path.stat().st_mtime
+    return _load_cached(str(entry.base), entry.source, str(device), mtime)
+
+
+def model_for_header(header: RcqHeader, device: str = "cpu") -> CodecModel:
+    """The locally known model whose fingerprint matches the header (ModelNotFoundError if none)."""
+    entry = find_by_fingerprint(header.model_hash, header.model_id)
+    if entry is None:
+        raise ModelNotFoundError(
+            f"model {header.model_id!r} ({header.model_hash.hex()[:12]}) is not installed; pass it with --model"
+        )
+    return load_model(entry.base, device)
+
+
+def decompress_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    model: CodecModel | str | os.PathLike | None = None,
+    format: str = "wav",
+    force: bool = False,
+    progress: Progress | None = None,
+    device: str = "cpu",
+) -> FileResult:
+    """`CodecModel.decompress_file`, with the model found from the header when `model` is None."""
+    with open_rcq(src) as f:
+        if model is None:
+            pos = f.tell()
+            model = model_for_header(read_header(f.read)[0], device)
+            f.seek(pos)
+        elif not isinstance(model, CodecModel):
+            model = load_model(model, device)
+        return model.decompress_file(f if os.fspath(src) == "-" else src, dst, format, force, progress)
+
+
+def read_rcq_header(src: str | os.PathLike | bytes | BinaryIO) -> RcqHeader:
+    """Parse only the header of an `.rcq` file, bytes or file object (BitstreamError if malformed)."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return read_header(io.BytesIO(bytes(src)).read)[0]
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        if not path.is_file():
+            raise BitstreamError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+        with open(path, "rb") as f:
+            return read_header(f.read)[0]
+    return read_header(src.read)[0]
+
+
+def decompress(data: bytes, model: CodecModel | str | os.PathLike | None = None) -> tuple[np.ndarray, int]:
+    """`.rcq` bytes -> (float32 audio [channels, time], sample rate Hz). Without `model`, the model is
+    found among bundled and local models by the header's fingerprint."""
+    if model is None:
+        model = model_for_header(read_rcq_header(data))
+    elif not isinstance(model, CodecModel):
+        model = load_model(model)
+    return model.decompress(data)
+
+
+__all__ = [
+    "AudioSource",
+    "CodecModel",
+    "FileResult",
+    "ModelMismatchError",
+    "OutputError",
+    "OutputExistsError",
+    "OptionError",
+    "decompress",
+    "decompress_file",
+    "expected_frames",
+    "load_model",
+    "model_for_header",
+    "open_audio",
+    "open_rcq",
+    "atomic_output",
+    "read_rcq_header",
+]

@@ -1,0 +1,255 @@
+"""`rotcodec compress/decompress/info/models`, run in-process through `main([...])` (one real subprocess)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from rotcodec.cli.main import main
+from rotcodec.models import Codec, CodecConfig, save_model
+from rotcodec.quantize import RVQConfig
+
+
+def tone(seconds: float, sr: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """float32 [time, channels] harmonic tone with a wobble and a little noise (soundfile layout)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    cols = [0.3 * np.sin(2 * np.pi * (150 + 50 * c) * t + 3 * np.sin(5 * t)) for c in range(channels)]
+    return (np.stack(cols, 1) + 0.01 * rng.standard_normal((t.size, channels))).astype(np.float32)
+
+
+def tiny_model(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    q = RVQConfig(dim=16, n_q=4, codebook_size=64, kmeans_init=False)
+    cfg = CodecConfig(base_channels=8, strides=[2, 4, 5, 8], latent_dim=16, dilations=[1], quantizer=q)
+    save_model(Codec(cfg).eval(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    tiny_model(folder / "tiny", 0)
+    tiny_model(folder / "other", 1)
+    return folder
+
+
+@pytest.fixture()
+def env(models: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Models installed via $ROTCODEC_MODELS; work folder with a 16 kHz mono and a 44.1 kHz stereo file."""
+    monkeypatch.setenv("ROTCODEC_MODELS", str(models))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    sf.write(tmp_path / "mono.wav", tone(1.5, 16000), 16000)
+    sf.write(tmp_path / "stereo.flac", tone(1.2, 44100, 2, seed=1), 44100)
+    return tmp_path
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_help_in_process_and_console_script(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "compress" in out and "exit codes" in out and "usage error" in out
+    assert main(["compress", "--help"]) == 0
+    assert "--kbps" in capsys.readouterr().out
+    assert main([]) == 2
+    proc = subprocess.run([sys.executable, "-m", "rotcodec.cli.main", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "decompress" in proc.stdout
+
+
+def test_round_trip_mono_and_stereo(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["compress", str(env / "mono.wav"), str(env / "stereo.flac"), "-o", str(env / "c"), "--model", "tiny"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "actual" in out and "kbps" in out
+    assert main(["decompress", str(env / "c"), "-o", str(env / "d"), "--quiet"]) == 0
+    for name, sr, ch, n in [("mono", 16000, 1, 24000), ("stereo", 44100, 2, 52920)]:
+        info = sf.info(env / "d" / f"{name}.wav")
+        assert (info.samplerate, info.channels, info.frames) == (sr, ch, n)
+    assert main(["decompress", str(env / "c" / "mono.rcq"), "-o", str(env / "m.flac")]) == 0
+    assert sf.info(env / "m.flac").format == "FLAC"
+
+
+def test_kbps_picks_stages_and_size_matches_bitrate(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # tiny model: 50 Hz frames x 6 bits = 0.3 kbps per stage and channel
+    assert main(["compress", str(env / "mono.wav"), "--kbps", "0.95", "--model", "tiny", "-q"]) == 0
+    assert main(["info", "--json", str(env / "mono.rcq")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n_q"] == 3 and info["model_id"] == "tiny" and info["coding"] == "plain"
+    assert info["nominal_kbps"] == pytest.approx(0.9)
+    payload = math.ceil(75 * 3 * 6 / 8)  # 75 frames of 3 six-bit codes
+    overhead = (58 + 2 * 3 + 4) + 10 * 2  # header + one chunk record + end record
+    assert info["size_bytes"] == payload + overhead
+    assert info["actual_kbps"] == pytest.approx((payload + overhead) * 8 / 1.5 / 1000)
+    assert main(["info", str(env / "mono.rcq")]) == 0
+    text = capsys.readouterr().out
+    assert "installed" in text and "0.900 kbps" in text
+    assert main(["info", str(env / "mono.wav")]) == 1
+    assert "mono.wav: not an .rcq file" in capsys.readouterr().err
+
+
+def test_stdin_to_stdout(env: Path, monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture) -> None:
+    wav_bytes = (env / "stereo.flac").read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(wav_bytes)))
+    assert main(["compress", "-", "--model", "tiny", "--n-q", "2"]) == 0
+    rcq = capsysbinary.readouterr().out
+    assert rcq[:4] == b"\x89RCQ"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(rcq)))
+    assert main(["decompress", "-", "--format", "flac"]) == 0  # model found from the header
+    audio, sr = sf.read(io.BytesIO(capsysbinary.readouterr().out))
+    assert sr == 44100 and audio.shape == (52920, 2)
+
+
+def test_directory_tree_is_mirrored(env: Path) -> None:
+    src = env / "tree"
+    (src / "a" / "b").mkdir(parents=True)
+    sf.write(src / "x.wav", tone(0.3, 16000), 16000)
+    sf.write(src / "a" / "b" / "y.flac", tone(0.2, 8000), 8000)
+    (src / "a" / "notes.txt").write_text("not audio")
+    assert main(["compress", str(src), "-o", str(env / "codes"), "--model", "tiny", "-q"]) == 0
+    assert sorted(p.relative_to(env / "codes").as_posix() for p in (env / "codes").rglob("*.rcq")) == [
+        "a/b/y.rcq",
+        "x.rcq",
+    ]
+    assert main(["decompress", str(env / "codes"), "-o", str(env / "back"), "-q"]) == 0
+    assert sf.info(env / "back" / "a" / "b" / "y.wav").frames == 1600
+
+
+def _corrupt(env: Path, kind: str) -> Path:
+    assert main(["compress", str(env / "mono.wav"), "-o", str(env / "good.rcq"), "--model", "tiny", "-q"]) == 0
+    data = bytearray((env / "good.rcq").read_bytes())
+    bad = env / f"{kind}.rcq"
+    if kind == "truncated":
+        bad.write_bytes(bytes(data[:-9]))
+    elif kind == "flipped":
+        data[len(data) // 2] ^= 0x04
+        bad.write_bytes(bytes(data))
+    elif kind == "newer":
+        data[4] = 9
+        bad.write_bytes(bytes(data))
+    return bad
+
+
+COMPRESS_CASES = {
+    "missing": ("missing.wav", "no such file"),
+    "empty": ("empty.wav", "empty file"),
+    "zero_length": ("zero.wav", "zero length"),
+    "text": ("text.wav", "not a readable audio file"),
+    "nan": ("nan.wav", "NaN or Inf"),
+    "no_audio_dir": ("emptydir", "holds no"),
+}
+
+
+def _make_bad_input(env: Path, case: str) -> Path:
+    name = COMPRESS_CASES[case][0]
+    path = env / name
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "zero_length":
+        sf.write(path, np.zeros((0, 1), np.float32), 16000)
+    elif case == "text":
+        path.write_text("this is not audio\n" * 20)
+    elif case == "nan":
+        x = tone(0.5, 16000)
+        x[100, 0] = np.nan
+        sf.write(path, x, 16000, subtype="FLOAT")
+    elif case == "no_audio_dir":
+        path.mkdir()
+        (path / "readme.txt").write_text("hi")
+    return path
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", sorted(COMPRESS_CASES))
+def test_bad_audio_input(env: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _make_bad_input(env, case)
+    before = _snapshot(env)
+    assert main(["compress", str(path), "--model", "tiny"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert COMPRESS_CASES[case][1] in err and path.name in err
+    assert _snapshot(env) == before  # no output, no temp file, inputs unchanged
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("truncated", "truncated"), ("flipped", "CRC"), ("newer", "newer than this reader"), ("other", "encoded with")],
+)
+def test_bad_rcq_input(env: Path, kind: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _corrupt(env, kind if kind != "other" else "good")
+    before = _snapshot(env)
+    extra = ["--model", "other"] if kind == "other" else []
+    assert main(["decompress", str(bad), "-o", str(env / "out.wav"), *extra]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and bad.name in err
+    assert _snapshot(env) == before
+
+
+def test_existing_output_is_kept_unless_force(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = env / "mono.rcq"
+    target.write_bytes(b"precious")
+    assert main(["compress", str(env / "mono.wav"), "--model", "tiny"]) == 1
+    assert "already exists" in capsys.readouterr().err and target.read_bytes() == b"precious"
+    assert main(["compress", str(env / "mono.wav"), "--model", "tiny", "--force", "-q"]) == 0
+    assert target.read_bytes()[:4] == b"\x89RCQ"
+
+
+def test_unwritable_output_folder(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _snapshot(env)
+    # a regular file where a folder should be: fails even for root, unlike chmod
+    assert main(["compress", str(env / "mono.wav"), "-o", str(env / "mono.wav" / "x.rcq"), "--model", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert "x.rcq" in err and "Traceback" not in err
+    assert _snapshot(env) == before
+
+
+def test_one_bad_file_does_not_stop_the_others(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _make_bad_input(env, "text")
+    assert main(["compress", str(bad), str(env / "mono.wav"), "-o", str(env / "o"), "--model", "tiny", "-q"]) == 1
+    assert (env / "o" / "mono.rcq").is_file() and not (env / "o" / "text.rcq").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compress", "mono.wav", "--kbps", "1", "--n-q", "2"],
+        ["compress", "mono.wav", "--kbps", "-3"],
+        ["compress", "mono.wav", "--n-q", "9", "--model", "tiny"],
+        ["compress", "mono.wav", "--no-such-option"],
+        ["compress", "-", "mono.wav"],
+        ["compress", "mono.wav", "--device", "tpu"],
+        ["decompress", "x.rcq", "--format", "mp3"],
+    ],
+)
+def test_usage_errors_exit_2(env: Path, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(env)
+    assert main(argv) == 2
+    assert "error" in capsys.readouterr().err
+    assert not list(env.glob("*.rcq"))
+
+
+def test_models_lists_local_models(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by_name = {r["name"]: r for r in rows}
+    assert {"tiny", "other"} <= set(by_name)
+    assert by_name["tiny"]["kbps_max"] == pytest.approx(1.2) and by_name["tiny"]["source"] == "local"
+    assert main(["compress", str(env / "mono.wav"), "--model", str(env / "nope" / "m.safetensors")]) == 1
+    assert "not found" in capsys.readouterr().err

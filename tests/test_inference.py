@@ -1,0 +1,258 @@
+"""Python inference API: round trips, streaming == whole-file codes, batching, entropy mode, model lookup."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rotcodec.audio import AudioError
+from rotcodec.bitstream import CodingMode, decode_bytes, estimate_frequencies
+from rotcodec.inference import (
+    ModelMismatchError,
+    OptionError,
+    decompress,
+    decompress_file,
+    load_model,
+    read_rcq_header,
+)
+from rotcodec.models import Codec, CodecConfig, save_model
+from rotcodec.pretrained import ModelNotFoundError
+from rotcodec.quantize import RVQConfig
+
+SAMPLES = sorted((Path(__file__).resolve().parents[1] / "samples").glob("*.wav"))
+
+
+def speechlike(seconds: float, sr: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """Gliding harmonic tones with syllable-like envelopes and a little noise, float32 [channels, time]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    out = []
+    for c in range(channels):
+        f0 = 110 + 40 * c + 30 * np.sin(2 * np.pi * 0.7 * t)
+        phase = 2 * np.pi * np.cumsum(f0) / sr
+        x = sum(np.sin(k * phase) / k for k in range(1, 6))
+        env = 0.5 + 0.5 * np.sin(2 * np.pi * 3.1 * t + c)
+        out.append(0.2 * env * x + 0.01 * rng.standard_normal(t.size))
+    return np.asarray(out, dtype=np.float32)
+
+
+def clips() -> list[tuple[str, np.ndarray, int]]:
+    """Real speech from samples/ when present, generated audio otherwise."""
+    if SAMPLES:
+        return [(p.name, sf.read(p, dtype="float32", always_2d=True)[0].T, sf.info(p).samplerate) for p in SAMPLES]
+    return [(f"gen{i}", speechlike(3.0, 16000, seed=i), 16000) for i in range(3)]
+
+
+def tiny_codec(seed: int = 0) -> Codec:
+    """A tiny causal codec (hop 320 at 16 kHz, 4 x 64 codes) whose codebooks are k-means initialised on
+    audio, so code usage is spread as in a trained model."""
+    torch.manual_seed(seed)
+    q = RVQConfig(dim=16, n_q=4, codebook_size=64, kmeans_init=True, kmeans_iters=5)
+    cfg = CodecConfig(
+        sample_rate=16000, base_channels=8, strides=[2, 4, 5, 8], latent_dim=16, dilations=[1], quantizer=q
+    )
+    codec = Codec(cfg)
+    codec.train()
+    codec(torch.from_numpy(speechlike(2.0, 16000, seed=seed + 10))[None])
+    return codec.eval()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    save_model(tiny_codec(0), folder / "tiny")
+    save_model(tiny_codec(1), folder / "other")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(model_dir: Path):
+    return load_model(model_dir / "tiny")
+
+
+def payload_bytes(frames: int, chunk: int, bits_per_frame: int) -> int:
+    full, rest = divmod(frames, chunk)
+    return full * math.ceil(chunk * bits_per_frame / 8) + (math.ceil(rest * bits_per_frame / 8) if rest else 0)
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_round_trip_on_samples_keeps_length_rate_and_bitrate(model, index: int) -> None:
+    name, wav, sr = clips()[index]
+    data = model.compress(wav, sr, n_q=3)
+    out, out_sr = model.decompress(data)
+    assert out_sr == sr and out.shape == wav.shape and out.dtype == np.float32
+    assert np.all(np.isfinite(out))
+    header, codes = decode_bytes(data)
+    frames = math.ceil(round(wav.shape[1] * 16000 / sr) / 320)
+    assert codes.shape == (wav.shape[0], 3, frames)
+    # Plain mode: exactly header + chunk records + 6 bits per code.
+    chunks = math.ceil(frames / header.chunk_frames)
+    header_len = 58 + 2 * 3 + len("tiny")
+    assert len(data) == header_len + 10 * (chunks + 1) + payload_bytes(frames, header.chunk_frames, 3 * 6)
+    nominal = model.bitrate(3) * 1000 / 8 * wav.shape[1] / sr  # bytes
+    assert nominal <= len(data) <= nominal + header_len + 10 * (chunks + 1) + 3  # + one partly filled frame
+
+
+def test_stereo_44k_round_trip(model) -> None:
+    wav = speechlike(1.3, 44100, channels=2, seed=3)
+    wav[1] *= 0.3
+    data = model.compress(wav, 44100)
+    out, sr = model.decompress(data)
+    assert sr == 44100 and out.shape == wav.shape
+    assert read_rcq_header(data).channels == 2
+    # channels are coded independently: channel 1's codes are those of channel 1 compressed alone
+    np.testing.assert_array_equal(decode_bytes(data)[1][1], decode_bytes(model.compress(wav[1], 44100))[1][0])
+
+
+def test_mono_1d_input_and_tiny_clip(model) -> None:
+    out, sr = model.decompress(model.compress(speechlike(0.5, 16000)[0], 16000))
+    assert out.shape == (1, 8000) and sr == 16000
+    out, _ = model.decompress(model.compress(np.full(7, 0.1, np.float32), 48000))  # fewer than one frame
+    assert out.shape == (1, 7)
+
+
+def test_chunked_codes_equal_whole_file_codes(model) -> None:
+    model.step_seconds = 0.5  # 6 model calls for this clip
+    try:
+        wav = speechlike(3.07, 16000, seed=4)
+        whole = model.codec.encode(torch.from_numpy(wav)[None]).numpy()[0]
+        _, codes = decode_bytes(model.compress(wav, 16000))
+        np.testing.assert_array_equal(codes, whole)
+        # With resampling: the soxr stream equals one-shot resampling, so codes equal the whole-file pass.
+        wav44 = speechlike(2.3, 44100, channels=2, seed=5)
+        res = soxr.resample(wav44.T, 44100, 16000, quality="HQ").T
+        whole = model.codec.encode(torch.from_numpy(np.ascontiguousarray(res))[:, None]).numpy()[:, 0]
+        _, codes = decode_bytes(model.compress(wav44, 44100))
+        np.testing.assert_array_equal(codes, whole)
+    finally:
+        model.step_seconds = 5.0
+
+
+@settings(max_examples=8, deadline=None)
+@given(block=st.floats(0.003, 1.5), sr=st.sampled_from([16000, 22050, 44100]))
+def test_bytes_do_not_depend_on_input_block_size(model, block: float, sr: int) -> None:
+    wav = speechlike(1.1, sr, channels=2, seed=6)
+    reference = model.compress(wav, sr)
+    old = model.block_seconds
+    try:
+        model.block_seconds = block
+        assert model.compress(wav, sr) == reference
+    finally:
+        model.block_seconds = old
+
+
+def test_encode_stream_is_lazy(model) -> None:
+    """Codes of early blocks reach the sink before later blocks are read (bounded memory)."""
+    emitted: list[int] = []
+    seen_before: list[int] = []
+
+    def blocks():
+        for i in range(6):
+            seen_before.append(len(emitted))
+            yield speechlike(1.0, 16000, seed=i)
+
+    model.step_seconds = 1.0
+    model.encode_stream(blocks(), 16000, 1, 2, lambda c: emitted.append(c.shape[2]))
+    model.step_seconds = 5.0
+    assert seen_before[-1] >= 4 and sum(emitted) == 300
+
+
+def test_compress_many_batches_equal_single(model) -> None:
+    wavs = [speechlike(1.0, 22050, 2, seed=s) for s in range(3)] + [speechlike(0.4, 16000, seed=9)]
+    rates = [22050, 22050, 22050, 16000]
+    many = model.compress_many(wavs, rates, n_q=2, max_rows=4)
+    assert many == [model.compress(w, r, n_q=2) for w, r in zip(wavs, rates, strict=True)]
+
+
+def test_kbps_picks_stages(model) -> None:
+    assert model.bitrate(1) == pytest.approx(0.3)
+    assert model.n_q_for(kbps=0.95) == 3
+    assert model.n_q_for(kbps=0.95, channels=2) == 1
+    assert model.n_q_for(kbps=100) == 4
+    assert model.n_q_for() == 4
+    assert read_rcq_header(model.compress(speechlike(0.5, 16000), 16000, kbps=0.65)).n_q == 2
+    with pytest.raises(OptionError):
+        model.n_q_for(n_q=5)
+    with pytest.raises(OptionError):
+        model.compress(speechlike(0.5, 16000), 16000, entropy=True)  # no tables
+
+
+def test_entropy_mode_beats_plain_on_held_out_audio(model, tmp_path: Path) -> None:
+    audio = clips()
+    codes = [decode_bytes(model.compress(w, sr))[1] for _, w, sr in audio[:-1]]
+    counts = estimate_frequencies(codes, [64] * 4)
+    save_model(model.codec, tmp_path / "ent", code_counts=torch.from_numpy(counts))
+    ent = load_model(tmp_path / "ent")
+    _, wav, sr = audio[-1]
+    packed, plain = ent.compress(wav, sr), ent.compress(wav, sr, entropy=False)
+    assert read_rcq_header(packed).coding_mode == CodingMode.ENTROPY
+    assert len(packed) < len(plain)
+    a, _ = ent.decompress(packed)
+    b, _ = ent.decompress(plain)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_decompress_finds_model_by_fingerprint(model, model_dir: Path, monkeypatch, tmp_path: Path) -> None:
+    data = model.compress(speechlike(0.5, 16000), 16000)
+    monkeypatch.setenv("ROTCODEC_MODELS", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(ModelNotFoundError, match="not installed"):
+        decompress(data)
+    monkeypatch.setenv("ROTCODEC_MODELS", str(model_dir))
+    out, sr = decompress(data)
+    assert out.shape == (1, 8000) and sr == 16000
+    assert load_model("tiny").fingerprint == model.fingerprint
+    with pytest.raises(ModelMismatchError, match="encoded with model 'tiny'"):
+        decompress(data, model=model_dir / "other")
+
+
+def test_file_api_streams_and_is_atomic(model, tmp_path: Path) -> None:
+    src = tmp_path / "in.flac"
+    sf.write(src, speechlike(2.0, 32000, 2).T, 32000)
+    before = src.read_bytes()
+    res = model.compress_file(src, tmp_path / "x.rcq")
+    assert res.size == (tmp_path / "x.rcq").stat().st_size and res.duration == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="already exists"):
+        model.compress_file(src, tmp_path / "x.rcq")
+    decompress_file(tmp_path / "x.rcq", tmp_path / "y.wav", model=model)
+    info = sf.info(tmp_path / "y.wav")
+    assert (info.samplerate, info.channels, info.frames) == (32000, 2, 64000)
+    assert src.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.flac", "x.rcq", "y.wav"]  # no temp files left
+
+
+@pytest.mark.parametrize(
+    ("wav", "sr", "message"),
+    [
+        (np.zeros((1, 0), np.float32), 16000, "zero length"),
+        (np.array([0.0, np.nan, 0.1], np.float32), 16000, "NaN or Inf"),
+        (np.array([0.0, np.inf], np.float32), 16000, "NaN or Inf"),
+        (np.zeros(10, np.float32), 5, "sample rate"),
+    ],
+)
+def test_bad_audio_raises_audio_error(model, wav: np.ndarray, sr: int, message: str) -> None:
+    with pytest.raises(AudioError, match=message):
+        model.compress(wav, sr)
+
+
+def test_bad_streams_raise_value_errors(model) -> None:
+    data = model.compress(speechlike(1.0, 16000), 16000)
+    with pytest.raises(ValueError, match="truncated"):
+        model.decompress(data[:-5])
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    with pytest.raises(ValueError, match="CRC"):
+        model.decompress(bytes(flipped))
+    with pytest.raises(ValueError, match="not an .rcq"):
+        model.decompress(b"RIFF....WAVEfmt ")
+    with pytest.raises(ModelNotFoundError):
+        load_model(io.StringIO().__class__.__name__ + "-no-such-model")
