@@ -53,10 +53,11 @@ class NeuralCodec:
 
     def __init__(self, model: str | Path, name: str = "rotcodec") -> None:
         from rotcodec.models.io import ModelFileError, read_model
+        from rotcodec.pretrained import ModelNotFoundError, resolve_model
 
         try:
-            loaded = read_model(model)
-        except ModelFileError as exc:
+            loaded = read_model(resolve_model(model).base)  # a bundled/local name or a path
+        except (ModelFileError, ModelNotFoundError) as exc:
             raise EvalError(f"cannot load model: {exc}") from None
         self.name = name
         self.codec = loaded.codec.eval()
