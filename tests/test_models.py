@@ -236,3 +236,20 @@ def test_tiny_codec_overfits_one_clip() -> None:
         losses.append(float(parts["total"]))
     assert all(math.isfinite(v) for v in losses)
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+def test_inference_only_model_file_is_smaller_and_equivalent(tmp_path: Path) -> None:
+    codec = Codec(tiny_cfg()).train()
+    wav = torch.randn(2, 1, 8000)
+    for _ in range(3):  # EMA updates: embed_avg != codebook from here on
+        codec(wav)
+    codec.eval()
+    full, _ = save_model(codec, tmp_path / "full")
+    slim, _ = save_model(codec, tmp_path / "slim", inference_only=True)
+    assert slim.stat().st_size < full.stat().st_size
+    a, b = load_model(tmp_path / "full"), load_model(tmp_path / "slim")
+    assert torch.equal(a.encode(wav, 4), b.encode(wav, 4))
+    assert torch.equal(a.decode(a.encode(wav, 4)), b.decode(b.encode(wav, 4)))
+    # the rebuilt EMA sums keep codebook = sum / count, so fine-tuning continues from the same codebook
+    stage = b.quantizer.stages[0]
+    torch.testing.assert_close(stage.embed_avg / stage.cluster_size.unsqueeze(-1), stage.codebook)
