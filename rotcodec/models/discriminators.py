@@ -45,6 +45,17 @@ def _fold(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, 1, x.shape[-1])
 
 
+def _run_all(discriminators: nn.ModuleList, x: torch.Tensor) -> tuple[Logits, Features]:
+    """Each discriminator on the channel-folded input; their logits and feature lists, in order."""
+    x = _fold(x)
+    logits, feats = [], []
+    for d in discriminators:
+        lg, ft = d(x)
+        logits.append(lg)
+        feats.append(ft)
+    return logits, feats
+
+
 class STFTDiscriminator(nn.Module):
     """One STFT resolution: `[batch, 1, time]` -> logits `[batch, 1, frames', freq']`."""
 
@@ -90,13 +101,7 @@ class MultiScaleSTFTDiscriminator(nn.Module):
         self.discriminators = nn.ModuleList(STFTDiscriminator(n, channels, slope=slope) for n in n_ffts)
 
     def forward(self, x: torch.Tensor) -> tuple[Logits, Features]:
-        x = _fold(x)
-        logits, feats = [], []
-        for d in self.discriminators:
-            lg, ft = d(x)
-            logits.append(lg)
-            feats.append(ft)
-        return logits, feats
+        return _run_all(self.discriminators, x)
 
 
 class PeriodDiscriminator(nn.Module):
@@ -143,13 +148,7 @@ class MultiPeriodDiscriminator(nn.Module):
         self.discriminators = nn.ModuleList(PeriodDiscriminator(p, channels, max_channels, slope) for p in periods)
 
     def forward(self, x: torch.Tensor) -> tuple[Logits, Features]:
-        x = _fold(x)
-        logits, feats = [], []
-        for d in self.discriminators:
-            lg, ft = d(x)
-            logits.append(lg)
-            feats.append(ft)
-        return logits, feats
+        return _run_all(self.discriminators, x)
 
 
 class Discriminator(nn.Module):
