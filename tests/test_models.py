@@ -253,3 +253,27 @@ def test_inference_only_model_file_is_smaller_and_equivalent(tmp_path: Path) -> 
     # the rebuilt EMA sums keep codebook = sum / count, so fine-tuning continues from the same codebook
     stage = b.quantizer.stages[0]
     torch.testing.assert_close(stage.embed_avg / stage.cluster_size.unsqueeze(-1), stage.codebook)
+
+
+def test_float16_storage_halves_the_file_and_loads_as_saved(tmp_path: Path) -> None:
+    codec = Codec(tiny_cfg()).train()
+    wav = torch.randn(2, 1, 8000)
+    for _ in range(3):
+        codec(wav)
+    codec.eval()
+    original = {k: v.clone() for k, v in codec.state_dict().items()}
+    full, _ = save_model(codec, tmp_path / "full", inference_only=True)
+    half, _ = save_model(codec, tmp_path / "half", inference_only=True, storage_dtype=torch.float16)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    # the codec was rounded in place to what the file holds: small changes, and the hash follows them
+    changed = [k for k, v in codec.state_dict().items() if v.is_floating_point() and not torch.equal(v, original[k])]
+    assert changed
+    for k in changed:
+        torch.testing.assert_close(codec.state_dict()[k], original[k], rtol=1e-3, atol=1e-6)
+    loaded = read_model(tmp_path / "half")
+    assert all(v.dtype == original[k].dtype for k, v in loaded.codec.state_dict().items() if k in original)
+    assert loaded.meta["model_hash"] == model_hash(loaded.codec) == model_hash(codec)
+    assert torch.equal(loaded.codec.encode(wav, 4), codec.encode(wav, 4))
+    assert torch.equal(loaded.codec.decode(codec.encode(wav, 4)), codec.decode(codec.encode(wav, 4)))
+    with pytest.raises(ModelFileError, match="storage dtype"):
+        save_model(codec, tmp_path / "bad", storage_dtype=torch.bfloat16)

@@ -28,6 +28,7 @@ from .codec import Codec, CodecConfig
 FORMAT = "rotcodec-model"
 FORMAT_VERSION = 1
 CODE_COUNTS_KEY = "code_counts"
+TRAINING_ONLY_SUFFIX = ".embed_avg"  # EMA codebook sums: rebuilt on load, never used to encode or decode
 
 
 class ModelFileError(ValueError):
@@ -65,12 +66,28 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 
 def model_hash(codec: Codec) -> str:
     """sha256 (hex) over the canonical JSON config and every state-dict tensor (name, dtype, shape, bytes):
-    equal hashes mean the codec decodes identically. Stable across save/load."""
+    equal hashes mean the codec decodes identically. Stable across save/load, inference-only files included
+    (training-only EMA sums are left out)."""
     h = hashlib.sha256(json.dumps(to_dict(codec.config), sort_keys=True).encode())
     for name, t in sorted(codec.state_dict().items()):
+        if name.endswith(TRAINING_ONLY_SUFFIX):
+            continue
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(_tensor_bytes(t))
     return h.hexdigest()
+
+
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+@torch.no_grad()
+def round_weights_(codec: Codec, dtype: torch.dtype) -> Codec:
+    """Round the codec's float parameters and buffers in place to `dtype` precision (kept in their own
+    dtype), so the codec in memory encodes exactly like one loaded from a file stored in `dtype`."""
+    for t in codec.state_dict().values():  # state-dict tensors share storage with the module's
+        if t.is_floating_point():
+            t.copy_(t.to(dtype))
+    return codec
 
 
 def _atomic_write(target: Path, write: Any) -> None:
@@ -91,15 +108,30 @@ def save_model(
     extra_meta: dict[str, Any] | None = None,
     code_counts: torch.Tensor | None = None,
     inference_only: bool = False,
+    storage_dtype: torch.dtype | None = None,
 ) -> tuple[Path, Path]:
     """Write `NAME.safetensors` and `NAME.json` atomically (path with or without extension); returns both
     paths. code_counts: optional `[n_q, codebook_size]` code-frequency tables. inference_only: leave out the
-    EMA codebook sums (halves a shipped model; fine-tuning from it restarts them from the codebook)."""
+    EMA codebook sums (halves a shipped model; fine-tuning from it restarts them from the codebook).
+    storage_dtype: store float tensors in this dtype (float16 halves the file again; loading casts back to
+    float32). The codec is first rounded in place to that precision (`round_weights_`), so `model_hash` and
+    the in-memory codec both match what loads."""
     weights_path, json_path = _paths(path)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in codec.state_dict().items()}
+    if storage_dtype is not None:
+        if storage_dtype not in STORAGE_DTYPES.values():
+            raise ModelFileError(f"unsupported storage dtype {storage_dtype} (use one of {list(STORAGE_DTYPES)})")
+        round_weights_(codec, storage_dtype)
+    tensors = {
+        k: v.detach()
+        .cpu()
+        .to(storage_dtype if storage_dtype and v.is_floating_point() else v.dtype)
+        .contiguous()
+        .clone()
+        for k, v in codec.state_dict().items()
+    }
     if inference_only:  # EMA sums are training state (as large as the codebooks); loading rebuilds them
-        tensors = {k: v for k, v in tensors.items() if not k.endswith(".embed_avg")}
+        tensors = {k: v for k, v in tensors.items() if not k.endswith(TRAINING_ONLY_SUFFIX)}
     if code_counts is not None:
         expected = (codec.n_q, codec.codebook_size)
         if tuple(code_counts.shape) != expected:

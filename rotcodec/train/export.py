@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..data.dataset import DataConfig, build_datasets
-from ..models.io import read_model, save_model
+from ..models.io import STORAGE_DTYPES, read_model, round_weights_, save_model
 
 
 @torch.no_grad()
@@ -43,14 +43,18 @@ def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> tor
     return counts
 
 
-def export(checkpoint: Path, out: Path, sources: list[str], seconds: float, card: dict) -> Path:
+def export(checkpoint: Path, out: Path, sources: list[str], seconds: float, card: dict, dtype: str = "float16") -> Path:
+    """Write an inference-only model file from a checkpoint; float weights are stored as `dtype`."""
     model_path = checkpoint / "model" if (checkpoint / "model.json").exists() else checkpoint
     loaded = read_model(model_path)
+    round_weights_(loaded.codec, STORAGE_DTYPES[dtype])  # count codes with the weights that ship
     counts = count_codes(loaded.codec, sources, seconds) if sources else None
     meta = {**loaded.extra, **card}
     if counts is not None:
         meta["code_count_seconds"] = seconds
-    weights, _ = save_model(loaded.codec, out, extra_meta=meta, code_counts=counts, inference_only=True)
+    weights, _ = save_model(
+        loaded.codec, out, extra_meta=meta, code_counts=counts, inference_only=True, storage_dtype=STORAGE_DTYPES[dtype]
+    )
     return weights
 
 
@@ -60,12 +64,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--out", required=True, help="output model path (NAME -> NAME.safetensors + NAME.json)")
     p.add_argument("--data", nargs="*", default=[], help="audio folders/manifests for the code-frequency tables")
     p.add_argument("--seconds", type=float, default=300.0, help="seconds of audio to count codes on")
+    p.add_argument(
+        "--dtype",
+        choices=list(STORAGE_DTYPES),
+        default="float16",
+        help="storage precision of the weights (float16 halves the file; loading uses float32)",
+    )
     p.add_argument("--card", help="JSON file with model-card fields to store in the metadata")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     card = json.loads(Path(args.card).read_text()) if args.card else {}
-    path = export(Path(args.checkpoint), Path(args.out), args.data, args.seconds, card)
+    path = export(Path(args.checkpoint), Path(args.out), args.data, args.seconds, card, args.dtype)
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
