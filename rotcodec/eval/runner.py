@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from rotcodec.audio import AudioError, load_audio, resample, to_channels
-from rotcodec.bitstream import CodingMode, RcqHeader, decode_bytes, encode_bytes
+from rotcodec.bitstream import CodingMode
 from rotcodec.data.manifest import ManifestError, find_audio
 from rotcodec.eval.align import correlation_peak
 from rotcodec.eval.baselines import BaselineInputError, get_baseline
@@ -49,23 +48,20 @@ class CodecRun:
 
 
 class NeuralCodec:
-    """A rotcodec model evaluated through the `.rcq` bitstream (bitrate measured from the byte count)."""
+    """A rotcodec model evaluated through the `.rcq` bitstream that `rotcodec compress` writes (the same
+    `CodecModel.compress`/`decompress` path, so the bitrate is measured from the real byte count)."""
 
     def __init__(self, model: str | Path, name: str = "rotcodec") -> None:
-        from rotcodec.models.io import ModelFileError, read_model
-        from rotcodec.pretrained import ModelNotFoundError, resolve_model
+        from rotcodec.inference import load_model
+        from rotcodec.models.io import ModelFileError
+        from rotcodec.pretrained import ModelNotFoundError
 
         try:
-            loaded = read_model(resolve_model(model).base)  # a bundled/local name or a path
+            self.model = load_model(model)  # a bundled/local name or a path
         except (ModelFileError, ModelNotFoundError) as exc:
             raise EvalError(f"cannot load model: {exc}") from None
         self.name = name
-        self.codec = loaded.codec.eval()
-        path = Path(model)
-        self.model_id = (path.with_suffix("") if path.suffix in (".json", ".safetensors") else path).name[:200]
-        self.model_hash = bytes.fromhex(loaded.meta["weights_sha256"])[:16]
-        counts = loaded.code_counts
-        self.freqs = None if counts is None else counts.round().clamp_min(0).to(torch.int64).numpy()
+        self.codec = self.model.codec
 
     @property
     def sample_rate(self) -> int:
@@ -94,30 +90,17 @@ class NeuralCodec:
 
     def run(self, wav: np.ndarray, n_q: int) -> CodecRun:
         """Compress `wav` `[channels, time]` (model rate) to `.rcq` bytes with `n_q` stages and back."""
+        from rotcodec.inference import read_rcq_header
+
         seconds = wav.shape[-1] / self.sample_rate
-        mode = CodingMode.PLAIN if self.freqs is None else CodingMode.ENTROPY
         t0 = time.perf_counter()
-        codes = self.codec.encode(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))[None], n_q)
-        header = RcqHeader(
-            model_id=self.model_id,
-            model_hash=self.model_hash,
-            model_sample_rate=self.sample_rate,
-            original_sample_rate=self.sample_rate,
-            channels=self.channels,
-            num_samples=wav.shape[-1],
-            hop_length=self.codec.hop_length,
-            codebook_sizes=(self.codec.codebook_size,) * n_q,
-            coding_mode=mode,
-        )
-        data = encode_bytes(header, codes[0].numpy(), self.freqs)
+        data = self.model.compress(wav, self.sample_rate, n_q=n_q)
         t1 = time.perf_counter()
-        head, back = decode_bytes(data, self.freqs)
-        decoded = self.codec.decode(torch.from_numpy(back)[None])[0, :, : head.num_samples].numpy()
+        decoded, _ = self.model.decompress(data)
         t2 = time.perf_counter()
-        if decoded.shape[-1] < wav.shape[-1]:
-            decoded = np.pad(decoded, ((0, 0), (0, wav.shape[-1] - decoded.shape[-1])))
+        header = read_rcq_header(data)
         kbps = 8.0 * len(data) / seconds / 1000.0
-        payload = header.plain_kbps if mode == CodingMode.PLAIN else float("nan")
+        plain = header.coding_mode == CodingMode.PLAIN
         return CodecRun(
             decoded.astype(np.float32),
             kbps,
@@ -125,7 +108,10 @@ class NeuralCodec:
             len(data),
             t1 - t0,
             t2 - t1,
-            {"kbps_payload": payload, "coding": mode.name.lower()},
+            {
+                "kbps_payload": header.plain_kbps if plain else float("nan"),
+                "coding": CodingMode(header.coding_mode).name.lower(),
+            },
         )
 
 

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Build a music corpus from the produced soundtracks that Debian ships with free games.
+#
+# Usage:   recipes/data/build_game_music.sh OUT_DIR [RATE] [PACKAGE ...]
+#          RATE: output sample rate in Hz (default 24000); PACKAGE: default wesnoth-1.16-music
+#          (~128 min, orchestral); also tested: warzone2100-music (~243 min, electronic/orchestral).
+# Output:  OUT_DIR/<package>/<track>.flac (mono FLAC at RATE, stereo mixed down) and
+#          OUT_DIR/<package>/SOURCE.txt (package, version, licence).
+#
+# Debian packages needed on the host: apt (apt-get download), dpkg (dpkg -x), ffmpeg (Vorbis/Opus/MP3
+# decoders and the resampler), findutils, coreutils. Nothing is installed: the .deb files are downloaded
+# and unpacked into a temporary folder that is removed afterwards. Run `apt-get update` once beforehand.
+# These soundtracks were themselves lossy-coded (mostly Ogg Vorbis): fine for training, but evaluate on
+# lossless clips. Licence: per package (wesnoth, warzone2100: GPL-2+); see /usr/share/doc/PKG/copyright.
+set -euo pipefail
+
+die() { echo "build_game_music: $*" >&2; exit 1; }
+
+[[ $# -ge 1 ]] || die "usage: $0 OUT_DIR [RATE] [PACKAGE ...]"
+OUT_DIR=$1
+RATE=${2:-24000}
+shift $(($# >= 2 ? 2 : 1))
+PACKAGES=("$@")
+[[ ${#PACKAGES[@]} -gt 0 ]] || PACKAGES=(wesnoth-1.16-music)
+[[ $RATE =~ ^[0-9]+$ && $RATE -ge 8000 && $RATE -le 192000 ]] || die "RATE must be an integer in 8000..192000 Hz"
+
+for tool in apt-get dpkg dpkg-deb ffmpeg find; do
+    command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found; on Debian: apt-get install ${tool/apt-get/apt}"
+done
+
+mkdir -p "$OUT_DIR"
+OUT_DIR=$(cd "$OUT_DIR" && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/game_music.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+for pkg in "${PACKAGES[@]}"; do
+    dest="$OUT_DIR/$pkg"
+    echo "== $pkg -> $dest"
+    mkdir -p "$WORK/$pkg"
+    (cd "$WORK/$pkg" && apt-get download "$pkg" >/dev/null 2>&1) \
+        || die "apt-get download $pkg failed (run 'apt-get update' first; is the Debian main archive configured?)"
+    deb=$(find "$WORK/$pkg" -maxdepth 1 -name '*.deb' | head -n 1)
+    [[ -n $deb ]] || die "no .deb downloaded for $pkg"
+    dpkg -x "$deb" "$WORK/$pkg/root"
+    version=$(dpkg-deb -f "$deb" Version)
+
+    n=0
+    while IFS= read -r -d '' src; do
+        name=$(basename "${src%.*}")
+        out="$dest/$name.flac"
+        mkdir -p "$dest"
+        # Temp name first: an interrupted run never leaves a truncated file that looks complete.
+        ffmpeg -nostdin -hide_banner -loglevel error -y -i "$src" -vn -ac 1 -ar "$RATE" \
+            -f flac "$out.part" || die "ffmpeg failed on $src"
+        mv -f "$out.part" "$out"
+        n=$((n + 1))
+    done < <(find "$WORK/$pkg/root" -type f \( -name '*.ogg' -o -name '*.opus' -o -name '*.mp3' \
+        -o -name '*.flac' -o -name '*.wav' \) -print0 | sort -z)
+    [[ $n -gt 0 ]] || die "no audio files found inside $deb"
+
+    cat >"$dest/SOURCE.txt" <<TXT
+Decoded from Debian package $pkg $version with ffmpeg (mixed down to mono, resampled to $RATE Hz, FLAC).
+Licence: see /usr/share/doc/$pkg/copyright inside the package (GPL-2+ for wesnoth and warzone2100 music).
+The originals are lossy-coded; use them for training, not for final quality claims.
+TXT
+    echo "   $n files"
+done
+
+python3 - "$OUT_DIR" "${PACKAGES[@]}" <<'PY' || true
+import sys
+from pathlib import Path
+
+try:
+    import soundfile as sf
+except ImportError:
+    sys.exit(0)
+root = Path(sys.argv[1])
+for pkg in sys.argv[2:]:
+    secs = sum(sf.info(str(p)).duration for p in (root / pkg).rglob("*.flac"))
+    print(f"{pkg}: {secs / 3600:.2f} h")
+PY
