@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from rotcodec.bitstream import (
 )
 
 RECORD = 10
+DATA = Path(__file__).parent / "data"
 
 
 def make_header(sizes=(1024, 1024), channels=1, mode=0, chunk=16, model_id="rotcodec-16k-v1", **kw):
@@ -87,6 +89,8 @@ def test_round_trip_property(case):
     assert got_header == header
     assert got.dtype == np.int64 and got.shape == (channels, len(sizes), frames)
     np.testing.assert_array_equal(got, codes)
+    if mode == CodingMode.ENTROPY:  # chunks fall back to plain packing: never larger than the plain stream
+        assert len(data) <= len(encode_bytes(make_header(sizes, channels, CodingMode.PLAIN, chunk), codes))
 
     reader = RcqReader(io.BytesIO(data), freqs)
     lengths = [c.shape[2] for c in reader]
@@ -110,6 +114,37 @@ def test_streaming_writes_give_identical_bytes(splits, mode):
         start += n
     writer.close()
     assert buf.getvalue() == encode_bytes(header, codes, freqs)
+
+
+def test_entropy_chunks_fall_back_to_plain_packing_per_chunk():
+    sizes = (1024, 1024)
+    rng = np.random.default_rng(3)
+    typical = np.minimum(rng.geometric(0.05, size=(1, 2, 400)) - 1, 1023)  # what the tables were fit on
+    freqs = estimate_frequencies([typical], sizes)
+    odd = rng.integers(0, 1024, size=(1, 2, 16))  # uniform codes: range coding would cost > 10 bits each
+    header = make_header(sizes, mode=CodingMode.ENTROPY, chunk=16)
+    plain_chunk = math.ceil(16 * 2 * 10 / 8)
+    for codes, stored_plain in ((typical[:, :, :16], False), (odd, True)):
+        data = encode_bytes(header, codes, freqs)
+        payload = struct.unpack_from("<HII", data, header_len(data))[1]
+        assert (payload == plain_chunk) == stored_plain
+        assert payload <= plain_chunk
+        np.testing.assert_array_equal(decode_bytes(data, freqs)[1], codes)
+    mixed = np.concatenate([typical[:, :, :16], odd, typical[:, :, 16:32]], axis=2)
+    got_header, got = decode_bytes(encode_bytes(header, mixed, freqs), freqs)
+    np.testing.assert_array_equal(got, mixed)
+    assert got_header.format_version == 2
+
+
+def test_version_1_entropy_files_still_decode():
+    """A stream written by the version-1 writer (committed fixture): every entropy chunk is range coded."""
+    data = (DATA / "entropy_v1.rcq").read_bytes()
+    with np.load(DATA / "entropy_v1_codes.npz", allow_pickle=False) as z:
+        codes, freqs = z["codes"], z["freqs"]
+    assert data[4] == 1
+    header, got = decode_bytes(data, freqs)
+    assert header.format_version == 1 and header.codebook_sizes == (16, 1024, 300)
+    np.testing.assert_array_equal(got, codes)
 
 
 class OneByteAtATime(io.RawIOBase):

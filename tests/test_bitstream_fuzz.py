@@ -184,8 +184,8 @@ def test_absurd_headers_are_refused_by_reader(kw, msg):
 
 def test_newer_version_is_a_clear_error():
     data = bytearray(FILES[0][0])
-    data[4] = 2
-    with pytest.raises(UnsupportedVersionError, match=r"version 2 is newer.*up to 1.*upgrade"):
+    data[4] = 3
+    with pytest.raises(UnsupportedVersionError, match=r"version 3 is newer.*up to 2.*upgrade"):
         decode_bytes(bytes(data))
     assert issubclass(UnsupportedVersionError, BitstreamError) and issubclass(BitstreamError, ValueError)
 

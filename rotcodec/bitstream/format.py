@@ -5,6 +5,11 @@ the chunk index (u32), the frames and byte-count fields and the payload, and is 
 so corrupted, reordered, dropped or spliced chunks are all detected. The end record has frames = 0 and
 carries the total frame count in place of the byte count; a stream without it is reported as truncated.
 All chunks hold exactly `chunk_frames` frames except the last, which may hold fewer.
+
+Entropy mode (version 2 on): a chunk whose range-coded payload would not be shorter than plain bit packing
+is stored plain-packed instead, so entropy coding never costs more than plain packing (audio unlike the
+model's training data, e.g. singing through a speech model). The reader tells the two apart by length:
+a payload of exactly the plain-packed size is plain. Version 1 files are always range coded.
 """
 
 from __future__ import annotations
@@ -85,10 +90,10 @@ class RcqWriter:
         frames = chunk.shape[2]
         if self.total_frames + frames > _MAX_TOTAL_FRAMES:
             raise BitstreamError(f"an .rcq stream holds at most {_MAX_TOTAL_FRAMES} frames")
-        if self._tables is None:
+        plain_size = packed_size(frames, self.header.channels, self.header.codebook_sizes)
+        payload = b"" if self._tables is None else self._tables.encode(chunk)
+        if self._tables is None or len(payload) >= plain_size:  # never more than plain packing costs
             payload = pack_codes(chunk, self.header.codebook_sizes)
-        else:
-            payload = self._tables.encode(chunk)
         crc = _record_crc(self._seed, self._index, frames, len(payload), payload)
         self._file.write(_RECORD.pack(frames, len(payload), crc) + payload)
         self._index += 1
@@ -153,11 +158,14 @@ class RcqReader:
             got += len(part)
         return b"".join(parts)
 
+    def _plain_size(self, frames: int) -> int:
+        return packed_size(frames, self.header.channels, self.header.codebook_sizes)
+
     def _max_payload(self, frames: int) -> int:
-        h = self.header
         if self._tables is None:
-            return packed_size(frames, h.channels, h.codebook_sizes)
-        return 4 * h.channels * h.n_q * frames + 8  # 24-bit tables cost at most ~24 bits per code
+            return self._plain_size(frames)
+        # 24-bit tables cost at most ~24 bits per code; plain fallback chunks (<= 16 bits per code) fit too
+        return 4 * self.header.channels * self.header.n_q * frames + 8
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._started:
@@ -194,7 +202,7 @@ class RcqReader:
                 raise BitstreamError(f"truncated .rcq stream: chunk {index} payload is cut short")
             if crc != _record_crc(self._seed, index, frames, count, payload):
                 raise BitstreamError(f"corrupt .rcq chunk {index}: CRC mismatch")
-            if self._tables is None:
+            if self._tables is None or (h.format_version >= 2 and count == self._plain_size(frames)):
                 codes = unpack_codes(payload, h.channels, frames, h.codebook_sizes)
             else:
                 codes = self._tables.decode(payload, h.channels, frames)

@@ -1,6 +1,6 @@
 """The `.rcq` file header: fields, limits, and its byte layout (see docs/format.md for the table).
 
-Layout (little-endian), version 1::
+Layout (little-endian), versions 1 and 2 (2 only changes how entropy-mode chunks may be stored)::
 
     0  4s  magic b"\\x89RCQ"       4  u8  version        5  u8  coding_mode   6  u16 header_len
     8  u32 model_sample_rate      12  u32 original_sample_rate               16  u64 num_samples
@@ -17,13 +17,13 @@ import operator
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rotcodec.bitstream.errors import BitstreamError, UnsupportedVersionError
 from rotcodec.bitstream.packing import code_bits
 
 MAGIC = b"\x89RCQ"
-VERSION = 1
+VERSION = 2  # written by this library; every version from 1 up is read
 HASH_BYTES = 16
 
 MAX_SAMPLE_RATE = 1_000_000
@@ -77,6 +77,7 @@ class RcqHeader:
     hop_length: model-rate samples per frame (frame rate = model_sample_rate / hop_length Hz).
     codebook_sizes: K per RVQ stage actually stored (n_q = its length, 2 <= K <= 65536).
     coding_mode: 0 plain bit packing, 1 entropy coded. chunk_frames: frames per payload chunk.
+    format_version: the version a parsed header was read from (writers always write `VERSION`).
     """
 
     model_id: str
@@ -89,6 +90,7 @@ class RcqHeader:
     codebook_sizes: tuple[int, ...]
     coding_mode: int = CodingMode.PLAIN
     chunk_frames: int = 64
+    format_version: int = field(default=VERSION, compare=False)
 
     def __post_init__(self) -> None:
         def put(name: str, lo: int, hi: int) -> None:
@@ -118,6 +120,7 @@ class RcqHeader:
         put("hop_length", 1, MAX_HOP)
         put("coding_mode", 0, len(CodingMode) - 1)
         put("chunk_frames", 1, MAX_CHUNK_FRAMES)
+        put("format_version", 1, VERSION)
         codes = self.channels * len(sizes) * self.chunk_frames
         if codes > MAX_CHUNK_CODES:
             raise BitstreamError(
@@ -220,5 +223,6 @@ def read_header(read: Callable[[int], bytes]) -> tuple[RcqHeader, int, int]:
         codebook_sizes=tuple(k + 1 for k in sizes),
         coding_mode=mode,
         chunk_frames=chunk,
+        format_version=version,
     )
     return header, table_crc, header_crc
