@@ -1,30 +1,12 @@
-"""Python inference API: compress audio to `.rcq` bytes/files and back, streaming chunk by chunk.
-
-    >>> from rotcodec.inference import load_model, decompress
-    >>> model = load_model()                          # bundled `speech16k`, or a name / model file path
-    >>> data = model.compress(wav, sr, kbps=3.0)      # wav: numpy [channels, time] or [time], sr in Hz
-    >>> audio, sr = decompress(data)                  # model found from the header's fingerprint
-
-Audio is numpy float32 `[channels, time]` at any sample rate: it is resampled (soxr HQ, streaming) to the
-model rate, each channel is coded independently, and decoding restores the original rate, channel count
-and exact sample count. Files stream in blocks (`block_seconds`), so memory does not grow with the file
-length, and the codes do not depend on the block size. Models with code-frequency tables use entropy coding
-by default. Bad input raises a ValueError subclass with a one-line message.
-"""
+"""`CodecModel`: a loaded codec plus what `.rcq` streams need (name, fingerprint, entropy tables), with
+streaming encode/decode, in-memory `compress`/`decompress` and file `compress_file`/`decompress_file`."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import io
 import math
 import os
-import shutil
-import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -32,14 +14,14 @@ import soundfile as sf
 import soxr
 import torch
 
-from .audio import AudioError, as_2d, atomic_replace, check_finite, check_sample_rate
-from .bitstream import BitstreamError, CodingMode, RcqHeader, RcqReader, RcqWriter
-from .bitstream.header import read_header
-from .models.io import ModelFile, read_model
-from .pretrained import ModelEntry, ModelNotFoundError, find_by_fingerprint, resolve_model
+from ..audio import AudioError, as_2d, check_finite, check_sample_rate
+from ..bitstream import BitstreamError, CodingMode, RcqHeader, RcqReader, RcqWriter
+from ..bitstream.header import read_header
+from ..models.io import ModelFile
+from ..pretrained import ModelEntry
+from .files import FileResult, Progress, atomic_output, open_audio, open_rcq
 
 Sink = Callable[[np.ndarray], None]
-Progress = Callable[[float], None]  # called with seconds of audio just processed
 
 
 class ModelMismatchError(ValueError):
@@ -358,155 +340,6 @@ class CodecModel:
         return FileResult(os.fspath(src) if isinstance(src, (str, os.PathLike)) else "-", os.fspath(dst), h, size)
 
 
-@dataclass
-class FileResult:
-    """One compressed or decompressed file: the `.rcq` header and the output's size in bytes."""
-
-    src: str
-    dst: str
-    header: RcqHeader
-    size: int
-
-    @property
-    def duration(self) -> float:
-        """Seconds of audio."""
-        return self.header.num_samples / self.header.original_sample_rate
-
-    @property
-    def kbps(self) -> float:
-        """Actual bitrate of the output file in kbps, header and chunk records included."""
-        return self.size * 8 / max(self.duration, 1e-9) / 1000.0
-
-
-_EXACT_LENGTH_FORMATS = {"WAV", "WAVEX", "FLAC", "AIFF", "W64", "RF64", "CAF", "AU"}
-
-
-class OutputError(ValueError):
-    """An output that cannot be written (folder missing or not writable, would overwrite the input)."""
-
-
-class OutputExistsError(OutputError):
-    """The output file exists and overwriting was not asked for."""
-
-
-@dataclass
-class AudioSource:
-    """An open audio input: soundfile handle, display name, rate (Hz), channels and exact length."""
-
-    handle: sf.SoundFile
-    name: str
-    sr: int
-    channels: int
-    frames: int
-
-    def blocks(self, block: int, progress: Progress | None = None) -> Iterator[np.ndarray]:
-        """float32 blocks [channels, <= block] from the start; AudioError on NaN/Inf or a length change."""
-        self.handle.seek(0)
-        seen = 0
-        while True:
-            data = self.handle.read(block, dtype="float32", always_2d=True)
-            if not len(data):
-                break
-            check_finite(data, self.name)
-            seen += len(data)
-            if progress:
-                progress(len(data) / self.sr)
-            yield np.ascontiguousarray(data.T)
-        if seen != self.frames:
-            raise AudioError(f"{self.name}: read {seen} samples, the header promised {self.frames}")
-
-
-def _spool_stdin() -> BinaryIO:
-    """Copy stdin to a seekable temp file (memory until 32 MiB, then disk) so it can be read in blocks."""
-    tmp = tempfile.SpooledTemporaryFile(max_size=32 << 20)
-    shutil.copyfileobj(sys.stdin.buffer, tmp, 1 << 20)
-    tmp.seek(0)
-    return tmp  # type: ignore[return-value]
-
-
-def _check_input(src: str | os.PathLike) -> Path:
-    path = Path(src)
-    if not path.exists():
-        raise AudioError(f"{path}: no such file")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a directory, not a file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: empty file")
-    return path
-
-
-@contextlib.contextmanager
-def open_audio(src: str | os.PathLike) -> Iterator[AudioSource]:
-    """Open an audio file (any format soundfile reads; "-" = stdin) for block reading."""
-    if os.fspath(src) == "-":
-        name, raw = "<stdin>", _spool_stdin()
-        if not raw.read(1):
-            raise AudioError("<stdin>: empty input")
-        raw.seek(0)
-    else:
-        name, raw = os.fspath(src), _check_input(src)
-    try:
-        handle = sf.SoundFile(raw if not isinstance(raw, Path) else str(raw))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        msg = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise AudioError(f"{name}: not a readable audio file ({msg})") from None
-    with handle:
-        sr = check_sample_rate(handle.samplerate, f"{name}: sample rate")
-        frames = handle.frames
-        if handle.format not in _EXACT_LENGTH_FORMATS:  # compressed formats may only estimate their length
-            frames = sum(len(b) for b in handle.blocks(1 << 16, dtype="float32", always_2d=True))
-        if frames <= 0:
-            raise AudioError(f"{name}: contains no audio samples (zero length)")
-        yield AudioSource(handle, name, sr, handle.channels, frames)
-
-
-@contextlib.contextmanager
-def open_rcq(src: str | os.PathLike | BinaryIO) -> Iterator[BinaryIO]:
-    """Open an `.rcq` file ("-" = stdin) as a seekable binary file (open file objects pass through)."""
-    if not isinstance(src, (str, os.PathLike)):
-        yield src
-        return
-    if os.fspath(src) == "-":
-        with _spool_stdin() as f:
-            yield f
-        return
-    with open(_check_input(src), "rb") as f:
-        yield f
-
-
-@contextlib.contextmanager
-def atomic_output(
-    dst: str | os.PathLike, force: bool = False, src: str | os.PathLike | None = None
-) -> Iterator[BinaryIO]:
-    """A writable binary file that becomes `dst` only if the block succeeds ("-": copied to stdout at the
-    end). Refuses an existing `dst` unless `force`, and never overwrites `src`."""
-    if os.fspath(dst) == "-":
-        with tempfile.TemporaryFile() as tmp:
-            yield tmp  # type: ignore[misc]
-            tmp.seek(0)
-            shutil.copyfileobj(tmp, sys.stdout.buffer, 1 << 20)
-            sys.stdout.buffer.flush()
-        return
-    path = Path(dst)
-    if src is not None and os.fspath(src) != "-" and path.exists() and path.samefile(src):
-        raise OutputError(f"{path}: output would overwrite the input")
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory")
-    if path.exists() and not force:
-        raise OutputExistsError(f"{path}: already exists (use --force to overwrite)")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write to folder {path.parent} ({exc.strerror})") from None
-    try:
-        with os.fdopen(fd, "w+b") as f:
-            yield f  # type: ignore[misc]
-        atomic_replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _checked_clip(wav: np.ndarray, sr: int, name: str) -> tuple[np.ndarray, int]:
     x = as_2d(np.asarray(wav, dtype=np.float32))
     sr = check_sample_rate(sr, f"{name}: sample rate")
@@ -519,94 +352,3 @@ def _checked_clip(wav: np.ndarray, sr: int, name: str) -> tuple[np.ndarray, int]
 def _array_blocks(x: np.ndarray, block: int) -> Iterator[np.ndarray]:
     for start in range(0, x.shape[1], block):
         yield x[:, start : start + block]
-
-
-@functools.lru_cache(maxsize=4)
-def _load_cached(base: str, source: str, device: str, mtime: float) -> CodecModel:
-    entry = resolve_model(base)
-    entry.source = source
-    return CodecModel(read_model(entry.base, device), entry, device)
-
-
-def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu") -> CodecModel:
-    """Load a codec by bundled/local name or model file path (None: the default `speech16k`).
-
-    Raises ModelNotFoundError or ModelFileError (both ValueError) with a one-line message."""
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise OptionError(f"device {device!r} requested but CUDA is not available in this torch build")
-    entry = resolve_model(name_or_path)
-    mtime = entry.weights_path.stat().st_mtime
-    return _load_cached(str(entry.base), entry.source, str(device), mtime)
-
-
-def model_for_header(header: RcqHeader, device: str = "cpu") -> CodecModel:
-    """The locally known model whose fingerprint matches the header (ModelNotFoundError if none)."""
-    entry = find_by_fingerprint(header.model_hash, header.model_id)
-    if entry is None:
-        raise ModelNotFoundError(
-            f"model {header.model_id!r} ({header.model_hash.hex()[:12]}) is not installed; pass it with --model"
-        )
-    return load_model(entry.base, device)
-
-
-def decompress_file(
-    src: str | os.PathLike,
-    dst: str | os.PathLike,
-    model: CodecModel | str | os.PathLike | None = None,
-    format: str = "wav",
-    force: bool = False,
-    progress: Progress | None = None,
-    device: str = "cpu",
-) -> FileResult:
-    """`CodecModel.decompress_file`, with the model found from the header when `model` is None."""
-    with open_rcq(src) as f:
-        if model is None:
-            pos = f.tell()
-            model = model_for_header(read_header(f.read)[0], device)
-            f.seek(pos)
-        elif not isinstance(model, CodecModel):
-            model = load_model(model, device)
-        return model.decompress_file(f if os.fspath(src) == "-" else src, dst, format, force, progress)
-
-
-def read_rcq_header(src: str | os.PathLike | bytes | BinaryIO) -> RcqHeader:
-    """Parse only the header of an `.rcq` file, bytes or file object (BitstreamError if malformed)."""
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        return read_header(io.BytesIO(bytes(src)).read)[0]
-    if isinstance(src, (str, os.PathLike)):
-        path = Path(src)
-        if not path.is_file():
-            raise BitstreamError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-        with open(path, "rb") as f:
-            return read_header(f.read)[0]
-    return read_header(src.read)[0]
-
-
-def decompress(data: bytes, model: CodecModel | str | os.PathLike | None = None) -> tuple[np.ndarray, int]:
-    """`.rcq` bytes -> (float32 audio [channels, time], sample rate Hz). Without `model`, the model is
-    found among bundled and local models by the header's fingerprint."""
-    if model is None:
-        model = model_for_header(read_rcq_header(data))
-    elif not isinstance(model, CodecModel):
-        model = load_model(model)
-    return model.decompress(data)
-
-
-__all__ = [
-    "AudioSource",
-    "CodecModel",
-    "FileResult",
-    "ModelMismatchError",
-    "OutputError",
-    "OutputExistsError",
-    "OptionError",
-    "decompress",
-    "decompress_file",
-    "expected_frames",
-    "load_model",
-    "model_for_header",
-    "open_audio",
-    "open_rcq",
-    "atomic_output",
-    "read_rcq_header",
-]
