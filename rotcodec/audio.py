@@ -89,7 +89,12 @@ def load_audio(src: PathOrFile) -> tuple[np.ndarray, int]:
     name = _name(src)
     handle = _open_source(src)
     try:
-        data, sr = sf.read(handle, dtype="float32", always_2d=True)
+        with sf.SoundFile(handle) as f:
+            frames = -1  # all
+            if f.frames >= UNKNOWN_FRAMES:  # no length in the header: decode once to find it
+                frames = count_frames(f, name)
+                f.seek(0)
+            data, sr = f.read(frames, dtype="float32", always_2d=True), f.samplerate
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AudioError(f"{name}: not a readable audio file ({msg})") from None
@@ -100,8 +105,23 @@ def load_audio(src: PathOrFile) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(data.T), sr
 
 
+UNKNOWN_FRAMES = 1 << 62  # libsndfile reports 2**63 - 1 frames when a header states no length
+
+
+def count_frames(handle: sf.SoundFile, name: str) -> int:
+    """Frames of an open file found by decoding it from the start (for headers without a trustworthy
+    length: compressed formats, or a FLAC whose STREAMINFO length is 0). AudioError if decoding fails."""
+    try:
+        handle.seek(0)
+        return sum(len(b) for b in handle.blocks(1 << 16, dtype="float32", always_2d=True))
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AudioError(f"{name}: not a readable audio file ({msg})") from None
+
+
 def read_info(path: str | os.PathLike) -> sf._SoundFileInfo:
-    """soundfile.info with the same checks and errors as `load_audio` (header only, fast)."""
+    """soundfile.info with the same checks and errors as `load_audio` (header only, fast; a header that
+    states no length is checked by decoding the file)."""
     handle = _open_source(path)
     try:
         info = sf.info(handle)
@@ -109,6 +129,10 @@ def read_info(path: str | os.PathLike) -> sf._SoundFileInfo:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AudioError(f"{path}: not a readable audio file ({msg})") from None
     check_sample_rate(info.samplerate, f"{path}: sample rate")
+    if info.frames >= UNKNOWN_FRAMES:
+        with sf.SoundFile(handle) as f:
+            info.frames = count_frames(f, str(path))
+        info.duration = info.frames / info.samplerate
     if info.frames <= 0:
         raise AudioError(f"{path}: contains no audio samples (zero length)")
     return info

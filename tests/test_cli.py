@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import write_flac_without_length
 
 from rotcodec.cli.main import main
 from rotcodec.models import Codec, CodecConfig, save_model
@@ -150,6 +151,7 @@ COMPRESS_CASES = {
     "zero_length": ("zero.wav", "zero length"),
     "text": ("text.wav", "not a readable audio file"),
     "nan": ("nan.wav", "NaN or Inf"),
+    "flac_no_length": ("nolength.flac", "not a readable audio file"),
     "no_audio_dir": ("emptydir", "holds no"),
 }
 
@@ -167,6 +169,8 @@ def _make_bad_input(env: Path, case: str) -> Path:
         x = tone(0.5, 16000)
         x[100, 0] = np.nan
         sf.write(path, x, 16000, subtype="FLOAT")
+    elif case == "flac_no_length":
+        write_flac_without_length(path)
     elif case == "no_audio_dir":
         path.mkdir()
         (path / "readme.txt").write_text("hi")

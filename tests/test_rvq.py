@@ -24,9 +24,7 @@ def lam_r(e: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return q.norm() / e.norm() * R
 
 
-def reference_jacobians(
-    rvq: ResidualVQ, x_row: torch.Tensor, estimator: str
-) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_jacobians(rvq: ResidualVQ, x_row: torch.Tensor, estimator: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(detached, chained) Jacobians d quantized / d x for one row, from REFERENCE §1's derivation."""
     d = x_row.shape[0]
     eye = torch.eye(d, dtype=torch.float64)
@@ -90,9 +88,7 @@ def test_encode_decode_equals_forward_and_prefix_property() -> None:
     factorised=st.booleans(),
     seed=st.integers(0, 1000),
 )
-def test_property_codes_in_range_and_roundtrip(
-    n_q: int, k: int, dim: int, t: int, factorised: bool, seed: int
-) -> None:
+def test_property_codes_in_range_and_roundtrip(n_q: int, k: int, dim: int, t: int, factorised: bool, seed: int) -> None:
     torch.manual_seed(seed)
     rvq = ResidualVQ(dim, n_q, k, codebook_dim=4 if factorised else None, kmeans_init=False).eval()
     x = torch.randn(2, dim, t)
@@ -111,9 +107,7 @@ def test_kmeans_init_finds_clusters() -> None:
     torch.manual_seed(0)
     centers = torch.randn(8, 6) * 5
     rows = clustered(800, centers, 0.05, seed=1)
-    vq = VectorQuantizer(
-        VQConfig(dim=6, codebook_size=8, kmeans_init=True, kmeans_iters=20, dead_code_threshold=0)
-    )
+    vq = VectorQuantizer(VQConfig(dim=6, codebook_size=8, kmeans_init=True, kmeans_iters=20, dead_code_threshold=0))
     random_err = vq.eval()(rows).stats["quant_error"].item()
     out = vq.train()(rows)
     assert bool(vq.initted)
@@ -123,9 +117,7 @@ def test_kmeans_init_finds_clusters() -> None:
 
 def test_ema_moves_codes_to_cluster_means() -> None:
     rows = torch.randn(500, 4)
-    vq = VectorQuantizer(
-        VQConfig(dim=4, codebook_size=4, ema_decay=0.0, kmeans_init=False, dead_code_threshold=0)
-    )
+    vq = VectorQuantizer(VQConfig(dim=4, codebook_size=4, ema_decay=0.0, kmeans_init=False, dead_code_threshold=0))
     vq.train()
     codes = vq(rows).codes
     for c in codes.unique():
@@ -163,9 +155,7 @@ def test_dead_code_replacement_revives_collapsed_codebook() -> None:
 
 def test_quantizer_dropout_uses_prefixes() -> None:
     torch.manual_seed(0)
-    rvq = ResidualVQ(
-        8, 4, 16, ema_decay=None, kmeans_init=False, dead_code_threshold=0.0, quantizer_dropout=1.0
-    )
+    rvq = ResidualVQ(8, 4, 16, ema_decay=None, kmeans_init=False, dead_code_threshold=0.0, quantizer_dropout=1.0)
     rvq.train()
     x = torch.randn(64, 8, 3)
     out = rvq(x)

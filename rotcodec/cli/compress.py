@@ -183,6 +183,7 @@ def _load(args: argparse.Namespace, name: str | None) -> Any:
 def run_compress(args: argparse.Namespace) -> int:
     import soundfile as sf
 
+    from ..audio import UNKNOWN_FRAMES
     from ..inference import OptionError
 
     jobs = plan_jobs(args.inputs, args.output, AUDIO_SUFFIXES, ".rcq")
@@ -196,7 +197,7 @@ def run_compress(args: argparse.Namespace) -> int:
     def seconds(src: str) -> float:
         try:
             info = sf.info(src)
-            return info.frames / info.samplerate
+            return info.frames / info.samplerate if info.frames < UNKNOWN_FRAMES else 0.0
         except Exception:  # the real open reports the problem
             return 0.0
 

@@ -16,7 +16,7 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
-from ..audio import AudioError, atomic_replace, check_finite, check_sample_rate
+from ..audio import UNKNOWN_FRAMES, AudioError, atomic_replace, check_finite, check_sample_rate, count_frames
 from ..bitstream import RcqHeader
 
 Progress = Callable[[float], None]  # called with seconds of audio just processed
@@ -65,10 +65,15 @@ class AudioSource:
 
     def blocks(self, block: int, progress: Progress | None = None) -> Iterator[np.ndarray]:
         """float32 blocks [channels, <= block] from the start; AudioError on NaN/Inf or a length change."""
-        self.handle.seek(0)
         seen = 0
         while True:
-            data = self.handle.read(block, dtype="float32", always_2d=True)
+            try:
+                if seen == 0:
+                    self.handle.seek(0)
+                data = self.handle.read(block, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                msg = (str(exc).splitlines() or [type(exc).__name__])[0]
+                raise AudioError(f"{self.name}: audio data unreadable after {seen} samples ({msg})") from None
             if not len(data):
                 break
             check_finite(data, self.name)
@@ -117,8 +122,8 @@ def open_audio(src: str | os.PathLike) -> Iterator[AudioSource]:
     with handle:
         sr = check_sample_rate(handle.samplerate, f"{name}: sample rate")
         frames = handle.frames
-        if handle.format not in _EXACT_LENGTH_FORMATS:  # compressed formats may only estimate their length
-            frames = sum(len(b) for b in handle.blocks(1 << 16, dtype="float32", always_2d=True))
+        if handle.format not in _EXACT_LENGTH_FORMATS or frames >= UNKNOWN_FRAMES:
+            frames = count_frames(handle, name)  # compressed formats may only estimate their length
         if frames <= 0:
             raise AudioError(f"{name}: contains no audio samples (zero length)")
         yield AudioSource(handle, name, sr, handle.channels, frames)
