@@ -52,13 +52,19 @@ def clips() -> list[tuple[str, np.ndarray, int]]:
     return [(f"gen{i}", speechlike(3.0, 16000, seed=i), 16000) for i in range(3)]
 
 
-def tiny_codec(seed: int = 0) -> Codec:
+def tiny_codec(seed: int = 0, causal: bool = True) -> Codec:
     """A tiny causal codec (hop 320 at 16 kHz, 4 x 64 codes) whose codebooks are k-means initialised on
     audio, so code usage is spread as in a trained model."""
     torch.manual_seed(seed)
     q = RVQConfig(dim=16, n_q=4, codebook_size=64, kmeans_init=True, kmeans_iters=5)
     cfg = CodecConfig(
-        sample_rate=16000, base_channels=8, strides=[2, 4, 5, 8], latent_dim=16, dilations=[1], quantizer=q
+        sample_rate=16000,
+        base_channels=8,
+        strides=[2, 4, 5, 8],
+        latent_dim=16,
+        dilations=[1],
+        quantizer=q,
+        causal=causal,
     )
     codec = Codec(cfg)
     codec.train()
@@ -256,3 +262,29 @@ def test_bad_streams_raise_value_errors(model) -> None:
         model.decompress(b"RIFF....WAVEfmt ")
     with pytest.raises(ModelNotFoundError):
         load_model(io.StringIO().__class__.__name__ + "-no-such-model")
+
+
+def test_non_causal_model_codes_whole_files(tmp_path: Path) -> None:
+    """A non-causal (music-style) model cannot stream: compress/decompress code the whole file in one call,
+    so the codes and audio equal the codec's own whole-signal encode/decode."""
+    save_model(tiny_codec(2, causal=False), tmp_path / "offline")
+    model = load_model(tmp_path / "offline")
+    assert not model.streams
+    model.block_seconds = 0.25  # several input blocks and several chunks still give one model call
+    wav = speechlike(2.3, 16000, seed=4)
+    data = model.compress(wav, 16000, n_q=3)
+    _, codes = decode_bytes(data)
+    x = torch.from_numpy(wav)[None]
+    expected = model.codec.encode(x, 3)[0].numpy()
+    np.testing.assert_array_equal(codes, expected)
+    out, sr = model.decompress(data)
+    whole = model.codec.decode(torch.from_numpy(expected)[None])[0, :, : wav.shape[1]].numpy()
+    assert sr == 16000 and out.shape == wav.shape
+    np.testing.assert_allclose(out, whole, atol=1e-6)
+    result = model.compress_file(_wav_file(tmp_path / "in.wav", wav), tmp_path / "out.rcq")
+    assert result.header.n_q == model.n_q and (tmp_path / "out.rcq").stat().st_size == result.size
+
+
+def _wav_file(path: Path, wav: np.ndarray) -> Path:
+    sf.write(path, wav.T, 16000, subtype="FLOAT")
+    return path

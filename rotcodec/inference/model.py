@@ -3,6 +3,7 @@ streaming encode/decode, in-memory `compress`/`decompress` and file `compress_fi
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -56,7 +57,8 @@ class CodecModel:
     bound memory. Codes depend on neither the block size nor how a file is split on input; step_seconds
     is fixed so that even exact near-ties in the quantizer's float arithmetic (whose rounding depends on
     how many frames are scored together) resolve the same way every time. `bitrate`/`n_q_for` are in kbps
-    for all channels of a file together.
+    for all channels of a file together. Non-causal (music) models cannot stream: they code each file in one
+    model call, so their memory grows with the file's length.
     """
 
     def __init__(
@@ -147,6 +149,14 @@ class CodecModel:
     def _model_step(self) -> int:
         return self.hop_length * max(1, round(self.step_seconds * self.sample_rate / self.hop_length))
 
+    @property
+    def streams(self) -> bool:
+        """Causal models encode/decode block by block with bounded memory; non-causal ones whole files."""
+        return bool(self.codec.config.causal)
+
+    def _streaming(self) -> contextlib.AbstractContextManager:
+        return self.codec.streaming() if self.streams else contextlib.nullcontext()
+
     def _as_batch(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
         return t.reshape(-1, self.codec.channels, t.shape[-1])
@@ -163,14 +173,15 @@ class CodecModel:
         """
         self._check_rows(rows)
         rs = _resampler(sr, self.sample_rate, rows)
-        hop, step = self.hop_length, self._model_step()
+        # Non-causal models cannot stream: they see the whole signal in one call (memory grows with length).
+        hop, step = self.hop_length, self._model_step() if self.streams else 1 << 62
         pending = np.zeros((rows, 0), np.float32)
 
         def emit(x: np.ndarray) -> None:
             codes = self.codec.encode(self._as_batch(x), n_q)
             sink(codes.reshape(rows, n_q, -1).cpu().numpy())
 
-        with self.codec.streaming():
+        with self._streaming():
             for block in blocks:
                 pending = np.concatenate([pending, _run_resampler(rs, block, last=False)], axis=1)
                 usable = pending.shape[1] // step * step
@@ -205,7 +216,11 @@ class CodecModel:
                 left -= y.shape[1]
                 sink(np.ascontiguousarray(y, dtype=np.float32))
 
-        with self.codec.streaming():
+        if not self.streams:  # decode the whole file in one call, as the model was trained
+            parts = list(chunks)
+            chunks = [np.concatenate(parts, axis=2)] if parts else []
+            max_frames = 1 << 62
+        with self._streaming():
             for chunk in chunks:
                 frames += chunk.shape[2]
                 for start in range(0, chunk.shape[2], max_frames):
