@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from rotcodec.config import ConfigError
 from rotcodec.models.io import load_model
+from rotcodec.train.diagnostics import latent_effective_dims
 from rotcodec.train.loop import TrainingError, train
 from rotcodec.train.recipe import load_recipe
 
@@ -47,7 +48,9 @@ def test_tiny_recipe_learns_and_writes_a_complete_run(tmp_path: Path) -> None:
         "audio_s_per_s",
     ):
         assert key in rows[-1], key
-    assert any("valid/mel" in r for r in read_metrics(run))
+    valid = [r for r in read_metrics(run) if "valid/mel" in r]
+    assert valid and all(k in valid[-1] for k in ("valid/mel_nq1", "valid/latent_dims"))
+    assert 1 <= valid[-1]["valid/latent_dims"] <= 16
     assert json.loads((run / "config.json").read_text())["model"]["quantizer"]["estimator"] == "rotation"
     assert list((run / "tensorboard").iterdir())
     assert list((run / "samples").rglob("*_decoded.wav"))
@@ -147,3 +150,15 @@ def test_two_process_ddp_run_completes(tmp_path: Path) -> None:
     rows = read_metrics(tmp_path / "ddp")
     assert rows[-1]["step"] == 6
     assert (tmp_path / "ddp" / "checkpoints" / "step_00000006" / "model.safetensors").exists()
+
+
+def test_latent_effective_dims_counts_principal_directions() -> None:
+    torch.manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(32, 32))[0]
+    scales = torch.tensor([10.0, 5.0, 3.0] + [0.0] * 29)
+    frames = torch.randn(2, 500, 32) * scales  # three live directions, rotated into a 32-d latent
+    z = (frames @ basis.T).transpose(1, 2) + 7.0  # [batch, dim, time], with an offset that must not count
+    assert latent_effective_dims(z, 0.99) == 3
+    assert latent_effective_dims(z, 0.5) == 1
+    assert latent_effective_dims(torch.randn(1, 8, 4000), 0.99) == 8
+    assert latent_effective_dims(torch.ones(1, 8, 10)) == 0

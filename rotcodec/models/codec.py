@@ -160,14 +160,15 @@ class Codec(StreamingModule):
             x = F.pad(x, (0, (-x.shape[-1]) % self.hop_length))
         return x
 
-    def _embed(self, wav: torch.Tensor) -> torch.Tensor:
+    def embed(self, wav: torch.Tensor) -> torch.Tensor:
+        """Unquantized latent: wav `[batch, channels, time]` -> `[batch * channels, latent_dim, frames]`."""
         return self.encoder(self._fold(wav))
 
     # -- training ------------------------------------------------------------------------------------
     def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
         """Training forward. wav `[batch, channels, time]` -> `CodecOutput` with audio of the same shape
         (input zero-padded to a multiple of hop, output trimmed back); quantizer dropout applies in training."""
-        z = self._embed(wav)
+        z = self.embed(wav)
         batch, length = wav.shape[0], wav.shape[-1]
         q = self.quantizer(z, n_q=self._check_n_q(n_q))
         audio = self.decoder(q.quantized)[..., :length].reshape(batch, self.channels, -1)
@@ -181,7 +182,7 @@ class Codec(StreamingModule):
         n_q = self._check_n_q(n_q)
         batch = wav.shape[0]
         with parametrize.cached():  # weight norm computed once per call, not per layer use
-            z = self._embed(wav)
+            z = self.embed(wav)
         if z.shape[-1] == 0:
             codes = torch.zeros(z.shape[0], n_q, 0, dtype=torch.long, device=z.device)
         else:

@@ -31,6 +31,7 @@ from ..models.codec import Codec
 from ..models.discriminators import Discriminator
 from ..models.io import read_model
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .diagnostics import latent_effective_dims
 from .recipe import Recipe
 
 
@@ -307,7 +308,8 @@ def _unwrap(m: nn.Module | None) -> nn.Module | None:
 def validate(
     codec: Codec, loss_fn: GeneratorLoss, valid_ds: Any, cfg: Any, device: torch.device, sample_dir: Path
 ) -> dict[str, float]:
-    """Reconstruction losses at full bitrate on fixed validation crops; writes a few reconstructions."""
+    """Reconstruction losses at full bitrate on fixed validation crops, plus the one-stage mel loss and the
+    latent's effective dimension (`diagnostics`); writes a few reconstructions."""
     codec.eval()
     sums: dict[str, float] = {}
     count = 0
@@ -318,7 +320,11 @@ def validate(
         wav = wav.to(device)
         out = codec(wav)
         _, parts = loss_fn(out.audio.float(), wav)
-        for k, v in _floats({**parts, **{k: v for k, v in out.stats.items() if k.startswith("vq/")}}).items():
+        _, one_stage = loss_fn(codec(wav, n_q=1).audio.float(), wav)  # equal to `mel`: extra stages unused
+        dims = torch.tensor(float(latent_effective_dims(codec.embed(wav))))
+        extra = {"mel_nq1": one_stage["mel"], "latent_dims": dims}
+        vq = {k: v for k, v in out.stats.items() if k.startswith("vq/")}
+        for k, v in _floats({**parts, **vq, **extra}).items():
             sums[k] = sums.get(k, 0.0) + v
         count += 1
         if i == 0 and cfg.audio_samples > 0:
