@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,7 +34,9 @@ def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> tor
         num_workers=0,
         seed=seed,
     )
-    train_ds, _ = build_datasets(cfg)
+    with warnings.catch_warnings():  # counting needs no validation split
+        warnings.filterwarnings("ignore", message="no validation files")
+        train_ds, _ = build_datasets(cfg)
     counts = torch.zeros(codec.n_q, codec.codebook_size, dtype=torch.long)
     for start in range(0, len(train_ds), 16):
         batch = torch.stack([train_ds[i] for i in range(start, min(start + 16, len(train_ds)))])

@@ -1,0 +1,86 @@
+"""`rotcodec export`: checkpoint or model file -> shippable inference-only model with code-count tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from safetensors import safe_open
+
+from rotcodec.bitstream import CodingMode
+from rotcodec.cli.main import main
+from rotcodec.inference import load_model, read_rcq_header
+from rotcodec.models import Codec, CodecConfig, model_hash, read_model, save_model
+from rotcodec.quantize import RVQConfig
+
+
+def _trained_tiny(path: Path) -> Path:
+    """A tiny codec after a few training-mode passes (k-means init, EMA sums differ from the codebook)."""
+    torch.manual_seed(0)
+    q = RVQConfig(dim=16, n_q=4, codebook_size=64, kmeans_init=True, kmeans_iters=3)
+    codec = Codec(CodecConfig(base_channels=8, strides=[2, 4, 5, 8], latent_dim=16, dilations=[1], quantizer=q))
+    codec.train()
+    for seed in range(3):
+        codec(torch.from_numpy(_speechlike(1.0, seed))[None, None])
+    save_model(codec.eval(), path, extra_meta={"step": 3})
+    return path
+
+
+def _speechlike(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    phase = 2 * np.pi * np.cumsum(120 + 30 * np.sin(2 * np.pi * 0.8 * t)) / 16000
+    x = sum(np.sin(k * phase) / k for k in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return (0.2 * x + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def test_export_writes_a_float16_model_with_tables_that_compresses(tmp_path: Path, capsys) -> None:
+    _trained_tiny(tmp_path / "ckpt" / "model")
+    data = tmp_path / "audio"
+    data.mkdir()
+    for i in range(3):
+        sf.write(data / f"clip{i}.wav", _speechlike(2.0, 10 + i), 16000)
+    (tmp_path / "card.json").write_text(json.dumps({"name": "tiny-export", "data": "generated"}))
+    out = tmp_path / "shipped" / "tiny"
+    argv = ["export", str(tmp_path / "ckpt"), "-o", str(out), "--data", str(data), "--seconds", "5"]
+    assert main([*argv, "--card", str(tmp_path / "card.json")]) == 0
+    assert "wrote" in capsys.readouterr().out
+
+    weights = out.with_suffix(".safetensors")
+    with safe_open(str(weights), "pt") as f:
+        keys = set(f.keys())
+        assert not any(k.endswith(".embed_avg") for k in keys)  # inference-only
+        floats = [f.get_tensor(k) for k in keys if k != "code_counts"]
+        assert all(t.dtype == torch.float16 for t in floats if t.is_floating_point())
+        counts = f.get_tensor("code_counts")
+    assert counts.shape == (4, 64) and counts.dtype == torch.int64
+    assert counts.sum(1).tolist() == [5 * 50] * 4  # per stage: 5 one-second crops x 50 frames (hop 320)
+    assert weights.stat().st_size < 0.5 * (tmp_path / "ckpt" / "model.safetensors").stat().st_size
+
+    loaded = read_model(out)
+    assert loaded.meta["model_hash"] == model_hash(loaded.codec)
+    assert loaded.extra["name"] == "tiny-export" and loaded.extra["step"] == 3
+    assert loaded.extra["code_count_seconds"] == 5.0
+    model = load_model(out)
+    wav = _speechlike(1.5, 99)
+    stream = model.compress(wav, 16000, n_q=4)
+    assert read_rcq_header(stream).coding_mode == CodingMode.ENTROPY
+    decoded, sr = model.decompress(stream)
+    assert sr == 16000 and decoded.shape == (1, wav.size) and np.isfinite(decoded).all()
+
+
+def test_export_float32_and_bad_checkpoint(tmp_path: Path, capsys) -> None:
+    source = _trained_tiny(tmp_path / "model")
+    out = tmp_path / "full"
+    assert main(["export", str(source), "-o", str(out), "--dtype", "float32"]) == 0
+    with safe_open(str(out.with_suffix(".safetensors")), "pt") as f:
+        assert all(f.get_tensor(k).dtype != torch.float16 for k in f.keys())
+        assert "code_counts" not in f.keys()  # no --data: no tables, plain packing only
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "missing"), "-o", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not found" in err
+    assert not (tmp_path / "x.safetensors").exists()
