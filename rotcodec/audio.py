@@ -46,6 +46,18 @@ def check_sample_rate(sr: object, what: str = "sample rate") -> int:
     return sr
 
 
+def check_input_file(src: str | os.PathLike, kind: str = "a file") -> Path:
+    """`src` as a Path if it is an existing, non-empty file; AudioError naming the problem otherwise."""
+    path = Path(src)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not {kind}")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file")
+    return path
+
+
 def _open_source(src: PathOrFile) -> BinaryIO | str:
     """Resolve `src` into something soundfile can open, raising AudioError for bad paths."""
     if isinstance(src, str) and src == "-":
@@ -54,14 +66,7 @@ def _open_source(src: PathOrFile) -> BinaryIO | str:
             raise AudioError("<stdin>: empty input")
         return io.BytesIO(data)  # soundfile needs a seekable stream
     if isinstance(src, (str, os.PathLike)):
-        path = Path(src)
-        if not path.exists():
-            raise AudioError(f"{path}: no such file")
-        if path.is_dir():
-            raise AudioError(f"{path}: is a directory, not an audio file")
-        if path.stat().st_size == 0:
-            raise AudioError(f"{path}: empty file")
-        return str(path)
+        return str(check_input_file(src, "an audio file"))
     if not hasattr(src, "read"):
         raise AudioError(f"cannot read audio from {type(src).__name__}; give a path, '-' or a binary file")
     if not (hasattr(src, "seekable") and src.seekable()):

@@ -16,7 +16,15 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
-from ..audio import UNKNOWN_FRAMES, AudioError, atomic_replace, check_finite, check_sample_rate, count_frames
+from ..audio import (
+    UNKNOWN_FRAMES,
+    AudioError,
+    atomic_replace,
+    check_finite,
+    check_input_file,
+    check_sample_rate,
+    count_frames,
+)
 from ..bitstream import RcqHeader
 
 Progress = Callable[[float], None]  # called with seconds of audio just processed
@@ -93,17 +101,6 @@ def _spool_stdin() -> BinaryIO:
     return tmp  # type: ignore[return-value]
 
 
-def _check_input(src: str | os.PathLike) -> Path:
-    path = Path(src)
-    if not path.exists():
-        raise AudioError(f"{path}: no such file")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a directory, not a file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: empty file")
-    return path
-
-
 @contextlib.contextmanager
 def open_audio(src: str | os.PathLike) -> Iterator[AudioSource]:
     """Open an audio file (any format soundfile reads; "-" = stdin) for block reading."""
@@ -113,7 +110,7 @@ def open_audio(src: str | os.PathLike) -> Iterator[AudioSource]:
             raise AudioError("<stdin>: empty input")
         raw.seek(0)
     else:
-        name, raw = os.fspath(src), _check_input(src)
+        name, raw = os.fspath(src), check_input_file(src)
     try:
         handle = sf.SoundFile(raw if not isinstance(raw, Path) else str(raw))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
@@ -139,7 +136,7 @@ def open_rcq(src: str | os.PathLike | BinaryIO) -> Iterator[BinaryIO]:
         with _spool_stdin() as f:
             yield f
         return
-    with open(_check_input(src), "rb") as f:
+    with open(check_input_file(src), "rb") as f:
         yield f
 
 
