@@ -20,9 +20,9 @@ shift
 LANGS=("$@")
 [[ ${#LANGS[@]} -gt 0 ]] || LANGS=(en)
 
-for tool in apt-get dpkg ffmpeg find; do
-    command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found; on Debian: apt-get install ${tool/apt-get/apt}"
-done
+# shellcheck source=recipes/data/deb_audio.sh
+source "$(dirname "${BASH_SOURCE[0]}")/deb_audio.sh"
+need_tools build_asterisk_speech apt-get dpkg dpkg-deb ffmpeg find
 for lang in "${LANGS[@]}"; do
     case $lang in en | es | fr | it | ru) ;; *) die "unknown language '$lang' (choose from: en es fr it ru)" ;; esac
 done
@@ -36,13 +36,7 @@ for lang in "${LANGS[@]}"; do
     pkg="asterisk-core-sounds-${lang}-g722"
     dest="$OUT_DIR/$lang"
     echo "== $pkg -> $dest"
-    mkdir -p "$WORK/$lang"
-    (cd "$WORK/$lang" && apt-get download "$pkg" >/dev/null) \
-        || die "apt-get download $pkg failed (run 'apt-get update' first; is the Debian main archive configured?)"
-    deb=$(find "$WORK/$lang" -maxdepth 1 -name '*.deb' | head -n 1)
-    [[ -n $deb ]] || die "no .deb downloaded for $pkg"
-    dpkg -x "$deb" "$WORK/$lang/root"
-    version=$(dpkg-deb -f "$deb" Version)
+    fetch_deb build_asterisk_speech "$pkg" "$WORK/$lang"
 
     n=0
     # Prompts live under .../sounds/<voice>/...; keep <voice>/<sub-folder> (digits/, letters/, ...).
@@ -58,28 +52,16 @@ for lang in "${LANGS[@]}"; do
         mv -f "$out.part" "$out"
         n=$((n + 1))
     done < <(find "$WORK/$lang/root" -type f -name '*.g722' -print0 | sort -z)
-    [[ $n -gt 0 ]] || die "no .g722 files found inside $deb"
+    [[ $n -gt 0 ]] || die "no .g722 files found inside $pkg"
 
     licence="CC-BY-SA-3.0"
     [[ $lang == ru ]] && licence="CC-BY-3.0"
     cat >"$dest/SOURCE.txt" <<TXT
-Decoded from Debian package $pkg $version (G.722 -> 16 kHz FLAC with ffmpeg).
+Decoded from Debian package $pkg $DEB_VERSION (G.722 -> 16 kHz FLAC with ffmpeg).
 Asterisk core sound prompts, one speaker. Licence: $licence (see /usr/share/doc/$pkg/copyright
 inside the package). Attribution: Digium, Inc. / Sangoma Technologies, Asterisk core sounds.
 TXT
     echo "   $n files"
 done
 
-python3 - "$OUT_DIR" "${LANGS[@]}" <<'PY' || true
-import sys
-from pathlib import Path
-
-try:
-    import soundfile as sf
-except ImportError:
-    sys.exit(0)
-root = Path(sys.argv[1])
-for lang in sys.argv[2:]:
-    secs = sum(sf.info(str(p)).duration for p in (root / lang).rglob("*.flac"))
-    print(f"{lang}: {secs / 3600:.2f} h")
-PY
+report_hours "$OUT_DIR" "${LANGS[@]}"

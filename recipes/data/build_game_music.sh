@@ -24,9 +24,9 @@ PACKAGES=("$@")
 [[ ${#PACKAGES[@]} -gt 0 ]] || PACKAGES=(wesnoth-1.16-music)
 [[ $RATE =~ ^[0-9]+$ && $RATE -ge 8000 && $RATE -le 192000 ]] || die "RATE must be an integer in 8000..192000 Hz"
 
-for tool in apt-get dpkg dpkg-deb ffmpeg find; do
-    command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found; on Debian: apt-get install ${tool/apt-get/apt}"
-done
+# shellcheck source=recipes/data/deb_audio.sh
+source "$(dirname "${BASH_SOURCE[0]}")/deb_audio.sh"
+need_tools build_game_music apt-get dpkg dpkg-deb ffmpeg find
 
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
@@ -36,13 +36,7 @@ trap 'rm -rf "$WORK"' EXIT
 for pkg in "${PACKAGES[@]}"; do
     dest="$OUT_DIR/$pkg"
     echo "== $pkg -> $dest"
-    mkdir -p "$WORK/$pkg"
-    (cd "$WORK/$pkg" && apt-get download "$pkg" >/dev/null 2>&1) \
-        || die "apt-get download $pkg failed (run 'apt-get update' first; is the Debian main archive configured?)"
-    deb=$(find "$WORK/$pkg" -maxdepth 1 -name '*.deb' | head -n 1)
-    [[ -n $deb ]] || die "no .deb downloaded for $pkg"
-    dpkg -x "$deb" "$WORK/$pkg/root"
-    version=$(dpkg-deb -f "$deb" Version)
+    fetch_deb build_game_music "$pkg" "$WORK/$pkg"
 
     n=0
     while IFS= read -r -d '' src; do
@@ -56,26 +50,14 @@ for pkg in "${PACKAGES[@]}"; do
         n=$((n + 1))
     done < <(find "$WORK/$pkg/root" -type f \( -name '*.ogg' -o -name '*.opus' -o -name '*.mp3' \
         -o -name '*.flac' -o -name '*.wav' \) -print0 | sort -z)
-    [[ $n -gt 0 ]] || die "no audio files found inside $deb"
+    [[ $n -gt 0 ]] || die "no audio files found inside $pkg"
 
     cat >"$dest/SOURCE.txt" <<TXT
-Decoded from Debian package $pkg $version with ffmpeg (mixed down to mono, resampled to $RATE Hz, FLAC).
+Decoded from Debian package $pkg $DEB_VERSION with ffmpeg (mixed down to mono, resampled to $RATE Hz, FLAC).
 Licence: see /usr/share/doc/$pkg/copyright inside the package (GPL-2+ for wesnoth and warzone2100 music).
 The originals are lossy-coded; use them for training, not for final quality claims.
 TXT
     echo "   $n files"
 done
 
-python3 - "$OUT_DIR" "${PACKAGES[@]}" <<'PY' || true
-import sys
-from pathlib import Path
-
-try:
-    import soundfile as sf
-except ImportError:
-    sys.exit(0)
-root = Path(sys.argv[1])
-for pkg in sys.argv[2:]:
-    secs = sum(sf.info(str(p)).duration for p in (root / pkg).rglob("*.flac"))
-    print(f"{pkg}: {secs / 3600:.2f} h")
-PY
+report_hours "$OUT_DIR" "${PACKAGES[@]}"
