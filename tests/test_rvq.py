@@ -85,12 +85,15 @@ def test_encode_decode_equals_forward_and_prefix_property() -> None:
     k=st.integers(2, 40),
     dim=st.integers(1, 12),
     t=st.integers(1, 9),
-    factorised=st.booleans(),
+    values=st.sampled_from([None, "unit", "raw"]),
     seed=st.integers(0, 1000),
 )
-def test_property_codes_in_range_and_roundtrip(n_q: int, k: int, dim: int, t: int, factorised: bool, seed: int) -> None:
+def test_property_codes_in_range_and_roundtrip(
+    n_q: int, k: int, dim: int, t: int, values: str | None, seed: int
+) -> None:
     torch.manual_seed(seed)
-    rvq = ResidualVQ(dim, n_q, k, codebook_dim=4 if factorised else None, kmeans_init=False).eval()
+    factorised = {"codebook_dim": 4, "factorised_values": values} if values else {}
+    rvq = ResidualVQ(dim, n_q, k, kmeans_init=False, **factorised).eval()
     x = torch.randn(2, dim, t)
     codes = rvq.encode(x)
     assert codes.min() >= 0 and codes.max() < k
@@ -188,6 +191,29 @@ def test_factorised_codes_are_normalised() -> None:
     out = rvq(x)
     out.quantized.sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("scale", [0.1, 50.0])
+def test_only_raw_factorised_values_follow_the_input_scale(scale: float) -> None:
+    # The residual can only shrink if a stage returns vectors on the scale of what it was given.
+    torch.manual_seed(0)
+    x = torch.randn(512, 16) * scale
+    errors = {}
+    for values in ("raw", "unit"):
+        cfg = VQConfig(dim=16, codebook_size=32, codebook_dim=4, factorised_values=values, dead_code_threshold=0)
+        vq = VectorQuantizer(cfg).train()
+        vq(x)  # k-means init and one EMA update
+        with torch.no_grad():
+            z = vq.in_proj(x)  # the un-normalised projection
+            q = vq.value_codebook()[vq.encode(x)]
+        errors[values] = ((z - q).pow(2).sum() / z.pow(2).sum()).item()
+    assert errors["raw"] < 0.3
+    assert errors["unit"] > 0.5  # unit-norm codes, whatever the input's scale
+
+
+def test_factorised_values_is_checked() -> None:
+    with pytest.raises(ValueError, match="factorised_values"):
+        VQConfig(codebook_dim=4, factorised_values="normalised")
 
 
 def test_stats_are_reported_per_stage() -> None:

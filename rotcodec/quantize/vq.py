@@ -15,6 +15,7 @@ from .kmeans import kmeans, nearest
 from .rotation import RotationRule, rotate_to, straight_through
 
 ESTIMATORS = ("rotation", "ste")
+FACTORISED_VALUES = ("unit", "raw")
 
 
 @dataclass
@@ -22,7 +23,12 @@ class VQConfig:
     """One stage's settings.
 
     dim: input vector size. codebook_size: K codes. codebook_dim: if set, factorised codes (DAC): project
-    to this many dims, L2-normalise, look up there, project back. estimator: "rotation" or "ste".
+    to this many dims, L2-normalise, look up there, project back. factorised_values: what a factorised stage
+    passes on: "raw" (DAC) searches by cosine but returns the raw code vector and learns it against the raw
+    projection, so each stage removes what it captured from the residual; "unit" returns the L2-normalised
+    code, whose scale is unrelated to the input, so the residual never shrinks and the stages act as parallel
+    quantizers of one latent (docs/results/residual_scale). "unit" is the default only so that model files
+    written before the option existed load unchanged. estimator: "rotation" or "ste".
     ema_decay: EMA codebook learning with this decay; None learns the codebook by the codebook loss.
     commitment_weight: β of β‖e − sg(q)‖². codebook_weight: weight of ‖sg(e) − q‖² (None-EMA mode only).
     kmeans_init/kmeans_iters: initialise from the first training batch. dead_code_threshold: a code whose
@@ -33,6 +39,7 @@ class VQConfig:
     dim: int = 128
     codebook_size: int = 1024
     codebook_dim: int | None = None
+    factorised_values: str = "unit"
     estimator: str = "rotation"
     ema_decay: float | None = 0.99
     commitment_weight: float = 0.25
@@ -46,6 +53,8 @@ class VQConfig:
     def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if self.factorised_values not in FACTORISED_VALUES:
+            raise ValueError(f"factorised_values must be one of {FACTORISED_VALUES}, got {self.factorised_values!r}")
         if self.codebook_size < 2:
             raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
@@ -73,6 +82,7 @@ class VectorQuantizer(nn.Module):
         k = cfg.codebook_size
         self.lookup_dim = cfg.codebook_dim or cfg.dim
         self.factorised = cfg.codebook_dim is not None
+        self.raw_values = self.factorised and cfg.factorised_values == "raw"
         if self.factorised:
             self.in_proj = weight_norm(nn.Linear(cfg.dim, self.lookup_dim))
             self.out_proj = weight_norm(nn.Linear(self.lookup_dim, cfg.dim))
@@ -87,8 +97,15 @@ class VectorQuantizer(nn.Module):
         self._init_checked = False  # caches `initted` on the host: reading it is a device sync
 
     # -- lookup space --------------------------------------------------------------------------------
-    def _to_lookup(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.in_proj(x), dim=-1) if self.factorised else x
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows `[N, dim]` -> the vectors this stage quantizes and learns its codebook from."""
+        if not self.factorised:
+            return x
+        z = self.in_proj(x)
+        return z if self.raw_values else F.normalize(z, dim=-1)
+
+    def _search_key(self, z: torch.Tensor) -> torch.Tensor:
+        return F.normalize(z, dim=-1) if self.factorised else z
 
     def _from_lookup(self, z: torch.Tensor) -> torch.Tensor:
         return self.out_proj(z) if self.factorised else z
@@ -96,6 +113,10 @@ class VectorQuantizer(nn.Module):
     def lookup_codebook(self) -> torch.Tensor:
         """Codebook `[K, lookup_dim]` as used for search (L2-normalised when factorised)."""
         return F.normalize(self.codebook, dim=-1) if self.factorised else self.codebook
+
+    def value_codebook(self) -> torch.Tensor:
+        """Codebook `[K, lookup_dim]` as returned by a lookup, before the output projection."""
+        return self.codebook if self.raw_values else self.lookup_codebook()
 
     # -- codebook learning ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -146,25 +167,24 @@ class VectorQuantizer(nn.Module):
     # -- forward -------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Rows `[N, dim]` -> codes `[N]` int64."""
-        return nearest(self._to_lookup(x), self.lookup_codebook())
+        return nearest(self._search_key(self._project(x)), self.lookup_codebook())
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes `[...]` int64 -> vectors `[..., dim]`."""
-        return self._from_lookup(F.embedding(codes, self.lookup_codebook()))
+        return self._from_lookup(F.embedding(codes, self.value_codebook()))
 
     def forward(self, x: torch.Tensor) -> StageOutput:
         """Quantize rows `x [N, dim]`; in training mode also update the codebook (after the lookup)."""
         cfg = self.cfg
-        z = self._to_lookup(x)
+        z = self._project(x)
         if self.training and not self._init_checked:
             if not bool(self.initted):
                 self._kmeans_init(z)
             self._init_checked = True
         with torch.autocast(device_type=z.device.type, enabled=False):
             z = z.float()
-            book = self.lookup_codebook().float()
-            codes = nearest(z.detach(), book)
-            qz = F.embedding(codes, book)
+            codes = nearest(self._search_key(z.detach()), self.lookup_codebook().float())
+            qz = F.embedding(codes, self.value_codebook().float())
             if cfg.estimator == "rotation":
                 yz, fallback = rotate_to(z, qz, cfg.rule)
             else:
