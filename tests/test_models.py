@@ -85,6 +85,8 @@ def test_output_length_equals_input_length(length: int) -> None:
     assert out.codes.shape == (2, 1, 4, frames) and out.codes.dtype == torch.int64
     assert out.vq_loss.dim() == 0
     codec.eval()
+    torch.testing.assert_close(codec(wav).latent, codec.embed(wav))
+    assert out.latent.shape == (2, codec.config.latent_dim, frames)
     codes = codec.encode(wav, n_q=2)
     assert codes.shape == (2, 1, 2, frames)
     assert codec.decode(codes).shape == (2, 1, frames * codec.hop_length)

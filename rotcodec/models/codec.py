@@ -66,12 +66,14 @@ class CodecConfig:
 @dataclass
 class CodecOutput:
     """audio `[batch, channels, time]`, codes `[batch, channels, n_q, frames]` int64, vq_loss (scalar,
-    already weighted by the quantizer), stats (quantizer statistics, tensors)."""
+    already weighted by the quantizer), stats (quantizer statistics, tensors), latent: the unquantized
+    encoder output `[batch * channels, latent_dim, frames]` (as `Codec.embed`)."""
 
     audio: torch.Tensor
     codes: torch.Tensor
     vq_loss: torch.Tensor
     stats: dict[str, torch.Tensor]
+    latent: torch.Tensor
 
 
 class Codec(StreamingModule):
@@ -173,7 +175,7 @@ class Codec(StreamingModule):
         q = self.quantizer(z, n_q=self._check_n_q(n_q))
         audio = self.decoder(q.quantized)[..., :length].reshape(batch, self.channels, -1)
         codes = q.codes.reshape(batch, self.channels, q.codes.shape[1], -1)
-        return CodecOutput(audio, codes, q.loss, q.stats)
+        return CodecOutput(audio, codes, q.loss, q.stats, z)
 
     # -- inference -----------------------------------------------------------------------------------
     @torch.no_grad()
