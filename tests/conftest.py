@@ -20,3 +20,24 @@ def write_flac_without_length(path: Path) -> None:
     data[22:26] = bytes(4)
     path.write_bytes(bytes(data))
     assert sf.info(str(path)).frames >= UNKNOWN_FRAMES
+
+
+def vowel(sr: int = 16000, seconds: float = 3.0, seed: int = 0) -> np.ndarray:
+    """Speech-like test signal: a harmonic 'vowel' with a gliding f0 (100-140 Hz), formant-like bumps at 700,
+    1200 and 2600 Hz, 3 Hz syllable-rate AM and light noise; float32 `[time]` at `sr` Hz, peak 0.5."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    f0 = 120.0 + 20.0 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    x = np.zeros_like(t)
+    for k in range(1, 40):
+        fk = k * f0
+        gain = (
+            np.exp(-(((fk - 700) / 300) ** 2))
+            + 0.6 * np.exp(-(((fk - 1200) / 400) ** 2))
+            + 0.3 * np.exp(-(((fk - 2600) / 500) ** 2))
+        )
+        x += gain * np.sin(k * phase) * (fk < sr / 2)
+    x *= 0.5 * (1 - np.cos(2 * np.pi * 3 * t))
+    x += 0.01 * rng.standard_normal(t.size)
+    return (0.5 * x / np.abs(x).max()).astype(np.float32)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import vowel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,22 +23,6 @@ SR = 16000
 def needs(*tools: str) -> pytest.MarkDecorator:
     missing = [t for t in tools if shutil.which(t) is None]
     return pytest.mark.skipif(bool(missing), reason=f"binary not installed: {', '.join(missing)}")
-
-
-def vowel(seconds: float = 3.0, seed: int = 0) -> np.ndarray:
-    """Harmonic 'vowel' (gliding f0, three formant bumps), syllable-rate AM, light noise; float32 at 16 kHz."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(SR * seconds)) / SR
-    f0 = 120.0 + 20.0 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    x = np.zeros_like(t)
-    for k in range(1, 40):
-        fk = k * f0
-        gain = np.exp(-(((fk - 700) / 300) ** 2)) + 0.6 * np.exp(-(((fk - 1200) / 400) ** 2))
-        x += (gain + 0.3 * np.exp(-(((fk - 2600) / 500) ** 2))) * np.sin(k * phase) * (fk < SR / 2)
-    x *= 0.5 * (1 - np.cos(2 * np.pi * 3 * t))
-    x += 0.01 * rng.standard_normal(t.size)
-    return (0.5 * x / np.abs(x).max()).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import vowel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,26 +15,6 @@ from rotcodec.eval import align as al
 from rotcodec.eval import metrics as m
 
 SR = 16000
-
-
-def vowel(sr: int = SR, seconds: float = 3.0, seed: int = 0) -> np.ndarray:
-    """Harmonic 'vowel' with a gliding f0, three formant-like bumps, syllable-rate AM and a little noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(sr * seconds)) / sr
-    f0 = 120.0 + 20.0 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    x = np.zeros_like(t)
-    for k in range(1, 40):
-        fk = k * f0
-        gain = (
-            np.exp(-(((fk - 700) / 300) ** 2))
-            + 0.6 * np.exp(-(((fk - 1200) / 400) ** 2))
-            + 0.3 * np.exp(-(((fk - 2600) / 500) ** 2))
-        )
-        x += gain * np.sin(k * phase) * (fk < sr / 2)
-    x *= 0.5 * (1 - np.cos(2 * np.pi * 3 * t))
-    x += 0.01 * rng.standard_normal(t.size)
-    return (0.5 * x / np.abs(x).max()).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
