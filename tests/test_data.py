@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rotcodec.audio import load_audio, save_audio
+from rotcodec.cli.main import main as cli_main
 from rotcodec.data import (
     KINDS,
     DataConfig,
@@ -23,7 +24,6 @@ from rotcodec.data import (
     build_loaders,
     find_audio,
     forever,
-    main_prepare,
     prepare_manifest,
     read_manifest,
     set_epoch,
@@ -161,12 +161,12 @@ def test_prepare_skips_and_counts_unreadable(corpus, tmp_path):
     assert len(report.skipped) == 1 and sum(report.files.values()) == 8
 
 
-def test_main_prepare_cli(corpus, tmp_path, capsys):
+def test_prepare_cli(corpus, tmp_path, capsys):
     out = tmp_path / "m.tsv"
-    assert main_prepare([str(corpus), "-o", str(out), "--hold-out-speakers", "spk1,spk3"]) == 0
+    assert cli_main(["prepare", str(corpus), "-o", str(out), "--hold-out-speakers", "spk1,spk3"]) == 0
     assert {s for s, spk in _splits(out).values() if spk in ("spk1", "spk3")} == {"test"}
     assert "wrote" in capsys.readouterr().out
-    assert main_prepare([str(tmp_path / "missing"), "-o", str(tmp_path / "x.tsv")]) == 1
+    assert cli_main(["prepare", str(tmp_path / "missing"), "-o", str(tmp_path / "x.tsv")]) == 1
     assert "error" in capsys.readouterr().err
     assert not (tmp_path / "x.tsv").exists()
 

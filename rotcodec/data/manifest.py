@@ -8,7 +8,6 @@ files never moves existing ones between splits.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import glob
@@ -17,7 +16,6 @@ import io
 import json
 import os
 import re
-import sys
 import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
@@ -319,45 +317,3 @@ def prepare_manifest(
         warnings.warn(f"--hold-out-speakers not found in the data: {', '.join(missing)}", UserWarning, stacklevel=2)
     write_manifest(entries, out, force=force)
     return report
-
-
-def add_prepare_arguments(ap: argparse.ArgumentParser) -> None:
-    """The options of `rotcodec prepare` (shared by the CLI subcommand and `main_prepare`)."""
-    ap.add_argument("sources", nargs="+", help="folders, globs, audio files or manifests (.tsv/.csv/.jsonl)")
-    ap.add_argument("-o", "--output", required=True, help="manifest to write (.tsv, .csv or .jsonl)")
-    ap.add_argument("--valid-fraction", type=float, default=0.05)
-    ap.add_argument("--test-fraction", type=float, default=0.05)
-    ap.add_argument("--split-by", choices=("speaker", "file"), default="speaker")
-    ap.add_argument(
-        "--speaker-regex",
-        default=None,
-        help="regex searched in each absolute path; its first group is the speaker (default: parent folder)",
-    )
-    ap.add_argument("--hold-out-speakers", default="", help="comma-separated speakers forced into the test split")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--force", action="store_true", help="overwrite an existing manifest")
-
-
-def main_prepare(argv: Sequence[str] | None = None) -> int:
-    """`rotcodec prepare SRC... -o manifest.tsv`: returns a process exit code."""
-    ap = argparse.ArgumentParser(prog="rotcodec prepare", description="Scan audio and write a split manifest.")
-    add_prepare_arguments(ap)
-    return run_prepare(ap.parse_args(argv))
-
-
-def run_prepare(args: argparse.Namespace) -> int:
-    """Run `rotcodec prepare` with parsed arguments; returns a process exit code."""
-    held = [s.strip() for s in args.hold_out_speakers.split(",") if s.strip()]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}", file=sys.stderr)
-            opts = dict(split_by=args.split_by, speaker_regex=args.speaker_regex, seed=args.seed, force=args.force)
-            report = prepare_manifest(
-                args.sources, args.output, args.valid_fraction, args.test_fraction, hold_out_speakers=held, **opts
-            )
-    except (ManifestError, AudioError) as exc:
-        print(f"rotcodec prepare: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.output}: {report}")
-    return 0
