@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rotcodec.eval.report import (
-    as_float,
-    atomic_write_text,
-    fmt_pm,
-    plot_stage_stats,
-    plot_training_curves,
-    write_csv,
-)
+from rotcodec.eval.ablation_report import AUDIO_METRICS, STAT_KEYS, ablation_markdown, group_name, nanmean
+from rotcodec.eval.report import as_float, atomic_write_text, plot_stage_stats, plot_training_curves, write_csv
 
 VARIANTS: dict[str, dict[str, str]] = {
     "rotation-detached": {"estimator": "rotation", "wiring": "detached"},
@@ -40,8 +33,6 @@ VARIANTS: dict[str, dict[str, str]] = {
     "ste-chained": {"estimator": "ste", "wiring": "chained"},
     "ste": {"estimator": "ste", "wiring": "chained"},
 }
-AUDIO_METRICS = ("mel_distance", "mrstft", "si_sdr", "pesq_wb", "stoi", "kbps_measured")
-STAT_KEYS = ("usage_mean", "perplexity_mean", "quant_error_mean", "quant_error_total", "final_loss")
 
 
 class AblationError(ValueError):
@@ -243,60 +234,6 @@ def _evaluate_run(spec: RunSpec, recipe: Any, opts: AblationOptions, run_dir: Pa
     return outcome.rows, stats
 
 
-def _group(spec: RunSpec) -> str:
-    """Runs that differ only in the seed share a group (a table line, a plot line)."""
-    return spec.name.rsplit("__seed", 1)[0]
-
-
-def _nanmean(values: Sequence[float]) -> float:
-    x = [v for v in values if math.isfinite(v)]
-    return float(np.mean(x)) if x else float("nan")
-
-
-def _agg(values: Sequence[float]) -> tuple[float, float]:
-    x = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
-    if x.size == 0:
-        return float("nan"), float("nan")
-    return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else float("nan")
-
-
-def _markdown(rows: list[dict[str, Any]], runs: list[RunSpec], stats: dict[str, dict]) -> str:
-    groups: dict[str, list[RunSpec]] = {}
-    for r in runs:
-        groups.setdefault(_group(r), []).append(r)
-    seeds = sorted({r.seed for r in runs})
-    lines = [
-        "# Ablation: rotation trick vs straight-through estimator",
-        "",
-        f"Matched runs (same recipe, data order and step budget); mean ± std over seeds {seeds}.",
-        "Codebook statistics are measured on the evaluation files with all stages active; audio metrics",
-        "come from the real .rcq bitstream at each bitrate. ↑ higher is better, ↓ lower is better.",
-        "",
-        "## Codebook statistics",
-        "",
-        "| run | usage ↑ | perplexity ↑ | quant. error (stage mean) ↓ | quant. error (total) ↓ | final train loss ↓ |",
-        "|---|---|---|---|---|---|",
-    ]
-    for group, specs in groups.items():
-        cells = [fmt_pm(*_agg([stats[s.name][k] for s in specs])) for k in STAT_KEYS]
-        lines.append(f"| {group} | " + " | ".join(cells) + " |")
-    settings = sorted({(as_float(r["nominal_kbps"]), r["setting"]) for r in rows})
-    for metric in AUDIO_METRICS:
-        if not any(math.isfinite(as_float(r.get(metric))) for r in rows):
-            continue
-        arrow = {"si_sdr": " ↑", "pesq_wb": " ↑", "stoi": " ↑", "kbps_measured": ""}.get(metric, " ↓")
-        lines += ["", f"## {metric}{arrow}", "", "| run | " + " | ".join(f"{k:g} kbps" for k, _ in settings) + " |"]
-        lines.append("|---|" + "---|" * len(settings))
-        for group, specs in groups.items():
-            names = {s.name for s in specs}
-            cells = []
-            for _, setting in settings:
-                per_seed = [as_float(r.get(metric)) for r in rows if r["run"] in names and r["setting"] == setting]
-                cells.append(fmt_pm(*_agg(per_seed)))
-            lines.append(f"| {group} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def run_ablation(opts: AblationOptions) -> AblationResult:
     """Train (or reuse) every planned run, evaluate it, and write the ablation report into `opts.out`."""
     out = Path(opts.out)
@@ -326,16 +263,16 @@ def run_ablation(opts: AblationOptions) -> AblationResult:
                 "files": len(group),
             }
             for m in AUDIO_METRICS:
-                row[m] = _nanmean([as_float(r.get(m)) for r in group])
+                row[m] = nanmean([as_float(r.get(m)) for r in group])
             row.update({k: stats[k] for k in STAT_KEYS})
             row.update({f"vq{s}/usage": u for s, u in enumerate(stats["usage"])})
             row.update({f"vq{s}/perplexity": p for s, p in enumerate(stats["perplexity"])})
             table.append(row)
     write_csv(table, out / "ablation.csv")
-    atomic_write_text(out / "ablation.md", _markdown(table, runs, all_stats))
+    atomic_write_text(out / "ablation.md", ablation_markdown(table, runs, all_stats))
     groups: dict[str, list[RunSpec]] = {}
     for spec in runs:
-        groups.setdefault(_group(spec), []).append(spec)
+        groups.setdefault(group_name(spec), []).append(spec)
     plot_training_curves({g: [curves[s.name] for s in specs] for g, specs in groups.items()}, out / "curves.png")
     stage_groups = {g: [all_stats[s.name] for s in specs] for g, specs in groups.items()}
     plot_stage_stats(stage_groups, out / "per_stage_usage.png")
