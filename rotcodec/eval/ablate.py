@@ -194,7 +194,8 @@ def _train_run(spec: RunSpec, opts: AblationOptions, run_dir: Path) -> tuple[Any
 
 
 def _evaluate_run(spec: RunSpec, recipe: Any, opts: AblationOptions, run_dir: Path) -> tuple[list, dict]:
-    from rotcodec.eval.runner import EvalOptions, NeuralCodec, run_eval
+    from rotcodec.eval.codecs import NeuralCodec
+    from rotcodec.eval.runner import EvalOptions, run_eval
     from rotcodec.train.checkpoint import latest_checkpoint
 
     model = latest_checkpoint(run_dir) / "model"

@@ -19,114 +19,15 @@ from typing import Any
 import numpy as np
 
 from rotcodec.audio import AudioError, load_audio, resample, to_channels
-from rotcodec.bitstream import CodingMode
 from rotcodec.data.manifest import ManifestError, find_audio
 from rotcodec.eval.align import correlation_peak
 from rotcodec.eval.baselines import BaselineInputError, get_baseline
+from rotcodec.eval.codecs import EvalError, NeuralCodec, run_baseline
 from rotcodec.eval.metrics import MetricWarning, evaluate
 from rotcodec.eval.report import plot_quality_vs_bitrate, read_csv, summary_markdown, write_csv
 
 DEFAULT_KBPS = (1.5, 3.0, 6.0, 12.0)
 CSV_FLUSH_SECONDS = 5.0  # results.csv is rewritten at most this often (and at the end)
-
-
-class EvalError(ValueError):
-    """Bad `rotcodec eval` input: data path, model, bitrate list, baseline name."""
-
-
-@dataclass
-class CodecRun:
-    """One encode/decode: decoded `[channels, time]` float32 at the evaluation rate, aligned to the input."""
-
-    decoded: np.ndarray
-    kbps_measured: float
-    kbps_file: float
-    n_bytes: int
-    encode_seconds: float
-    decode_seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class NeuralCodec:
-    """A rotcodec model evaluated through the `.rcq` bitstream that `rotcodec compress` writes (the same
-    `CodecModel.compress`/`decompress` path, so the bitrate is measured from the real byte count)."""
-
-    def __init__(self, model: str | Path, name: str = "rotcodec") -> None:
-        from rotcodec.inference import load_model
-        from rotcodec.models.io import ModelFileError
-        from rotcodec.pretrained import ModelNotFoundError
-
-        try:
-            self.model = load_model(model)  # a bundled/local name or a path
-        except (ModelFileError, ModelNotFoundError) as exc:
-            raise EvalError(f"cannot load model: {exc}") from None
-        self.name = name
-        self.codec = self.model.codec
-
-    @property
-    def sample_rate(self) -> int:
-        return self.codec.sample_rate
-
-    @property
-    def channels(self) -> int:
-        return self.codec.channels
-
-    def settings_for_kbps(self, kbps: Sequence[float]) -> list[tuple[str, float, int]]:
-        """(setting label, nominal kbps, n_q) per requested kbps; a kbps that maps to an already listed
-        n_q is dropped with a warning (the model would produce identical streams)."""
-        out: list[tuple[str, float, int]] = []
-        for k in kbps:
-            n_q = self.codec.n_q_for_kbps(float(k))
-            if any(n == n_q for _, _, n in out):
-                warnings.warn(f"{k:g} kbps maps to n_q={n_q} like a lower setting; skipped", stacklevel=2)
-                continue
-            out.append((f"{float(k):g}", float(k), n_q))
-        return out
-
-    def settings_for_n_q(self, n_qs: Sequence[int] | None = None) -> list[tuple[str, float, int]]:
-        """(setting label "nqN", nominal kbps, n_q) for the given stage counts (default 1..n_q)."""
-        n_qs = list(n_qs) if n_qs else list(range(1, self.codec.n_q + 1))
-        return [(f"nq{n}", round(self.codec.bitrate(n), 4), int(n)) for n in n_qs]
-
-    def run(self, wav: np.ndarray, n_q: int) -> CodecRun:
-        """Compress `wav` `[channels, time]` (model rate) to `.rcq` bytes with `n_q` stages and back."""
-        from rotcodec.inference import read_rcq_header
-
-        seconds = wav.shape[-1] / self.sample_rate
-        t0 = time.perf_counter()
-        data = self.model.compress(wav, self.sample_rate, n_q=n_q)
-        t1 = time.perf_counter()
-        decoded, _ = self.model.decompress(data)
-        t2 = time.perf_counter()
-        header = read_rcq_header(data)
-        kbps = 8.0 * len(data) / seconds / 1000.0
-        plain = header.coding_mode == CodingMode.PLAIN
-        return CodecRun(
-            decoded.astype(np.float32),
-            kbps,
-            kbps,
-            len(data),
-            t1 - t0,
-            t2 - t1,
-            {
-                "kbps_payload": header.plain_kbps if plain else float("nan"),
-                "coding": CodingMode(header.coding_mode).name.lower(),
-            },
-        )
-
-
-def run_baseline(name: str, wav: np.ndarray, sr: int, kbps: float) -> CodecRun:
-    """A classic codec on each channel of `wav` `[channels, time]` at `sr` Hz (bitrates add up)."""
-    codec = get_baseline(name)
-    results = [codec.run(np.ascontiguousarray(ch, dtype=np.float32), sr, kbps) for ch in wav]
-    return CodecRun(
-        np.stack([r.decoded for r in results]),
-        sum(r.kbps_measured for r in results),
-        sum(r.kbps_file for r in results),
-        int(round(sum(r.kbps_file for r in results) * 1000 / 8 * wav.shape[-1] / sr)),
-        sum(r.encode_seconds for r in results),
-        sum(r.decode_seconds for r in results),
-    )
 
 
 def parse_baseline_kbps(items: Sequence[str]) -> dict[str, list[float]]:
