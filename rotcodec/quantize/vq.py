@@ -31,6 +31,9 @@ class VQConfig:
     written before the option existed load unchanged. estimator: "rotation" or "ste".
     ema_decay: EMA codebook learning with this decay; None learns the codebook by the codebook loss.
     commitment_weight: β of β‖e − sg(q)‖². codebook_weight: weight of ‖sg(e) − q‖² (None-EMA mode only).
+    out_proj_weight: factorised only, weight of ‖sg(x) − out_proj(sg(q))‖², which trains the output
+    projection to return the stage's own input so that the next stage sees a smaller residual; with 0
+    (DAC) nothing asks the returned vector to match the residual.
     kmeans_init/kmeans_iters: initialise from the first training batch. dead_code_threshold: a code whose
     EMA usage count (per batch) falls below this is replaced by a random current input (0 disables).
     usage_decay: EMA decay of usage counts when the codebook is learned by loss.
@@ -44,6 +47,7 @@ class VQConfig:
     ema_decay: float | None = 0.99
     commitment_weight: float = 0.25
     codebook_weight: float = 1.0
+    out_proj_weight: float = 0.0
     kmeans_init: bool = True
     kmeans_iters: int = 10
     dead_code_threshold: float = 2.0
@@ -57,6 +61,8 @@ class VQConfig:
             raise ValueError(f"factorised_values must be one of {FACTORISED_VALUES}, got {self.factorised_values!r}")
         if self.codebook_size < 2:
             raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
+        if self.out_proj_weight < 0:
+            raise ValueError(f"out_proj_weight must be >= 0, got {self.out_proj_weight}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -70,6 +76,7 @@ class StageOutput:
     codes: torch.Tensor
     commit_loss: torch.Tensor
     codebook_loss: torch.Tensor
+    out_proj_loss: torch.Tensor
     stats: dict[str, torch.Tensor]
 
 
@@ -192,12 +199,18 @@ class VectorQuantizer(nn.Module):
             commit = F.mse_loss(z, qz.detach())
             codebook_loss = F.mse_loss(qz, z.detach()) if cfg.ema_decay is None else z.new_zeros(())
         out = self._from_lookup(yz)
-        value = self._from_lookup(qz).detach()
+        if self.factorised and cfg.out_proj_weight > 0:
+            fitted = self._from_lookup(qz.detach())
+            out_proj_loss = F.mse_loss(fitted.float(), x.detach().float())  # reaches out_proj only
+            value = fitted.detach()
+        else:
+            out_proj_loss = x.new_zeros((), dtype=torch.float32)
+            value = self._from_lookup(qz).detach()
         with torch.no_grad():
             stats = self._stats(x.detach().float(), value.float(), codes, fallback)
         if self.training:
             self._update(z.detach(), codes)
-        return StageOutput(out, value, codes, commit, codebook_loss, stats)
+        return StageOutput(out, value, codes, commit, codebook_loss, out_proj_loss, stats)
 
     def _stats(
         self, x: torch.Tensor, q: torch.Tensor, codes: torch.Tensor, fallback: torch.Tensor

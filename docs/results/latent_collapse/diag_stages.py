@@ -1,4 +1,5 @@
-"""Does a codec use its stages? Mel distance when decoding with 1..24 stages, and the latent's effective
+"""Does a codec use its stages? Mel distance when decoding with 1..24 stages, the latent's relative
+quantization error after that many stages (1 = the residual never shrinks), and the latent's effective
 dimension, over held-out files.
 
     python docs/results/latent_collapse/diag_stages.py MODEL_OR_CHECKPOINT DATA [--max-files 8]
@@ -45,9 +46,18 @@ def main() -> None:
             for n in mels:
                 y = codec.decode(codec.encode(x, n))[0, :, : wav.shape[-1]].numpy()
                 mels[n].append(mel_distance(wav, y, sr))
-    dims = [latent_effective_dims(torch.cat(latents, dim=-1), f) for f in (0.9, 0.99)]
+    z = torch.cat(latents, dim=-1)
+    dims = [latent_effective_dims(z, f) for f in (0.9, 0.99)]
+    with torch.no_grad():
+        errors = {
+            n: (z - codec.quantizer.decode(codec.quantizer.encode(z, n))).pow(2).sum() / z.pow(2).sum() for n in mels
+        }
     table = " ".join(f"@{n}={np.mean(v):.4f}" for n, v in mels.items())
-    print(f"{args.model}: mel distance by stages {table} | latent dims 90%/99%: {dims[0]}/{dims[1]}")
+    residual = " ".join(f"@{n}={float(e):.3f}" for n, e in errors.items())
+    print(
+        f"{args.model}: mel distance by stages {table} | latent error by stages {residual}"
+        f" | latent dims 90%/99%: {dims[0]}/{dims[1]}"
+    )
 
 
 if __name__ == "__main__":
