@@ -31,7 +31,7 @@ class VQConfig:
     written before the option existed load unchanged. estimator: "rotation" or "ste".
     ema_decay: EMA codebook learning with this decay; None learns the codebook by the codebook loss.
     commitment_weight: β of β‖e − sg(q)‖². codebook_weight: weight of ‖sg(e) − q‖² (None-EMA mode only).
-    out_proj_weight: factorised only, weight of ‖sg(x) − out_proj(sg(q))‖², which trains the output
+    out_proj_weight: factorised only, weight of ‖sg(x) − out_proj(sg(q))‖² / ‖sg(x)‖², which trains the output
     projection to return the stage's own input so that the next stage sees a smaller residual; with 0
     (DAC) nothing asks the returned vector to match the residual.
     kmeans_init/kmeans_iters: initialise from the first training batch. dead_code_threshold: a code whose
@@ -201,7 +201,9 @@ class VectorQuantizer(nn.Module):
         out = self._from_lookup(yz)
         if self.factorised and cfg.out_proj_weight > 0:
             fitted = self._from_lookup(qz.detach())
-            out_proj_loss = F.mse_loss(fitted.float(), x.detach().float())  # reaches out_proj only
+            # Relative squared error: scale-free, so a growing latent cannot blow it up (reaches out_proj only).
+            target = x.detach().float()
+            out_proj_loss = (fitted.float() - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-8)
             value = fitted.detach()
         else:
             out_proj_loss = x.new_zeros((), dtype=torch.float32)
