@@ -126,8 +126,6 @@ class ResidualVQ(nn.Module):
             stage_loss = self.config.commitment_weight * res.commit_loss
             if self.config.ema_decay is None:
                 stage_loss = stage_loss + self.config.codebook_weight * res.codebook_loss
-            if self.config.out_proj_weight > 0:
-                stage_loss = stage_loss + self.config.out_proj_weight * res.out_proj_loss
             loss = loss + stage_loss * frac
             if self.config.wiring == "detached":
                 residual = residual - res.value

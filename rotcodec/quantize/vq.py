@@ -24,16 +24,13 @@ class VQConfig:
 
     dim: input vector size. codebook_size: K codes. codebook_dim: if set, factorised codes (DAC): project
     to this many dims, L2-normalise, look up there, project back. factorised_values: what a factorised stage
-    passes on: "raw" (DAC) searches by cosine but returns the raw code vector and learns it against the raw
-    projection, so each stage removes what it captured from the residual; "unit" returns the L2-normalised
-    code, whose scale is unrelated to the input, so the residual never shrinks and the stages act as parallel
-    quantizers of one latent (docs/results/residual_scale). "unit" is the default only so that model files
-    written before the option existed load unchanged. estimator: "rotation" or "ste".
+    returns: "unit" the L2-normalised code (its scale is unrelated to the input's), "raw" (DAC) the raw code
+    vector, learned against the un-normalised projection (search is by cosine in both). In trained speech
+    models neither makes the residual shrink from stage to stage (docs/results/residual_scale). "unit" is
+    the default so that model files written before the option existed load unchanged.
+    estimator: "rotation" or "ste".
     ema_decay: EMA codebook learning with this decay; None learns the codebook by the codebook loss.
     commitment_weight: β of β‖e − sg(q)‖². codebook_weight: weight of ‖sg(e) − q‖² (None-EMA mode only).
-    out_proj_weight: factorised only, weight of ‖sg(x) − out_proj(sg(q))‖² / ‖sg(x)‖², which trains the output
-    projection to return the stage's own input so that the next stage sees a smaller residual; with 0
-    (DAC) nothing asks the returned vector to match the residual.
     kmeans_init/kmeans_iters: initialise from the first training batch. dead_code_threshold: a code whose
     EMA usage count (per batch) falls below this is replaced by a random current input (0 disables).
     usage_decay: EMA decay of usage counts when the codebook is learned by loss.
@@ -47,7 +44,6 @@ class VQConfig:
     ema_decay: float | None = 0.99
     commitment_weight: float = 0.25
     codebook_weight: float = 1.0
-    out_proj_weight: float = 0.0
     kmeans_init: bool = True
     kmeans_iters: int = 10
     dead_code_threshold: float = 2.0
@@ -61,8 +57,6 @@ class VQConfig:
             raise ValueError(f"factorised_values must be one of {FACTORISED_VALUES}, got {self.factorised_values!r}")
         if self.codebook_size < 2:
             raise ValueError(f"codebook_size must be >= 2, got {self.codebook_size}")
-        if self.out_proj_weight < 0:
-            raise ValueError(f"out_proj_weight must be >= 0, got {self.out_proj_weight}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -76,7 +70,6 @@ class StageOutput:
     codes: torch.Tensor
     commit_loss: torch.Tensor
     codebook_loss: torch.Tensor
-    out_proj_loss: torch.Tensor
     stats: dict[str, torch.Tensor]
 
 
@@ -199,20 +192,12 @@ class VectorQuantizer(nn.Module):
             commit = F.mse_loss(z, qz.detach())
             codebook_loss = F.mse_loss(qz, z.detach()) if cfg.ema_decay is None else z.new_zeros(())
         out = self._from_lookup(yz)
-        if self.factorised and cfg.out_proj_weight > 0:
-            fitted = self._from_lookup(qz.detach())
-            # Relative squared error: scale-free, so a growing latent cannot blow it up (reaches out_proj only).
-            target = x.detach().float()
-            out_proj_loss = (fitted.float() - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-8)
-            value = fitted.detach()
-        else:
-            out_proj_loss = x.new_zeros((), dtype=torch.float32)
-            value = self._from_lookup(qz).detach()
+        value = self._from_lookup(qz).detach()
         with torch.no_grad():
             stats = self._stats(x.detach().float(), value.float(), codes, fallback)
         if self.training:
             self._update(z.detach(), codes)
-        return StageOutput(out, value, codes, commit, codebook_loss, out_proj_loss, stats)
+        return StageOutput(out, value, codes, commit, codebook_loss, stats)
 
     def _stats(
         self, x: torch.Tensor, q: torch.Tensor, codes: torch.Tensor, fallback: torch.Tensor
