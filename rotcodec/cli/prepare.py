@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_prepare_arguments(ap: argparse.ArgumentParser) -> None:
-    """The options of `rotcodec prepare` (shared by the CLI subcommand and `main_prepare`)."""
+    """The options of `rotcodec prepare`."""
     ap.add_argument("sources", nargs="+", help="folders, globs, audio files or manifests (.tsv/.csv/.jsonl)")
     ap.add_argument("-o", "--output", required=True, help="manifest to write (.tsv, .csv or .jsonl)")
     ap.add_argument("--valid-fraction", type=float, default=0.05)

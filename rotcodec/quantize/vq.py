@@ -105,7 +105,8 @@ class VectorQuantizer(nn.Module):
         return z if self.raw_values else F.normalize(z, dim=-1)
 
     def _search_key(self, z: torch.Tensor) -> torch.Tensor:
-        return F.normalize(z, dim=-1) if self.factorised else z
+        """Projected rows -> search keys: cosine search for raw values ("unit" projections are already unit)."""
+        return F.normalize(z, dim=-1) if self.raw_values else z
 
     def _from_lookup(self, z: torch.Tensor) -> torch.Tensor:
         return self.out_proj(z) if self.factorised else z
