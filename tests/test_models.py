@@ -25,6 +25,7 @@ from rotcodec.models import (
     read_model,
     save_model,
 )
+from rotcodec.models.activations import Snake
 from rotcodec.quantize import RVQConfig
 
 
@@ -279,3 +280,50 @@ def test_float16_storage_halves_the_file_and_loads_as_saved(tmp_path: Path) -> N
     assert torch.equal(loaded.codec.decode(codec.encode(wav, 4)), codec.decode(codec.encode(wav, 4)))
     with pytest.raises(ModelFileError, match="storage dtype"):
         save_model(codec, tmp_path / "bad", storage_dtype=torch.bfloat16)
+
+
+def test_snake_activation_values_gradients_and_zero_alpha() -> None:
+    snake = Snake(3)
+    x = torch.linspace(-4, 4, 50).repeat(2, 3, 1)
+    torch.testing.assert_close(snake(x), x + torch.sin(x) ** 2)  # alpha starts at 1
+    with torch.no_grad():
+        snake.alpha[0, 1, 0] = 0.0  # a channel whose alpha crossed zero: sin^2(0)/1e-9 = 0, not NaN
+        snake.alpha[0, 2, 0] = 3.0
+    y = snake(x)
+    torch.testing.assert_close(y[:, 1], x[:, 1])
+    torch.testing.assert_close(y[:, 2], x[:, 2] + torch.sin(3 * x[:, 2]) ** 2 / 3)
+    y.sum().backward()
+    assert snake.alpha.grad is not None and torch.isfinite(snake.alpha.grad).all()
+    assert snake.alpha.grad[0, 2, 0] != 0
+
+
+def test_snake_codec_trains_saves_and_reloads(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="activation"):
+        tiny_cfg(activation="relu")
+    torch.manual_seed(6)
+    codec = Codec(tiny_cfg(activation="snake"))
+    alphas = [name for name, _ in codec.named_parameters() if name.endswith("alpha")]
+    assert (
+        len(alphas) > 10
+        and any(n.startswith("encoder") for n in alphas)
+        and any(n.startswith("decoder") for n in alphas)
+    )
+    opt = torch.optim.Adam(codec.parameters(), lr=1e-2)
+    before = {n: p.detach().clone() for n, p in codec.named_parameters() if n.endswith("alpha")}
+    for _ in range(2):
+        out = codec(torch.randn(2, 1, 240))
+        loss = (out.audio - 0.1).abs().mean() + out.vq_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    moved = [n for n, p in codec.named_parameters() if n.endswith("alpha") and not torch.equal(p, before[n])]
+    assert moved, "the per-channel alphas are learnt"
+    codec.eval()
+    save_model(codec, tmp_path / "snake")
+    other = read_model(tmp_path / "snake.safetensors").codec
+    assert other.config.activation == "snake"
+    assert model_hash(other) == model_hash(codec) != model_hash(Codec(tiny_cfg()))
+    wav = torch.randn(1, 1, 240)
+    codes = codec.encode(wav)
+    assert torch.equal(other.encode(wav), codes)
+    assert torch.equal(other.decode(codes), codec.decode(codes))

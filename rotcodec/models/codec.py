@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from ..quantize import ResidualVQ, RVQConfig
+from .activations import ACTIVATIONS
 from .seanet import SEANetDecoder, SEANetEncoder
 from .streaming import StreamingModule
 
@@ -33,7 +34,8 @@ class CodecConfig:
     strides in encoder order (hop = their product), latent_dim (must equal quantizer.dim), dilations of the
     residual units in each stage (their count = residual units per stage; [1, 3, 9] is SoundStream's),
     kernel sizes, compress (residual bottleneck factor), causal (False: centred padding, no streaming),
-    decoder_base_channels (None: same as the encoder); quantizer: the residual VQ."""
+    decoder_base_channels (None: same as the encoder), activation ("elu" or "snake", see
+    `models/activations.py`); quantizer: the residual VQ."""
 
     sample_rate: int = 16000
     channels: int = 1
@@ -48,6 +50,7 @@ class CodecConfig:
     max_channels: int = 512
     causal: bool = True
     decoder_base_channels: int | None = None
+    activation: str = "elu"
     quantizer: RVQConfig = field(default_factory=lambda: RVQConfig(dim=128, n_q=8, codebook_size=1024))
 
     def __post_init__(self) -> None:
@@ -55,6 +58,8 @@ class CodecConfig:
             raise ValueError(f"sample_rate and channels must be positive, got {self.sample_rate}, {self.channels}")
         if not self.strides or any(s < 1 for s in self.strides):
             raise ValueError(f"strides must be a non-empty list of positive ints, got {self.strides}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.quantizer.dim != self.latent_dim:
             raise ValueError(f"quantizer.dim ({self.quantizer.dim}) must equal latent_dim ({self.latent_dim})")
 
@@ -94,6 +99,7 @@ class Codec(StreamingModule):
             compress=cfg.compress,
             max_channels=cfg.max_channels,
             causal=cfg.causal,
+            activation=cfg.activation,
         )
         self.encoder = SEANetEncoder(base_channels=cfg.base_channels, **common)
         self.quantizer = ResidualVQ.from_config(cfg.quantizer)

@@ -1,5 +1,6 @@
-"""SEANet encoder/decoder (SoundStream/EnCodec family): 1-D convs, dilated residual units, ELU, weight norm,
-strided down/up-sampling. Channels double at every downsampling stage (capped at `max_channels`).
+"""SEANet encoder/decoder (SoundStream/EnCodec family): 1-D convs, dilated residual units, ELU or Snake
+activations (`activations.py`), weight norm, strided down/up-sampling. Channels double at every downsampling
+stage (capped at `max_channels`).
 
 Encoder: `[batch, channels, time] -> [batch, latent_dim, time / hop]`, hop = prod(strides).
 Decoder: `[batch, latent_dim, frames] -> [batch, channels, frames * hop]`.
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .activations import make_activation
 from .streaming import StreamingConv1d, StreamingConvTranspose1d, StreamingModule
 
 
@@ -23,16 +25,19 @@ def _stage_channels(base: int, n_stages: int, max_channels: int) -> list[int]:
 
 
 class ResidualUnit(StreamingModule):
-    """x + conv1x1(ELU(conv_k,dilated(ELU(x)))): `[batch, dim, time] -> [batch, dim, time]`.
+    """x + conv1x1(act(conv_k,dilated(act(x)))): `[batch, dim, time] -> [batch, dim, time]`.
     The hidden width is `dim // compress` (EnCodec-style bottleneck); the skip is the identity."""
 
-    def __init__(self, dim: int, kernel_size: int, dilation: int, causal: bool, compress: int = 2) -> None:
+    def __init__(
+        self, dim: int, kernel_size: int, dilation: int, causal: bool, compress: int = 2, activation: str = "elu"
+    ) -> None:
         super().__init__()
         hidden = max(1, dim // compress)
         self.block = nn.Sequential(
-            nn.ELU(),
+            make_activation(activation, dim),
             StreamingConv1d(dim, hidden, kernel_size, dilation=dilation, causal=causal),
-            nn.ELU(inplace=True),  # its input is a fresh conv output: safe, saves a copy
+            # in place: its input is a fresh conv output, which saves a copy
+            make_activation(activation, hidden, inplace=True),
             StreamingConv1d(hidden, dim, 1, causal=causal),
         )
 
@@ -41,9 +46,9 @@ class ResidualUnit(StreamingModule):
 
 
 def _residual_units(
-    dim: int, kernel_size: int, dilations: Sequence[int], causal: bool, compress: int
+    dim: int, kernel_size: int, dilations: Sequence[int], causal: bool, compress: int, activation: str
 ) -> list[nn.Module]:
-    return [ResidualUnit(dim, kernel_size, d, causal, compress) for d in dilations]
+    return [ResidualUnit(dim, kernel_size, d, causal, compress, activation) for d in dilations]
 
 
 class SEANetEncoder(StreamingModule):
@@ -62,18 +67,22 @@ class SEANetEncoder(StreamingModule):
         compress: int = 2,
         max_channels: int = 512,
         causal: bool = True,
+        activation: str = "elu",
     ) -> None:
         super().__init__()
         self.hop_length = math.prod(strides)
         dims = _stage_channels(base_channels, len(strides), max_channels)
         layers: list[nn.Module] = [StreamingConv1d(channels, dims[0], kernel_size, causal=causal)]
         for i, stride in enumerate(strides):
-            layers += _residual_units(dims[i], residual_kernel_size, dilations, causal, compress)
+            layers += _residual_units(dims[i], residual_kernel_size, dilations, causal, compress, activation)
             layers += [
-                nn.ELU(inplace=True),
+                make_activation(activation, dims[i], inplace=True),
                 StreamingConv1d(dims[i], dims[i + 1], 2 * stride, stride=stride, causal=causal),
             ]
-        layers += [nn.ELU(inplace=True), StreamingConv1d(dims[-1], latent_dim, last_kernel_size, causal=causal)]
+        layers += [
+            make_activation(activation, dims[-1], inplace=True),
+            StreamingConv1d(dims[-1], latent_dim, last_kernel_size, causal=causal),
+        ]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,6 +106,7 @@ class SEANetDecoder(StreamingModule):
         compress: int = 2,
         max_channels: int = 512,
         causal: bool = True,
+        activation: str = "elu",
     ) -> None:
         super().__init__()
         self.hop_length = math.prod(strides)
@@ -105,11 +115,14 @@ class SEANetDecoder(StreamingModule):
         for i in reversed(range(len(strides))):
             stride = strides[i]
             layers += [
-                nn.ELU(inplace=True),
+                make_activation(activation, dims[i + 1], inplace=True),
                 StreamingConvTranspose1d(dims[i + 1], dims[i], 2 * stride, stride=stride, causal=causal),
             ]
-            layers += _residual_units(dims[i], residual_kernel_size, dilations, causal, compress)
-        layers += [nn.ELU(inplace=True), StreamingConv1d(dims[0], channels, last_kernel_size, causal=causal)]
+            layers += _residual_units(dims[i], residual_kernel_size, dilations, causal, compress, activation)
+        layers += [
+            make_activation(activation, dims[0], inplace=True),
+            StreamingConv1d(dims[0], channels, last_kernel_size, causal=causal),
+        ]
         self.model = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
