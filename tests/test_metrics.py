@@ -31,13 +31,14 @@ def test_identical_signals_score_ideal(speech: np.ndarray) -> None:
     assert v["mrstft"] == pytest.approx(0.0, abs=1e-6)
     assert v["stoi"] > 0.999
     assert 4.5 < v["pesq_wb"] <= 4.65
+    assert v["periodicity_error"] == 0.0
 
 
 def test_noise_makes_every_metric_worse(speech: np.ndarray) -> None:
     noise = np.random.default_rng(1).standard_normal(speech.size).astype(np.float32)
     light = m.compute_all(speech, speech + 0.003 * noise, SR)
     heavy = m.compute_all(speech, speech + 0.05 * noise, SR)
-    for name in ("si_sdr", "mel_distance", "mrstft", "pesq_wb", "stoi"):
+    for name in ("si_sdr", "mel_distance", "mrstft", "pesq_wb", "stoi", "periodicity_error"):
         better = light[name] > heavy[name] if m.HIGHER_IS_BETTER[name] else light[name] < heavy[name]
         assert better, (name, light[name], heavy[name])
 
@@ -105,6 +106,24 @@ def test_uncomputable_metrics_are_nan_with_reason(speech: np.ndarray) -> None:
     assert "short" in report.notes["pesq_wb"].lower()
     with pytest.warns(m.MetricWarning, match="pesq_wb is NaN: NoUtterances"):
         assert np.isnan(m.pesq_wb(np.zeros_like(speech), speech, SR))
+
+
+def test_periodicity_tells_voiced_from_noise_excited_speech(speech: np.ndarray) -> None:
+    from rotcodec.eval.periodicity import frame_periodicity
+
+    rng = np.random.default_rng(2)
+    active = lambda p, e: p[e > e.max() - 40]  # noqa: E731
+    assert active(*frame_periodicity(speech, SR)).mean() > 0.9  # a harmonic vowel
+    assert frame_periodicity(rng.standard_normal(SR), SR)[0].max() < 0.35  # white noise
+    # Same spectral envelope and loudness, harmonics replaced by noise: the failure this metric exists for.
+    spec = np.fft.rfft(speech)
+    whisper = np.fft.irfft(np.abs(spec) * np.exp(2j * np.pi * rng.random(spec.size)), n=speech.size)
+    assert m.periodicity_error(speech, whisper, SR) > 0.5
+    assert m.periodicity_error(speech, 0.1 * speech, SR) < 1e-6  # a level change keeps the voicing
+    x24 = vowel(sr=24000, seconds=2.0, seed=5)  # other rates are resampled to 16 kHz first
+    assert active(*frame_periodicity(x24, 24000)).mean() > 0.9
+    with pytest.warns(m.MetricWarning, match="40 ms"):
+        assert np.isnan(m.periodicity_error(speech[:300], speech[:300], SR))
 
 
 def test_pesq_and_stoi_resample_other_rates() -> None:

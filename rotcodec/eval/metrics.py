@@ -7,7 +7,8 @@ window, no speech found by PESQ, ...) returns NaN: the public functions emit a `
 reason, and `evaluate` collects the reasons in `MetricReport.notes` instead.
 
 Metrics: SI-SDR (dB), multi-scale log-mel L1 distance (DAC-style, log10 units), multi-resolution STFT
-distance (auraloss), PESQ wide-band (MOS-LQO, 16 kHz), STOI (0..1) and, optionally, DNSMOS (needs the
+distance (auraloss), PESQ wide-band (MOS-LQO, 16 kHz), STOI (0..1), periodicity error (voicing lost or added,
+0..1, `periodicity.py`) and, optionally, DNSMOS (needs the
 `speechmos` package, which is not a dependency).
 """
 
@@ -22,6 +23,7 @@ import soxr
 import torch
 
 from rotcodec.eval.align import AudioInputError, as_channels
+from rotcodec.eval.periodicity import periodicity_error as _periodicity_error
 
 NAN = float("nan")
 _Scored = tuple[float, str | None]
@@ -33,6 +35,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "mrstft": False,
     "pesq_wb": True,
     "stoi": True,
+    "periodicity_error": False,
     "dnsmos_ovrl": True,
     "dnsmos_sig": True,
     "dnsmos_bak": True,
@@ -202,6 +205,19 @@ def stoi(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
     return _public("stoi", _stoi(*_pair(ref, est), _check_sr(sr)))
 
 
+def _periodicity(r: np.ndarray, e: np.ndarray, sr: int) -> _Scored:
+    scores = [_periodicity_error(rc, ec, sr) for rc, ec in zip(r, e, strict=True)]
+    if any(np.isnan(scores)):
+        return NAN, "shorter than one 40 ms periodicity frame"
+    return float(np.mean(scores)), None
+
+
+def periodicity_error(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
+    """RMS difference of frame periodicity (voicing strength, 0..1) over the reference's active frames: high
+    when a codec turns voiced speech into noise-excited speech. See `periodicity.py`."""
+    return _public("periodicity_error", _periodicity(*_pair(ref, est), _check_sr(sr)))
+
+
 def dnsmos(est: np.ndarray, sr: int) -> dict[str, float] | None:
     """OPTIONAL non-intrusive DNSMOS scores via the `speechmos` package; `None` if it is not importable.
 
@@ -222,7 +238,8 @@ def dnsmos(est: np.ndarray, sr: int) -> dict[str, float] | None:
 
 
 def evaluate(ref: np.ndarray, est: np.ndarray, sr: int, speech: bool = True, with_dnsmos: bool = False) -> MetricReport:
-    """All metrics at once: `si_sdr`, `mel_distance`, `mrstft`, plus `pesq_wb` and `stoi` if `speech`,
+    """All metrics at once: `si_sdr`, `mel_distance`, `mrstft`, plus `pesq_wb`, `stoi` and `periodicity_error`
+    if `speech`,
     plus `dnsmos_*` if `with_dnsmos` and speechmos is installed. NaN values get a reason in `notes`."""
     sr = _check_sr(sr)
     r, e = _pair(ref, est)
@@ -234,6 +251,7 @@ def evaluate(ref: np.ndarray, est: np.ndarray, sr: int, speech: bool = True, wit
     if speech:
         scored["pesq_wb"] = _pesq(r, e, sr)
         scored["stoi"] = _stoi(r, e, sr)
+        scored["periodicity_error"] = _periodicity(r, e, sr)
     for name, (value, reason) in scored.items():
         report.values[name] = value
         if reason is not None:

@@ -38,7 +38,16 @@ BASE_COLUMNS = (
 METRIC_COLUMNS = tuple(HIGHER_IS_BETTER)
 NOTES_COLUMN = "notes"
 # Shown in summaries and plots, in this order, when present.
-SUMMARY_METRICS = ("kbps_measured", "si_sdr", "mel_distance", "mrstft", "pesq_wb", "stoi", "dnsmos_ovrl")
+SUMMARY_METRICS = (
+    "kbps_measured",
+    "si_sdr",
+    "mel_distance",
+    "mrstft",
+    "pesq_wb",
+    "stoi",
+    "periodicity_error",
+    "dnsmos_ovrl",
+)
 TIMING_METRICS = ("encode_rtf", "decode_rtf")
 
 
