@@ -300,6 +300,11 @@ def test_snake_activation_values_gradients_and_zero_alpha() -> None:
 def test_snake_codec_trains_saves_and_reloads(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="activation"):
         tiny_cfg(activation="relu")
+    with pytest.raises(ValueError, match="decoder_activation"):
+        tiny_cfg(decoder_activation="gelu")
+    mixed = Codec(tiny_cfg(decoder_activation="snake"))
+    mixed_alphas = [n for n, _ in mixed.named_parameters() if n.endswith("alpha")]
+    assert mixed_alphas and all(n.startswith("decoder") for n in mixed_alphas)
     torch.manual_seed(6)
     codec = Codec(tiny_cfg(activation="snake"))
     alphas = [name for name, _ in codec.named_parameters() if name.endswith("alpha")]

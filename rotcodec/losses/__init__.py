@@ -9,6 +9,7 @@ from .adversarial import (
     generator_adversarial_loss,
 )
 from .mel import LogMel, MultiScaleMelLoss
+from .periodicity import PeriodicityLoss, frame_periodicity
 from .spectral import LossInputError, MultiResolutionSTFTLoss, TimeL1Loss
 
 __all__ = [
@@ -19,8 +20,10 @@ __all__ = [
     "LossInputError",
     "MultiResolutionSTFTLoss",
     "MultiScaleMelLoss",
+    "PeriodicityLoss",
     "TimeL1Loss",
     "discriminator_loss",
     "feature_matching_loss",
+    "frame_periodicity",
     "generator_adversarial_loss",
 ]

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .mel import DEFAULT_SCALES, MultiScaleMelLoss
+from .periodicity import PeriodicityLoss
 from .spectral import MultiResolutionSTFTLoss, TimeL1Loss, check_pair
 
 ADV_KINDS = ("hinge", "lsgan")
@@ -81,13 +82,15 @@ def feature_matching_loss(
 @dataclass
 class LossConfig:
     """Weights of the generator loss terms (0 switches a term off and skips computing it): mel (multi-scale
-    mel L1), mrstft (multi-resolution STFT), l1 (waveform), adv (adversarial), feat (feature matching),
+    mel L1), mrstft (multi-resolution STFT), l1 (waveform), periodicity (frame voicing strength,
+    `periodicity.py`), adv (adversarial), feat (feature matching),
     vq (the quantizer's already-weighted commitment/codebook loss). adversarial: "hinge" or "lsgan";
     feature_matching: "relative" or "l1"; mel_scales: (n_fft, n_mels) pairs; stft_sizes: MR-STFT n_ffts."""
 
     mel: float = 15.0
     mrstft: float = 1.0
     l1: float = 0.0
+    periodicity: float = 0.0
     adv: float = 1.0
     feat: float = 2.0
     vq: float = 1.0
@@ -100,7 +103,7 @@ class LossConfig:
         _check_kind(self.adversarial)
         if self.feature_matching not in FEAT_KINDS:
             raise AdversarialLossError(f"feature_matching must be one of {FEAT_KINDS}, got {self.feature_matching!r}")
-        for name in ("mel", "mrstft", "l1", "adv", "feat", "vq"):
+        for name in ("mel", "mrstft", "l1", "periodicity", "adv", "feat", "vq"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
 
@@ -121,6 +124,7 @@ class GeneratorLoss(nn.Module):
         self.mel = MultiScaleMelLoss(sample_rate, scales) if cfg.mel > 0 else None
         self.mrstft = MultiResolutionSTFTLoss(cfg.stft_sizes) if cfg.mrstft > 0 else None
         self.l1 = TimeL1Loss() if cfg.l1 > 0 else None
+        self.periodicity = PeriodicityLoss(sample_rate) if cfg.periodicity > 0 else None
 
     def forward(
         self,
@@ -140,6 +144,8 @@ class GeneratorLoss(nn.Module):
             weighted["mrstft"] = (cfg.mrstft, self.mrstft(estimate, target))
         if self.l1 is not None:
             weighted["l1"] = (cfg.l1, self.l1(estimate, target))
+        if self.periodicity is not None:
+            weighted["periodicity"] = (cfg.periodicity, self.periodicity(estimate, target))
         if cfg.adv > 0 and fake_logits:
             weighted["adv"] = (cfg.adv, generator_adversarial_loss(fake_logits, cfg.adversarial))
         if cfg.feat > 0 and fake_features and real_features:

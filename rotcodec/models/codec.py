@@ -35,7 +35,7 @@ class CodecConfig:
     residual units in each stage (their count = residual units per stage; [1, 3, 9] is SoundStream's),
     kernel sizes, compress (residual bottleneck factor), causal (False: centred padding, no streaming),
     decoder_base_channels (None: same as the encoder), activation ("elu" or "snake", see
-    `models/activations.py`); quantizer: the residual VQ."""
+    `models/activations.py`), decoder_activation (None: same as the encoder); quantizer: the residual VQ."""
 
     sample_rate: int = 16000
     channels: int = 1
@@ -51,6 +51,7 @@ class CodecConfig:
     causal: bool = True
     decoder_base_channels: int | None = None
     activation: str = "elu"
+    decoder_activation: str | None = None
     quantizer: RVQConfig = field(default_factory=lambda: RVQConfig(dim=128, n_q=8, codebook_size=1024))
 
     def __post_init__(self) -> None:
@@ -58,8 +59,11 @@ class CodecConfig:
             raise ValueError(f"sample_rate and channels must be positive, got {self.sample_rate}, {self.channels}")
         if not self.strides or any(s < 1 for s in self.strides):
             raise ValueError(f"strides must be a non-empty list of positive ints, got {self.strides}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        for name, act in (("activation", self.activation), ("decoder_activation", self.decoder_activation)):
+            if act is not None and act not in ACTIVATIONS:
+                raise ValueError(f"{name} must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
+        if self.activation is None:
+            raise ValueError("activation must be set (decoder_activation may be None)")
         if self.quantizer.dim != self.latent_dim:
             raise ValueError(f"quantizer.dim ({self.quantizer.dim}) must equal latent_dim ({self.latent_dim})")
 
@@ -99,12 +103,12 @@ class Codec(StreamingModule):
             compress=cfg.compress,
             max_channels=cfg.max_channels,
             causal=cfg.causal,
-            activation=cfg.activation,
         )
-        self.encoder = SEANetEncoder(base_channels=cfg.base_channels, **common)
+        self.encoder = SEANetEncoder(base_channels=cfg.base_channels, activation=cfg.activation, **common)
         self.quantizer = ResidualVQ.from_config(cfg.quantizer)
         dec_base = cfg.decoder_base_channels or cfg.base_channels
-        self.decoder = SEANetDecoder(base_channels=dec_base, **common)
+        dec_act = cfg.decoder_activation or cfg.activation
+        self.decoder = SEANetDecoder(base_channels=dec_base, activation=dec_act, **common)
 
     # -- arithmetic ----------------------------------------------------------------------------------
     @property

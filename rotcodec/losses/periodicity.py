@@ -1,0 +1,73 @@
+"""Frame-wise periodicity (voicing strength) of audio and the periodicity loss.
+
+Periodicity of a frame = the largest normalised autocorrelation over pitch lags of 60..400 Hz: about
+0.8-1 for voiced speech, 0.1-0.3 for noise. Spectral L1 losses let a decoder that is unsure of the pitch
+settle for a smooth, noise-excited envelope (the L1-optimal average of many harmonic spectra); this loss
+asks each output frame to be as periodic as the reference frame, at whatever lag, so the decoder has to
+commit to a pitch and the mel loss then pulls that pitch to the right one. The same function scores
+codecs in `rotcodec.eval` (periodicity error, after CARGAN's metric, Morrison et al. 2022).
+
+Frames are 40 ms (two periods of a 60 Hz voice) with a 10 ms hop.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .spectral import check_pair
+
+MIN_F0, MAX_F0 = 60.0, 400.0
+FRAME_SECONDS, HOP_SECONDS = 0.04, 0.01
+ACTIVE_DB = 40.0  # frames quieter than the reference's loudest frame by more than this are not scored
+FLOOR_DB = 60.0  # energy floor below the signal's loudest frame: keeps silent frames' gradients finite
+
+
+def frame_periodicity(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x `[..., time]` at `sample_rate` Hz -> (periodicity `[..., frames]` in 0..1, energy `[..., frames]`
+    in dB). No frames (a trailing dimension of 0) when x is shorter than 40 ms. Differentiable."""
+    frame, hop = round(FRAME_SECONDS * sample_rate), round(HOP_SECONDS * sample_rate)
+    lo, hi = int(sample_rate / MAX_F0), min(int(-(-sample_rate // MIN_F0)), frame - 1)
+    if x.shape[-1] < frame:
+        empty = x.new_zeros((*x.shape[:-1], 0))
+        return empty, empty
+    frames = x.unfold(-1, frame, hop)
+    frames = frames - frames.mean(dim=-1, keepdim=True)
+    spec = torch.fft.rfft(frames, n=2 * frame)
+    acf = torch.fft.irfft(spec.real**2 + spec.imag**2, n=2 * frame)[..., lo : hi + 1]  # sum x[n] x[n+lag]
+    # Normalise each lag by the energies of the two parts it overlaps, x[:N-lag] and x[lag:], so that a
+    # frame whose level changes still scores near 1 when it is periodic.
+    sq = torch.cumsum(frames**2, dim=-1)
+    lags = torch.arange(lo, hi + 1, device=x.device)
+    total = sq[..., -1:]
+    head = sq[..., frame - 1 - lags]
+    tail = total - torch.cat([torch.zeros_like(total), sq], dim=-1)[..., lags]
+    floor = total.detach().amax(dim=-2, keepdim=True) * 10 ** (-FLOOR_DB / 10) + 1e-20  # relative: level-free
+    periodicity = (acf / torch.sqrt((head + floor) * (tail + floor))).amax(dim=-1).clamp(0.0, 1.0)
+    energy_db = 10 * torch.log10(total.squeeze(-1) / frame + 1e-12)
+    return periodicity, energy_db
+
+
+def active_frames(energy_db: torch.Tensor) -> torch.Tensor:
+    """Boolean mask `[..., frames]`: frames within ACTIVE_DB of the loudest frame of their signal."""
+    return energy_db > energy_db.amax(dim=-1, keepdim=True) - ACTIVE_DB
+
+
+class PeriodicityLoss(nn.Module):
+    """Mean |periodicity(target) - periodicity(estimate)| over the target's active frames.
+
+    Inputs `[batch, channels, time]` at `sample_rate` Hz; returns a scalar (0 for identical inputs)."""
+
+    def __init__(self, sample_rate: int) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        check_pair(estimate, target)
+        p_est, _ = frame_periodicity(estimate.float(), self.sample_rate)
+        with torch.no_grad():
+            p_ref, e_ref = frame_periodicity(target.float(), self.sample_rate)
+            mask = active_frames(e_ref).float()
+        if mask.numel() == 0:
+            return estimate.new_zeros((), dtype=torch.float32)
+        return ((p_est - p_ref).abs() * mask).sum() / mask.sum().clamp_min(1.0)
