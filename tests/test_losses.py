@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from rotcodec.config import ConfigError, from_dict
 from rotcodec.losses import (
     AdversarialLossError,
+    AutocorrelationLoss,
     GeneratorLoss,
     LossConfig,
     LossInputError,
@@ -45,6 +46,7 @@ def recon_losses() -> dict[str, torch.nn.Module]:
         "mel": MultiScaleMelLoss(SR, MEL_SCALES),
         "l1": TimeL1Loss(),
         "periodicity": PeriodicityLoss(SR),
+        "acf": AutocorrelationLoss(SR),
     }
 
 
@@ -187,12 +189,34 @@ def test_periodicity_loss_rewards_committing_to_a_pitch() -> None:
     assert p24.shape == e24.shape == (27,) and p24.min() > 0.95
 
 
+def test_autocorrelation_loss_pulls_the_pitch_to_the_reference() -> None:
+    """The periodicity loss accepts any pitch; the autocorrelation loss has its minimum at the reference's
+    and a gradient that reaches it from 7% away."""
+    target = _harmonic(SR, 0.5, 150.0)
+    acf, per = AutocorrelationLoss(SR), PeriodicityLoss(SR)
+    wrong = _harmonic(SR, 0.5, 170.0)
+    assert per(wrong, target).item() < 0.01 < 0.3 < acf(wrong, target).item()
+    assert acf(target, target).item() == 0.0
+    f0 = torch.tensor(140.0, requires_grad=True)
+    t = torch.arange(SR // 2) / SR
+    opt = torch.optim.Adam([f0], lr=1.0)
+    for _ in range(80):
+        est = 0.2 * sum(torch.sin(2 * torch.pi * k * f0 * t) / k for k in range(1, 8)).reshape(1, 1, -1)
+        loss = acf(est, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert abs(f0.item() - 150.0) < 1.0
+
+
 def test_generator_loss_periodicity_term_is_optional() -> None:
     x = _harmonic(SR, 0.3, 120.0)
     _, parts = GeneratorLoss(LossConfig(mel=0, mrstft=0, periodicity=2.0, vq=0), SR)(torch.randn_like(x), x)
     assert set(parts) == {"periodicity", "total"} and float(parts["total"]) == pytest.approx(
         2 * float(parts["periodicity"])
     )
-    assert GeneratorLoss(LossConfig(), SR).periodicity is None
+    assert GeneratorLoss(LossConfig(), SR).periodicity is None and GeneratorLoss(LossConfig(), SR).acf is None
+    _, parts = GeneratorLoss(LossConfig(mel=0, mrstft=0, acf=1.0, vq=0), SR)(torch.randn_like(x), x)
+    assert set(parts) == {"acf", "total"} and parts["acf"] > 0.1
     with pytest.raises(ValueError, match="periodicity"):
         LossConfig(periodicity=-1.0)

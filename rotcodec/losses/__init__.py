@@ -9,11 +9,12 @@ from .adversarial import (
     generator_adversarial_loss,
 )
 from .mel import LogMel, MultiScaleMelLoss
-from .periodicity import PeriodicityLoss, frame_periodicity
+from .periodicity import AutocorrelationLoss, PeriodicityLoss, frame_periodicity
 from .spectral import LossInputError, MultiResolutionSTFTLoss, TimeL1Loss
 
 __all__ = [
     "AdversarialLossError",
+    "AutocorrelationLoss",
     "GeneratorLoss",
     "LogMel",
     "LossConfig",

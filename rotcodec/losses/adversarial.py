@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .mel import DEFAULT_SCALES, MultiScaleMelLoss
-from .periodicity import PeriodicityLoss
+from .periodicity import AutocorrelationLoss, PeriodicityLoss
 from .spectral import MultiResolutionSTFTLoss, TimeL1Loss, check_pair
 
 ADV_KINDS = ("hinge", "lsgan")
@@ -82,8 +82,9 @@ def feature_matching_loss(
 @dataclass
 class LossConfig:
     """Weights of the generator loss terms (0 switches a term off and skips computing it): mel (multi-scale
-    mel L1), mrstft (multi-resolution STFT), l1 (waveform), periodicity (frame voicing strength,
-    `periodicity.py`), adv (adversarial), feat (feature matching),
+    mel L1), mrstft (multi-resolution STFT), l1 (waveform), periodicity (frame voicing strength) and acf
+    (autocorrelation over pitch lags: the reference's pitch; both in `periodicity.py`), adv (adversarial),
+    feat (feature matching),
     vq (the quantizer's already-weighted commitment/codebook loss). adversarial: "hinge" or "lsgan";
     feature_matching: "relative" or "l1"; mel_scales: (n_fft, n_mels) pairs; stft_sizes: MR-STFT n_ffts."""
 
@@ -91,6 +92,7 @@ class LossConfig:
     mrstft: float = 1.0
     l1: float = 0.0
     periodicity: float = 0.0
+    acf: float = 0.0
     adv: float = 1.0
     feat: float = 2.0
     vq: float = 1.0
@@ -103,7 +105,7 @@ class LossConfig:
         _check_kind(self.adversarial)
         if self.feature_matching not in FEAT_KINDS:
             raise AdversarialLossError(f"feature_matching must be one of {FEAT_KINDS}, got {self.feature_matching!r}")
-        for name in ("mel", "mrstft", "l1", "periodicity", "adv", "feat", "vq"):
+        for name in ("mel", "mrstft", "l1", "periodicity", "acf", "adv", "feat", "vq"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
 
@@ -125,6 +127,7 @@ class GeneratorLoss(nn.Module):
         self.mrstft = MultiResolutionSTFTLoss(cfg.stft_sizes) if cfg.mrstft > 0 else None
         self.l1 = TimeL1Loss() if cfg.l1 > 0 else None
         self.periodicity = PeriodicityLoss(sample_rate) if cfg.periodicity > 0 else None
+        self.acf = AutocorrelationLoss(sample_rate) if cfg.acf > 0 else None
 
     def forward(
         self,
@@ -146,6 +149,8 @@ class GeneratorLoss(nn.Module):
             weighted["l1"] = (cfg.l1, self.l1(estimate, target))
         if self.periodicity is not None:
             weighted["periodicity"] = (cfg.periodicity, self.periodicity(estimate, target))
+        if self.acf is not None:
+            weighted["acf"] = (cfg.acf, self.acf(estimate, target))
         if cfg.adv > 0 and fake_logits:
             weighted["adv"] = (cfg.adv, generator_adversarial_loss(fake_logits, cfg.adversarial))
         if cfg.feat > 0 and fake_features and real_features:
