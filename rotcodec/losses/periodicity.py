@@ -59,44 +59,45 @@ def active_frames(energy_db: torch.Tensor) -> torch.Tensor:
     return energy_db > energy_db.amax(dim=-1, keepdim=True) - ACTIVE_DB
 
 
-class PeriodicityLoss(nn.Module):
-    """Mean |periodicity(target) - periodicity(estimate)| over the target's active frames.
-
-    Inputs `[batch, channels, time]` at `sample_rate` Hz; returns a scalar (0 for identical inputs)."""
+class _ActiveFrameLoss(nn.Module):
+    """Mean per-frame L1 distance of a frame feature over the target's active frames. Inputs `[batch,
+    channels, time]` at `sample_rate` Hz; returns a scalar (0 for identical inputs)."""
 
     def __init__(self, sample_rate: int) -> None:
         super().__init__()
         self.sample_rate = sample_rate
 
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (feature `[..., frames, k]`, energy `[..., frames]` in dB)."""
+        raise NotImplementedError
+
     def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_pair(estimate, target)
-        p_est, _ = frame_periodicity(estimate.float(), self.sample_rate)
+        f_est, _ = self.features(estimate.float())
         with torch.no_grad():
-            p_ref, e_ref = frame_periodicity(target.float(), self.sample_rate)
+            f_ref, e_ref = self.features(target.float())
             mask = active_frames(e_ref).float()
         if mask.numel() == 0:
             return estimate.new_zeros((), dtype=torch.float32)
-        return ((p_est - p_ref).abs() * mask).sum() / mask.sum().clamp_min(1.0)
+        per_frame = (f_est - f_ref).abs().mean(dim=-1)
+        return (per_frame * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-class AutocorrelationLoss(nn.Module):
+class PeriodicityLoss(_ActiveFrameLoss):
+    """Mean |periodicity(target) - periodicity(estimate)| over the target's active frames: asks each frame
+    to be as voiced as the reference, at any pitch."""
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p, e = frame_periodicity(x, self.sample_rate)
+        return p.unsqueeze(-1), e
+
+
+class AutocorrelationLoss(_ActiveFrameLoss):
     """Mean |acf(target) - acf(estimate)| of the normalised autocorrelation over pitch lags (60..400 Hz),
     over the target's active frames. Unlike `PeriodicityLoss`, which accepts any pitch, this asks for the
     reference's pitch period: the autocorrelation peaks sit at its multiples, and the curve is smooth in
     the lag, so it gives the decoder a gradient towards the right pitch where a fine spectral loss has
-    many local minima. Inputs `[batch, channels, time]` at `sample_rate` Hz; returns a scalar."""
+    many local minima."""
 
-    def __init__(self, sample_rate: int) -> None:
-        super().__init__()
-        self.sample_rate = sample_rate
-
-    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        check_pair(estimate, target)
-        a_est, _ = normalised_autocorrelation(estimate.float(), self.sample_rate)
-        with torch.no_grad():
-            a_ref, e_ref = normalised_autocorrelation(target.float(), self.sample_rate)
-            mask = active_frames(e_ref).float()
-        if mask.numel() == 0:
-            return estimate.new_zeros((), dtype=torch.float32)
-        per_frame = (a_est - a_ref).abs().mean(dim=-1)
-        return (per_frame * mask).sum() / mask.sum().clamp_min(1.0)
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return normalised_autocorrelation(x, self.sample_rate)
