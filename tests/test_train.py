@@ -104,10 +104,14 @@ def test_nan_guard_stops_with_a_clear_message(tmp_path: Path, monkeypatch: pytes
 
 
 def test_adversarial_training_steps_run(tmp_path: Path) -> None:
+    """Every optional term at once: discriminators, voicing losses and a Snake decoder."""
     recipe = load_recipe(
         TINY,
         [
             "train.steps=4",
+            "loss.periodicity=5.0",
+            "loss.acf=3.0",
+            "model.decoder_activation=snake",
             "loss.adv=1.0",
             "loss.feat=2.0",
             "discriminator.msstft=true",
@@ -121,6 +125,7 @@ def test_adversarial_training_steps_run(tmp_path: Path) -> None:
     train(recipe, tmp_path / "adv", quiet=True)
     rows = [r for r in read_metrics(tmp_path / "adv") if "loss/adv" in r]
     assert len(rows) == 4 and all("loss/disc" in r and "loss/feat" in r for r in rows)
+    assert all(r["loss/periodicity"] > 0 and r["loss/acf"] > 0 for r in rows)
     state = json.loads(next((tmp_path / "adv" / "checkpoints").glob("step_*/state.json")).read_text())
     assert "opt_d" in state["optim"]
 
