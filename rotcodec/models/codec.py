@@ -59,11 +59,10 @@ class CodecConfig:
             raise ValueError(f"sample_rate and channels must be positive, got {self.sample_rate}, {self.channels}")
         if not self.strides or any(s < 1 for s in self.strides):
             raise ValueError(f"strides must be a non-empty list of positive ints, got {self.strides}")
-        for name, act in (("activation", self.activation), ("decoder_activation", self.decoder_activation)):
-            if act is not None and act not in ACTIVATIONS:
+        decoder_act = self.decoder_activation or self.activation  # None: the encoder's
+        for name, act in (("activation", self.activation), ("decoder_activation", decoder_act)):
+            if act not in ACTIVATIONS:
                 raise ValueError(f"{name} must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
-        if self.activation is None:
-            raise ValueError("activation must be set (decoder_activation may be None)")
         if self.quantizer.dim != self.latent_dim:
             raise ValueError(f"quantizer.dim ({self.quantizer.dim}) must equal latent_dim ({self.latent_dim})")
 
