@@ -38,7 +38,7 @@ def test_noise_makes_every_metric_worse(speech: np.ndarray) -> None:
     noise = np.random.default_rng(1).standard_normal(speech.size).astype(np.float32)
     light = m.compute_all(speech, speech + 0.003 * noise, SR)
     heavy = m.compute_all(speech, speech + 0.05 * noise, SR)
-    for name in ("si_sdr", "mel_distance", "mrstft", "pesq_wb", "stoi", "periodicity_error"):
+    for name in ("si_sdr", "mel_distance", "mrstft", "pesq_wb", "stoi", "periodicity_error", "pitch_error"):
         better = light[name] > heavy[name] if m.HIGHER_IS_BETTER[name] else light[name] < heavy[name]
         assert better, (name, light[name], heavy[name])
 
@@ -124,6 +124,36 @@ def test_periodicity_tells_voiced_from_noise_excited_speech(speech: np.ndarray) 
     assert active(*frame_periodicity(x24, 24000)).mean() > 0.9
     with pytest.warns(m.MetricWarning, match="40 ms"):
         assert np.isnan(m.periodicity_error(speech[:300], speech[:300], SR))
+
+
+def _harmonic(f0: np.ndarray, sr: int = SR) -> np.ndarray:
+    """A flat-spectrum harmonic tone following the per-sample F0 track `f0` (Hz)."""
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    return sum(np.sin(k * phase) / k for k in range(1, 20)).astype(np.float32) * 0.2
+
+
+def test_pitch_tracks_the_f0_and_pitch_error_counts_cents(speech: np.ndarray) -> None:
+    from rotcodec.eval.periodicity import frame_pitch
+
+    f0 = frame_pitch(speech, SR)
+    centre = (np.arange(f0.size) * 160 + 320) / SR  # 40 ms frames, 10 ms hop
+    truth = 120.0 + 20.0 * np.sin(2 * np.pi * 0.7 * centre)  # the vowel's glide
+    voiced = ~np.isnan(f0)
+    assert voiced.mean() > 0.9
+    assert np.abs(1200 * np.log2(f0[voiced] / truth[voiced])).max() < 30
+    assert np.isnan(frame_pitch(np.random.default_rng(0).standard_normal(SR), SR)).mean() > 0.9  # noise: unvoiced
+    assert m.pitch_error(speech, 0.2 * speech, SR) < 1e-6
+    # The failure this metric exists for: voiced output at a fixed pitch while the reference glides.
+    t = np.arange(2 * SR) / SR
+    glide = 110.0 * 2 ** (t / 2)  # one octave up over 2 s
+    flat = np.full_like(t, 155.0)
+    err = m.pitch_error(_harmonic(glide), _harmonic(flat), SR)
+    expected = np.sqrt(np.mean((1200 * np.log2(155.0 / glide)) ** 2))
+    assert err == pytest.approx(expected, rel=0.1)
+    assert m.pitch_error(_harmonic(flat), _harmonic(2 * flat), SR) == pytest.approx(1200, rel=0.02)
+    assert m.periodicity_error(_harmonic(glide), _harmonic(flat), SR) < 0.05  # blind to it
+    with pytest.warns(m.MetricWarning, match="voiced in both"):
+        assert np.isnan(m.pitch_error(speech, np.random.default_rng(1).standard_normal(speech.size), SR))
 
 
 def test_pesq_and_stoi_resample_other_rates() -> None:

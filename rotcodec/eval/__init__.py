@@ -22,6 +22,7 @@ from rotcodec.eval.metrics import (
     mrstft_distance,
     periodicity_error,
     pesq_wb,
+    pitch_error,
     si_sdr,
     stoi,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "mel_distance",
     "mrstft_distance",
     "periodicity_error",
+    "pitch_error",
     "pesq_wb",
     "si_sdr",
     "stoi",

@@ -13,7 +13,16 @@ from rotcodec.eval.report import as_float, fmt_pm
 if TYPE_CHECKING:
     from rotcodec.eval.ablate import RunSpec
 
-AUDIO_METRICS = ("mel_distance", "mrstft", "si_sdr", "pesq_wb", "stoi", "periodicity_error", "kbps_measured")
+AUDIO_METRICS = (
+    "mel_distance",
+    "mrstft",
+    "si_sdr",
+    "pesq_wb",
+    "stoi",
+    "periodicity_error",
+    "pitch_error",
+    "kbps_measured",
+)
 STAT_KEYS = ("usage_mean", "perplexity_mean", "quant_error_mean", "quant_error_total", "final_loss")
 
 

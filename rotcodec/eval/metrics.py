@@ -8,7 +8,7 @@ reason, and `evaluate` collects the reasons in `MetricReport.notes` instead.
 
 Metrics: SI-SDR (dB), multi-scale log-mel L1 distance (DAC-style, log10 units), multi-resolution STFT
 distance (auraloss), PESQ wide-band (MOS-LQO, 16 kHz), STOI (0..1), periodicity error (voicing lost or added,
-0..1, `periodicity.py`) and, optionally, DNSMOS (needs the
+0..1, `periodicity.py`), pitch error (cents, same file) and, optionally, DNSMOS (needs the
 `speechmos` package, which is not a dependency).
 """
 
@@ -24,6 +24,7 @@ import torch
 
 from rotcodec.eval.align import AudioInputError, as_channels
 from rotcodec.eval.periodicity import periodicity_error as _periodicity_error
+from rotcodec.eval.periodicity import pitch_error as _pitch_error
 
 NAN = float("nan")
 _Scored = tuple[float, str | None]
@@ -36,6 +37,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "pesq_wb": True,
     "stoi": True,
     "periodicity_error": False,
+    "pitch_error": False,
     "dnsmos_ovrl": True,
     "dnsmos_sig": True,
     "dnsmos_bak": True,
@@ -218,6 +220,19 @@ def periodicity_error(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
     return _public("periodicity_error", _periodicity(*_pair(ref, est), _check_sr(sr)))
 
 
+def _pitch(r: np.ndarray, e: np.ndarray, sr: int) -> _Scored:
+    scores = [_pitch_error(rc, ec, sr) for rc, ec in zip(r, e, strict=True)]
+    if any(np.isnan(scores)):
+        return NAN, "no 40 ms frame voiced in both signals"
+    return float(np.mean(scores)), None
+
+
+def pitch_error(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
+    """RMS F0 difference in cents over the frames voiced in both signals: high when a codec keeps the voicing
+    but not the speaker's pitch. See `periodicity.py`."""
+    return _public("pitch_error", _pitch(*_pair(ref, est), _check_sr(sr)))
+
+
 def dnsmos(est: np.ndarray, sr: int) -> dict[str, float] | None:
     """OPTIONAL non-intrusive DNSMOS scores via the `speechmos` package; `None` if it is not importable.
 
@@ -238,8 +253,8 @@ def dnsmos(est: np.ndarray, sr: int) -> dict[str, float] | None:
 
 
 def evaluate(ref: np.ndarray, est: np.ndarray, sr: int, speech: bool = True, with_dnsmos: bool = False) -> MetricReport:
-    """All metrics at once: `si_sdr`, `mel_distance`, `mrstft`, plus `pesq_wb`, `stoi` and `periodicity_error`
-    if `speech`,
+    """All metrics at once: `si_sdr`, `mel_distance`, `mrstft`, plus `pesq_wb`, `stoi`, `periodicity_error` and
+    `pitch_error` (cents) if `speech`,
     plus `dnsmos_*` if `with_dnsmos` and speechmos is installed. NaN values get a reason in `notes`."""
     sr = _check_sr(sr)
     r, e = _pair(ref, est)
@@ -252,6 +267,7 @@ def evaluate(ref: np.ndarray, est: np.ndarray, sr: int, speech: bool = True, wit
         scored["pesq_wb"] = _pesq(r, e, sr)
         scored["stoi"] = _stoi(r, e, sr)
         scored["periodicity_error"] = _periodicity(r, e, sr)
+        scored["pitch_error"] = _pitch(r, e, sr)
     for name, (value, reason) in scored.items():
         report.values[name] = value
         if reason is not None:

@@ -6,6 +6,10 @@ is the RMS difference of frame periodicity (`rotcodec.losses.periodicity`: the l
 autocorrelation over 60..400 Hz pitch lags, 40 ms frames, 10 ms hop) over the reference's active frames,
 after CARGAN's periodicity metric (Morrison et al. 2022, there computed with CREPE). Audio is resampled
 to 16 kHz first so that every codec is measured on the same frames.
+
+Pitch error is its companion: a decoder can be voiced at the wrong pitch (the step-18000 default model sang
+near 145 Hz whatever the speaker did, docs/results/harmonics), which periodicity error does not see. It is
+the RMS F0 difference in cents over frames voiced in both signals, F0 read from the same autocorrelation.
 """
 
 from __future__ import annotations
@@ -14,19 +18,49 @@ import numpy as np
 import soxr
 import torch
 
-from rotcodec.losses.periodicity import active_frames
-from rotcodec.losses.periodicity import frame_periodicity as _frame_periodicity
+from rotcodec.losses.periodicity import MAX_F0, active_frames, normalised_autocorrelation
 
 ANALYSIS_SR = 16000
+VOICED = 0.5  # a frame whose autocorrelation peak is above this counts as voiced for the pitch error
+# A periodic frame's autocorrelation peaks at every multiple of its period, about as high at 2T as at T, so
+# the plain argmax often picks a sub-octave: take the shortest lag whose peak reaches this share of the best.
+OCTAVE_SHARE = 0.9
+
+
+def _autocorrelation(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """x `[time]` at `sr` Hz -> (normalised autocorrelation `[frames, lags]`, energy `[frames]` in dB) at 16 kHz."""
+    x = np.asarray(x, dtype=np.float64)
+    if sr != ANALYSIS_SR:
+        x = soxr.resample(x, sr, ANALYSIS_SR)
+    acf, e = normalised_autocorrelation(torch.from_numpy(np.ascontiguousarray(x)), ANALYSIS_SR)
+    return acf.numpy(), e.numpy()
 
 
 def frame_periodicity(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
     """x `[time]` at `sr` Hz -> (periodicity `[frames]` in 0..1, frame energy `[frames]` in dB), 16 kHz frames."""
-    x = np.asarray(x, dtype=np.float64)
-    if sr != ANALYSIS_SR:
-        x = soxr.resample(x, sr, ANALYSIS_SR)
-    p, e = _frame_periodicity(torch.from_numpy(np.ascontiguousarray(x)), ANALYSIS_SR)
-    return p.numpy(), e.numpy()
+    acf, e = _autocorrelation(x, sr)
+    return np.clip(acf.max(axis=-1, initial=0.0), 0.0, 1.0), e
+
+
+def frame_pitch(x: np.ndarray, sr: int) -> np.ndarray:
+    """x `[time]` at `sr` Hz -> F0 `[frames]` in Hz (60..400), NaN in unvoiced or inactive frames; 40 ms
+    frames, 10 ms hop. The lag is refined by a parabola through the peak and its neighbours."""
+    acf, e = _autocorrelation(x, sr)
+    f0 = np.full(acf.shape[0], np.nan)
+    if acf.shape[0] == 0 or acf.shape[1] < 3:
+        return f0
+    best = acf.max(axis=-1)
+    mid = acf[:, 1:-1]
+    is_peak = (mid >= acf[:, :-2]) & (mid >= acf[:, 2:]) & (mid >= OCTAVE_SHARE * best[:, None])
+    i = np.where(is_peak.any(axis=-1), is_peak.argmax(axis=-1), acf[:, 1:-1].argmax(axis=-1)) + 1
+    rows = np.arange(acf.shape[0])
+    a, b, c = acf[rows, i - 1], acf[rows, i], acf[rows, i + 1]
+    curve = a - 2 * b + c
+    shift = np.where(curve < 0, 0.5 * (a - c) / np.where(curve < 0, curve, -1.0), 0.0)
+    lag = int(ANALYSIS_SR / MAX_F0) + i + np.clip(shift, -0.5, 0.5)
+    voiced = (best > VOICED) & active_frames(torch.from_numpy(e)).numpy()
+    f0[voiced] = ANALYSIS_SR / lag[voiced]
+    return f0
 
 
 def periodicity_error(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
@@ -40,3 +74,15 @@ def periodicity_error(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
         return float("nan")
     active = active_frames(torch.from_numpy(e_ref[:n])).numpy()
     return float(np.sqrt(np.mean((p_ref[:n][active] - p_est[:n][active]) ** 2)))
+
+
+def pitch_error(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
+    """RMS F0 difference in cents over the frames voiced in both signals (0 = same pitch; 100 cents = one
+    semitone; octave errors count 1200). `ref`, `est`: `[time]` at `sr` Hz, aligned. NaN when no frame is
+    voiced in both."""
+    f_ref, f_est = frame_pitch(ref, sr), frame_pitch(est, sr)
+    n = min(len(f_ref), len(f_est))
+    both = ~np.isnan(f_ref[:n]) & ~np.isnan(f_est[:n])
+    if not both.any():
+        return float("nan")
+    return float(np.sqrt(np.mean((1200 * np.log2(f_est[:n][both] / f_ref[:n][both])) ** 2)))

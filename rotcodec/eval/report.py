@@ -46,6 +46,7 @@ SUMMARY_METRICS = (
     "pesq_wb",
     "stoi",
     "periodicity_error",
+    "pitch_error",
     "dnsmos_ovrl",
 )
 TIMING_METRICS = ("encode_rtf", "decode_rtf")
