@@ -7,8 +7,9 @@ autocorrelation over 60..400 Hz pitch lags, 40 ms frames, 10 ms hop) over the re
 after CARGAN's periodicity metric (Morrison et al. 2022, there computed with CREPE). Audio is resampled
 to 16 kHz first so that every codec is measured on the same frames.
 
-Pitch error is its companion: a decoder can be voiced at the wrong pitch (the step-18000 default model sang
-near 145 Hz whatever the speaker did, docs/results/harmonics), which periodicity error does not see. It is
+Pitch error is its companion: a decoder can be voiced at the wrong pitch (two thirds of the step-18000
+default model's voiced frames sit at 190-210 Hz whatever the speaker does: docs/results/harmonics/
+f0_distribution.py), which periodicity error does not see. It is
 the RMS F0 difference in cents over frames voiced in both signals, F0 read from the same autocorrelation.
 """
 
