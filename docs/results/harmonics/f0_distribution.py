@@ -53,6 +53,19 @@ def main() -> None:
     top = np.argsort(counts)[::-1][:4]
     share = ", ".join(f"{edges[i]:.0f}-{edges[i + 1]:.0f} Hz: {counts[i] / counts.sum():.0%}" for i in top)
     print(f"output's commonest F0 bins: {share}")
+    # A decoder built from transposed convolutions can repeat its per-frame pattern: then its periods are
+    # whole multiples of an upsampling stage's sample period (hop / product of the first k strides).
+    strides = model.codec.config.strides[::-1]  # decoder order
+    grid = model.hop_length
+    for s in strides[:-1]:
+        grid //= s
+        for name, f in (("reference", r), ("output", o)):
+            period = 16000 / f[~np.isnan(f)]
+            off = np.abs(period - grid * np.round(period / grid))
+            print(
+                f"{name}: share of voiced frames with a period within 0.5 samples of a multiple of {grid} "
+                f"samples: {np.mean(off <= 0.5):.0%} (chance {min(1.0, 1 / grid):.0%})"
+            )
 
 
 if __name__ == "__main__":
