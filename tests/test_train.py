@@ -130,6 +130,12 @@ def test_adversarial_training_steps_run(tmp_path: Path) -> None:
     assert "opt_d" in state["optim"]
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(path: Path) -> None:
+    # load_recipe rejects unknown keys, so a typo in a recipe (or its base) fails here, not in a user's run.
+    assert load_recipe(path).name == path.stem
+
+
 def test_recipe_errors_are_clear() -> None:
     with pytest.raises(ConfigError, match="unknown key"):
         load_recipe(TINY, ["train.stepz=3"])
