@@ -93,6 +93,15 @@ def test_eval_end_to_end_and_resume(setup: tuple[Path, Path], tmp_path: Path) ->
     assert run_eval(opts, on_row=seen.append).computed == 2
     assert {r["setting"] for r in seen} == {"8"}
 
+    # A results.csv written before a metric existed: its rows are computed again, not left without the column.
+    old = read_csv(out / "results.csv")
+    write_csv([{k: v for k, v in r.items() if k != "pitch_error"} for r in old], out / "results.csv")
+    seen.clear()
+    assert run_eval(opts, on_row=seen.append).computed == len(old) == 10
+    rows = read_csv(out / "results.csv")
+    assert len(rows) == 10 and all("pitch_error" in r for r in rows)
+    assert all(np.isfinite(float(r["pitch_error"])) for r in rows if r["codec"] == "opus")
+
 
 def test_cli_eval_codec_only_and_errors(
     setup: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture

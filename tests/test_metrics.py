@@ -26,6 +26,8 @@ def test_identical_signals_score_ideal(speech: np.ndarray) -> None:
     report = m.evaluate(speech, speech.copy(), SR)
     v = report.values
     assert report.notes == {}
+    assert tuple(v) == m.metric_names(speech=True)  # the eval runner resumes on this list
+    assert tuple(m.evaluate(speech, speech, SR, speech=False).values) == m.metric_names(speech=False)
     assert v["si_sdr"] == np.inf or v["si_sdr"] > 100
     assert v["mel_distance"] == pytest.approx(0.0, abs=1e-7)
     assert v["mrstft"] == pytest.approx(0.0, abs=1e-6)

@@ -45,6 +45,16 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 }
 
 
+# The columns `evaluate` fills for every input, and those it adds for speech.
+GENERAL_METRICS = ("si_sdr", "mel_distance", "mrstft")
+SPEECH_METRICS = ("pesq_wb", "stoi", "periodicity_error", "pitch_error")
+
+
+def metric_names(speech: bool) -> tuple[str, ...]:
+    """Names of the metrics `evaluate(..., speech=speech)` reports (DNSMOS aside)."""
+    return GENERAL_METRICS + (SPEECH_METRICS if speech else ())
+
+
 class MetricWarning(UserWarning):
     """A metric returned NaN because it cannot be computed for this input; the message says why."""
 

@@ -4,7 +4,8 @@ For every file x codec x setting: encode through the real bitstream (rotcodec: a
 baselines: their command-line tools), decode, align, score with `rotcodec.eval.metrics` and time both
 directions. Files are read once, mixed to the model's channel count and resampled to its rate (16 kHz mono
 for the speech models); the classic codecs get exactly the same reference. Rows already in
-`OUT/results.csv` (keyed on file, codec, setting) are not recomputed, so an interrupted run resumes.
+`OUT/results.csv` (keyed on file, codec, setting) are not recomputed, so an interrupted run resumes; rows
+that lack a metric this version computes (written before it existed) are computed again.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rotcodec.data.manifest import ManifestError, find_audio
 from rotcodec.eval.align import correlation_peak
 from rotcodec.eval.baselines import BaselineInputError, get_baseline
 from rotcodec.eval.codecs import EvalError, NeuralCodec, run_baseline
-from rotcodec.eval.metrics import MetricWarning, evaluate
+from rotcodec.eval.metrics import MetricWarning, evaluate, metric_names
 from rotcodec.eval.report import plot_quality_vs_bitrate, read_csv, summary_markdown, write_csv
 
 DEFAULT_KBPS = (1.5, 3.0, 6.0, 12.0)
@@ -160,6 +161,12 @@ def run_eval(opts: EvalOptions, on_row: Callable[[dict[str, Any]], None] | None 
     else:
         raise EvalError("no evaluation data given (--data)")
     rows: list[dict[str, Any]] = read_csv(out / "results.csv")
+    needed = metric_names(opts.speech)
+    stale = [r for r in rows if any(m not in r for m in needed)]
+    if stale:
+        missing = sorted({m for r in stale for m in needed if m not in r})
+        print(f"{len(stale)} row(s) in {out / 'results.csv'} lack {', '.join(missing)}: computing them again")
+        rows = [r for r in rows if all(m in r for m in needed)]
     done = {(r["file"], r["codec"], r["setting"]) for r in rows}
     todo = [(f, j) for f, _ in sources for j in jobs if (f, j[0], j[1]) not in done]
     computed, last_flush = 0, time.monotonic()
