@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -217,11 +218,18 @@ def stoi(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
     return _public("stoi", _stoi(*_pair(ref, est), _check_sr(sr)))
 
 
-def _periodicity(r: np.ndarray, e: np.ndarray, sr: int) -> _Scored:
-    scores = [_periodicity_error(rc, ec, sr) for rc, ec in zip(r, e, strict=True)]
+def _channel_mean(
+    score: Callable[[np.ndarray, np.ndarray, int], float], r: np.ndarray, e: np.ndarray, sr: int, why_nan: str
+) -> _Scored:
+    """Mean over channels of a per-channel score; NaN with reason `why_nan` when a channel has none."""
+    scores = [score(rc, ec, sr) for rc, ec in zip(r, e, strict=True)]
     if any(np.isnan(scores)):
-        return NAN, "shorter than one 40 ms periodicity frame"
+        return NAN, why_nan
     return float(np.mean(scores)), None
+
+
+def _periodicity(r: np.ndarray, e: np.ndarray, sr: int) -> _Scored:
+    return _channel_mean(_periodicity_error, r, e, sr, "shorter than one 40 ms periodicity frame")
 
 
 def periodicity_error(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
@@ -231,10 +239,7 @@ def periodicity_error(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
 
 
 def _pitch(r: np.ndarray, e: np.ndarray, sr: int) -> _Scored:
-    scores = [_pitch_error(rc, ec, sr) for rc, ec in zip(r, e, strict=True)]
-    if any(np.isnan(scores)):
-        return NAN, "no 40 ms frame voiced in both signals"
-    return float(np.mean(scores)), None
+    return _channel_mean(_pitch_error, r, e, sr, "no 40 ms frame voiced in both signals")
 
 
 def pitch_error(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
