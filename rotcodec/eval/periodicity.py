@@ -19,7 +19,8 @@ import numpy as np
 import soxr
 import torch
 
-from rotcodec.losses.periodicity import MAX_F0, active_frames, normalised_autocorrelation
+from rotcodec.losses.periodicity import active_frames, normalised_autocorrelation, pitch_lags
+from rotcodec.losses.periodicity import frame_periodicity as _frame_periodicity
 
 ANALYSIS_SR = 16000
 VOICED = 0.5  # a frame whose autocorrelation peak is above this counts as voiced for the pitch error
@@ -28,25 +29,25 @@ VOICED = 0.5  # a frame whose autocorrelation peak is above this counts as voice
 OCTAVE_SHARE = 0.9
 
 
-def _autocorrelation(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
-    """x `[time]` at `sr` Hz -> (normalised autocorrelation `[frames, lags]`, energy `[frames]` in dB) at 16 kHz."""
+def _at_analysis_rate(x: np.ndarray, sr: int) -> torch.Tensor:
+    """x `[time]` at `sr` Hz -> float64 tensor `[time]` at 16 kHz."""
     x = np.asarray(x, dtype=np.float64)
     if sr != ANALYSIS_SR:
         x = soxr.resample(x, sr, ANALYSIS_SR)
-    acf, e = normalised_autocorrelation(torch.from_numpy(np.ascontiguousarray(x)), ANALYSIS_SR)
-    return acf.numpy(), e.numpy()
+    return torch.from_numpy(np.ascontiguousarray(x))
 
 
 def frame_periodicity(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
     """x `[time]` at `sr` Hz -> (periodicity `[frames]` in 0..1, frame energy `[frames]` in dB), 16 kHz frames."""
-    acf, e = _autocorrelation(x, sr)
-    return np.clip(acf.max(axis=-1, initial=0.0), 0.0, 1.0), e
+    p, e = _frame_periodicity(_at_analysis_rate(x, sr), ANALYSIS_SR)
+    return p.numpy(), e.numpy()
 
 
 def frame_pitch(x: np.ndarray, sr: int) -> np.ndarray:
     """x `[time]` at `sr` Hz -> F0 `[frames]` in Hz (60..400), NaN in unvoiced or inactive frames; 40 ms
     frames, 10 ms hop. The lag is refined by a parabola through the peak and its neighbours."""
-    acf, e = _autocorrelation(x, sr)
+    acf_t, energy_db = normalised_autocorrelation(_at_analysis_rate(x, sr), ANALYSIS_SR)
+    acf = acf_t.numpy()
     f0 = np.full(acf.shape[0], np.nan)
     if acf.shape[0] == 0 or acf.shape[1] < 3:
         return f0
@@ -58,8 +59,8 @@ def frame_pitch(x: np.ndarray, sr: int) -> np.ndarray:
     a, b, c = acf[rows, i - 1], acf[rows, i], acf[rows, i + 1]
     curve = a - 2 * b + c
     shift = np.where(curve < 0, 0.5 * (a - c) / np.where(curve < 0, curve, -1.0), 0.0)
-    lag = int(ANALYSIS_SR / MAX_F0) + i + np.clip(shift, -0.5, 0.5)
-    voiced = (best > VOICED) & active_frames(torch.from_numpy(e)).numpy()
+    lag = pitch_lags(ANALYSIS_SR)[0] + i + np.clip(shift, -0.5, 0.5)
+    voiced = (best > VOICED) & active_frames(energy_db).numpy()
     f0[voiced] = ANALYSIS_SR / lag[voiced]
     return f0
 

@@ -23,12 +23,18 @@ ACTIVE_DB = 40.0  # frames quieter than the reference's loudest frame by more th
 FLOOR_DB = 60.0  # energy floor below the signal's loudest frame: keeps silent frames' gradients finite
 
 
+def pitch_lags(sample_rate: int) -> tuple[int, int]:
+    """(first, last) lag in samples of the autocorrelation columns: 400 Hz down to 60 Hz, capped below one frame."""
+    frame = round(FRAME_SECONDS * sample_rate)
+    return int(sample_rate / MAX_F0), min(int(-(-sample_rate // MIN_F0)), frame - 1)
+
+
 def normalised_autocorrelation(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x `[..., time]` at `sample_rate` Hz -> (normalised autocorrelation `[..., frames, lags]` over the pitch
     lags of 400..60 Hz, about -1..1; frame energy `[..., frames]` in dB). No frames when x is shorter than
     40 ms. Differentiable."""
     frame, hop = round(FRAME_SECONDS * sample_rate), round(HOP_SECONDS * sample_rate)
-    lo, hi = int(sample_rate / MAX_F0), min(int(-(-sample_rate // MIN_F0)), frame - 1)
+    lo, hi = pitch_lags(sample_rate)
     if x.shape[-1] < frame:
         return x.new_zeros((*x.shape[:-1], 0, hi - lo + 1)), x.new_zeros((*x.shape[:-1], 0))
     frames = x.unfold(-1, frame, hop)
