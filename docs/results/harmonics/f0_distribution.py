@@ -60,7 +60,7 @@ def main() -> None:
     for s in strides[:-1]:
         grid //= s
         for name, f in (("reference", r), ("output", o)):
-            period = 16000 / f[~np.isnan(f)]
+            period = model.sample_rate / f[~np.isnan(f)]  # in the model's samples, like the grid
             off = np.abs(period - grid * np.round(period / grid))
             print(
                 f"{name}: share of voiced frames with a period within 0.5 samples of a multiple of {grid} "
