@@ -67,4 +67,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (OSError, ValueError) as exc:  # missing or unreadable files, unknown model (one line, exit 1)
+        raise SystemExit(f"error: {exc}") from None
