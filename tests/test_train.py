@@ -173,3 +173,24 @@ def test_latent_effective_dims_counts_principal_directions() -> None:
     assert latent_effective_dims(z, 0.5) == 1
     assert latent_effective_dims(torch.randn(1, 8, 4000), 0.99) == 8
     assert latent_effective_dims(torch.ones(1, 8, 10)) == 0
+
+
+def test_init_adds_a_harmonic_branch_to_weights_without_one(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    train(load_recipe(TINY, ["train.steps=2", "train.valid_every=1000"]), base, quiet=True)
+    weights = base / "checkpoints" / (base / "checkpoints" / "latest").read_text().strip() / "model"
+    run = tmp_path / "pitch"
+    overrides = ["train.steps=3", "train.valid_every=1000", "model.pitch={harmonics: 8}"]
+    train(load_recipe(TINY, overrides), run, init=str(weights), quiet=True)
+    latest = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    codec = load_model(latest / "model")
+    assert codec.harmonic is not None and codec.pitch_rows == 1
+    wrong = [
+        "train.steps=1",
+        "train.valid_every=1000",
+        "model.pitch={harmonics: 8}",
+        "model.latent_dim=8",
+        "model.quantizer.dim=8",
+    ]
+    with pytest.raises(TrainingError, match="do not match"):
+        train(load_recipe(TINY, wrong), tmp_path / "wrong", init=str(weights), quiet=True)

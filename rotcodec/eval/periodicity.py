@@ -19,14 +19,11 @@ import numpy as np
 import soxr
 import torch
 
-from rotcodec.losses.periodicity import active_frames, normalised_autocorrelation, pitch_lags
+from rotcodec.losses.periodicity import active_frames, normalised_autocorrelation, peak_lag
 from rotcodec.losses.periodicity import frame_periodicity as _frame_periodicity
 
 ANALYSIS_SR = 16000
 VOICED = 0.5  # a frame whose autocorrelation peak is above this counts as voiced for the pitch error
-# A periodic frame's autocorrelation peaks at every multiple of its period, about as high at 2T as at T, so
-# the plain argmax often picks a sub-octave: take the shortest lag whose peak reaches this share of the best.
-OCTAVE_SHARE = 0.9
 
 
 def _at_analysis_rate(x: np.ndarray, sr: int) -> torch.Tensor:
@@ -45,23 +42,14 @@ def frame_periodicity(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
 
 def frame_pitch(x: np.ndarray, sr: int) -> np.ndarray:
     """x `[time]` at `sr` Hz -> F0 `[frames]` in Hz (60..400), NaN in unvoiced or inactive frames; 40 ms
-    frames, 10 ms hop. The lag is refined by a parabola through the peak and its neighbours."""
-    acf_t, energy_db = normalised_autocorrelation(_at_analysis_rate(x, sr), ANALYSIS_SR)
-    acf = acf_t.numpy()
+    frames, 10 ms hop. The lag comes from `losses.periodicity.peak_lag`."""
+    acf, energy_db = normalised_autocorrelation(_at_analysis_rate(x, sr), ANALYSIS_SR)
     f0 = np.full(acf.shape[0], np.nan)
     if acf.shape[0] == 0 or acf.shape[1] < 3:
         return f0
-    best = acf.max(axis=-1)
-    mid = acf[:, 1:-1]
-    is_peak = (mid >= acf[:, :-2]) & (mid >= acf[:, 2:]) & (mid >= OCTAVE_SHARE * best[:, None])
-    i = np.where(is_peak.any(axis=-1), is_peak.argmax(axis=-1), acf[:, 1:-1].argmax(axis=-1)) + 1
-    rows = np.arange(acf.shape[0])
-    a, b, c = acf[rows, i - 1], acf[rows, i], acf[rows, i + 1]
-    curve = a - 2 * b + c
-    shift = np.where(curve < 0, 0.5 * (a - c) / np.where(curve < 0, curve, -1.0), 0.0)
-    lag = pitch_lags(ANALYSIS_SR)[0] + i + np.clip(shift, -0.5, 0.5)
-    voiced = (best > VOICED) & active_frames(energy_db).numpy()
-    f0[voiced] = ANALYSIS_SR / lag[voiced]
+    lag, best = peak_lag(acf, ANALYSIS_SR)
+    voiced = ((best > VOICED) & active_frames(energy_db)).numpy()
+    f0[voiced] = ANALYSIS_SR / lag.numpy()[voiced]
     return f0
 
 

@@ -97,9 +97,9 @@ class CodecModel:
         return self.code_counts is not None
 
     def bitrate(self, n_q: int | None = None, channels: int = 1) -> float:
-        """Nominal (plain packing) payload bitrate in kbps for `channels` audio channels."""
-        k_bits = math.ceil(math.log2(self.codec.codebook_size))
-        return self.codec.frame_rate * (n_q or self.n_q) * k_bits * channels / 1000.0
+        """Nominal (plain packing) payload bitrate in kbps for `channels` audio channels (pitch row included)."""
+        bits = sum(math.ceil(math.log2(k)) for k in self.codec.code_sizes(n_q or self.n_q))
+        return self.codec.frame_rate * bits * channels / 1000.0
 
     def n_q_for(self, kbps: float | None = None, n_q: int | None = None, channels: int = 1) -> int:
         """Stages to use: `n_q` if given, else the most whose total bitrate is <= `kbps`, else all."""
@@ -132,7 +132,7 @@ class CodecModel:
             channels=channels,
             num_samples=num_samples,
             hop_length=self.hop_length,
-            codebook_sizes=(self.codec.codebook_size,) * n_q,
+            codebook_sizes=self.codec.code_sizes(n_q),
             coding_mode=self.coding_mode(entropy),
             chunk_frames=chunk,
         )
@@ -166,7 +166,8 @@ class CodecModel:
             raise AudioError(f"model {self.name} codes {self.codec.channels} channels at a time, got {rows}")
 
     def encode_stream(self, blocks: Iterable[np.ndarray], sr: int, rows: int, n_q: int, sink: Sink) -> None:
-        """Encode consecutive float32 blocks [rows, t] at `sr` Hz; `sink` gets int64 codes [rows, n_q, frames].
+        """Encode consecutive float32 blocks [rows, t] at `sr` Hz; `sink` gets int64 codes [rows, code rows,
+        frames] (as `Codec.encode`).
 
         Rows (channels, possibly of several same-length files) are folded into the model's batch.
         Frames equal those of encoding the whole signal at once, whatever the block sizes.
@@ -179,7 +180,7 @@ class CodecModel:
 
         def emit(x: np.ndarray) -> None:
             codes = self.codec.encode(self._as_batch(x), n_q)
-            sink(codes.reshape(rows, n_q, -1).cpu().numpy())
+            sink(codes.reshape(rows, codes.shape[2], -1).cpu().numpy())
 
         with self._streaming():
             for block in blocks:
@@ -196,12 +197,14 @@ class CodecModel:
                 emit(pending[:, start : start + step])
 
     def decode_stream(self, header: RcqHeader, chunks: Iterable[np.ndarray], sink: Sink) -> None:
-        """Decode codes chunks [C, n_q, frames]; `sink` gets float32 audio [C, t] at the original rate,
+        """Decode codes chunks [C, code rows, frames]; `sink` gets float32 audio [C, t] at the original rate,
         exactly `header.num_samples` samples in total."""
         self.check_header(header)
         if header.model_sample_rate != self.sample_rate or header.hop_length != self.hop_length:
             raise ModelMismatchError(f"file's rate/hop do not match model {self.name}")
-        if header.n_q > self.n_q or max(header.codebook_sizes) > self.codec.codebook_size:
+        n_q = header.n_q - self.codec.pitch_rows
+        allowed = self.codec.code_sizes(n_q) if 1 <= n_q <= self.n_q else ()
+        if len(allowed) != header.n_q or any(k > a for k, a in zip(header.codebook_sizes, allowed, strict=True)):
             raise ModelMismatchError(f"file uses more stages or codes than model {self.name} has")
         self._check_rows(header.channels)
         rs = _resampler(self.sample_rate, header.original_sample_rate, header.channels)

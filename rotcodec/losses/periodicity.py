@@ -18,6 +18,9 @@ from torch import nn
 from .spectral import check_pair
 
 MIN_F0, MAX_F0 = 60.0, 400.0
+# A periodic frame's autocorrelation peaks at every multiple of its period, about as high at 2T as at T, so
+# pitch takes the shortest lag whose peak reaches this share of the best (`peak_lag`).
+OCTAVE_SHARE = 0.9
 FRAME_SECONDS, HOP_SECONDS = 0.04, 0.01
 ACTIVE_DB = 40.0  # frames quieter than the reference's loudest frame by more than this are not scored
 FLOOR_DB = 60.0  # energy floor below the signal's loudest frame: keeps silent frames' gradients finite
@@ -29,12 +32,16 @@ def pitch_lags(sample_rate: int) -> tuple[int, int]:
     return int(sample_rate / MAX_F0), min(int(-(-sample_rate // MIN_F0)), frame - 1)
 
 
-def normalised_autocorrelation(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+def normalised_autocorrelation(
+    x: torch.Tensor, sample_rate: int, frame: int | None = None, hop: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """x `[..., time]` at `sample_rate` Hz -> (normalised autocorrelation `[..., frames, lags]` over the pitch
-    lags of 400..60 Hz, about -1..1; frame energy `[..., frames]` in dB). No frames when x is shorter than
-    40 ms. Differentiable."""
-    frame, hop = round(FRAME_SECONDS * sample_rate), round(HOP_SECONDS * sample_rate)
+    lags of 400..60 Hz, about -1..1; frame energy `[..., frames]` in dB). Frames of `frame` samples every
+    `hop` (default 40 ms / 10 ms); none when x is shorter than one frame. Differentiable."""
+    frame = round(FRAME_SECONDS * sample_rate) if frame is None else frame
+    hop = round(HOP_SECONDS * sample_rate) if hop is None else hop
     lo, hi = pitch_lags(sample_rate)
+    hi = min(hi, frame - 1)
     if x.shape[-1] < frame:
         return x.new_zeros((*x.shape[:-1], 0, hi - lo + 1)), x.new_zeros((*x.shape[:-1], 0))
     frames = x.unfold(-1, frame, hop)
@@ -58,6 +65,25 @@ def frame_periodicity(x: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, 
     autocorrelation over pitch lags; energy `[..., frames]` in dB). Differentiable."""
     acf, energy_db = normalised_autocorrelation(x, sample_rate)
     return acf.amax(dim=-1).clamp(0.0, 1.0), energy_db
+
+
+def peak_lag(acf: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pitch period from `normalised_autocorrelation` rows `[..., frames, lags]` -> (lag `[..., frames]` in
+    samples, fractional; peak value `[..., frames]`). A periodic frame's autocorrelation peaks at every
+    multiple of its period, about as high at 2T as at T, so the plain argmax often picks a sub-octave: this
+    takes the shortest lag whose local peak reaches OCTAVE_SHARE of the best, refined by a parabola through
+    the peak and its neighbours. Needs at least 3 lags. Not differentiable."""
+    acf = acf.detach()
+    best = acf.amax(dim=-1)
+    mid = acf[..., 1:-1]
+    is_peak = (mid >= acf[..., :-2]) & (mid >= acf[..., 2:]) & (mid >= OCTAVE_SHARE * best.unsqueeze(-1))
+    first = is_peak.to(torch.int8).argmax(dim=-1)
+    i = torch.where(is_peak.any(dim=-1), first, mid.argmax(dim=-1)).unsqueeze(-1) + 1
+    a, b, c = acf.gather(-1, i - 1), acf.gather(-1, i), acf.gather(-1, i + 1)
+    curve = a - 2 * b + c
+    shift = torch.where(curve < 0, 0.5 * (a - c) / torch.where(curve < 0, curve, -torch.ones_like(curve)), 0.0)
+    lag = pitch_lags(sample_rate)[0] + i + shift.clamp(-0.5, 0.5)
+    return lag.squeeze(-1), best
 
 
 def active_frames(energy_db: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from torch.nn.utils import parametrize
 
 from ..quantize import ResidualVQ, RVQConfig
 from .activations import ACTIVATIONS
+from .harmonic import PITCH_SYMBOLS, HarmonicSynth, PitchConfig, PitchTracker
 from .seanet import SEANetDecoder, SEANetEncoder
 from .streaming import StreamingModule
 
@@ -53,6 +54,7 @@ class CodecConfig:
     activation: str = "elu"
     decoder_activation: str | None = None
     quantizer: RVQConfig = field(default_factory=lambda: RVQConfig(dim=128, n_q=8, codebook_size=1024))
+    pitch: PitchConfig | None = None
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.channels <= 0:
@@ -108,6 +110,11 @@ class Codec(StreamingModule):
         dec_base = cfg.decoder_base_channels or cfg.base_channels
         dec_act = cfg.decoder_activation or cfg.activation
         self.decoder = SEANetDecoder(base_channels=dec_base, activation=dec_act, **common)
+        self.pitch_tracker: PitchTracker | None = None
+        self.harmonic: HarmonicSynth | None = None
+        if cfg.pitch is not None:
+            self.pitch_tracker = PitchTracker(cfg.sample_rate, cfg.hop_length, cfg.pitch)
+            self.harmonic = HarmonicSynth(cfg.latent_dim, cfg.sample_rate, cfg.hop_length, cfg.pitch)
 
     # -- arithmetic ----------------------------------------------------------------------------------
     @property
@@ -136,9 +143,19 @@ class Codec(StreamingModule):
     def codebook_size(self) -> int:
         return self.quantizer.codebook_size
 
+    @property
+    def pitch_rows(self) -> int:
+        """Code rows before the RVQ stages: 1 (the pitch symbols) for models with `pitch`, else 0."""
+        return 0 if self.harmonic is None else 1
+
+    def code_sizes(self, n_q: int | None = None) -> tuple[int, ...]:
+        """Alphabet size of each row of `encode`'s codes: the pitch row (128), then n_q stages of K."""
+        return (PITCH_SYMBOLS,) * self.pitch_rows + (self.codebook_size,) * self._check_n_q(n_q)
+
     def bits_per_frame(self, n_q: int | None = None) -> float:
-        """n_q * log2(K) bits per frame per channel (the packed size when K is a power of two)."""
-        return self._check_n_q(n_q) * math.log2(self.codebook_size)
+        """Sum of log2(alphabet size) over the code rows, per frame per channel: n_q * log2(K), plus 7 for
+        the pitch row (the packed size when the sizes are powers of two)."""
+        return sum(math.log2(k) for k in self.code_sizes(n_q))
 
     def bitrate(self, n_q: int | None = None) -> float:
         """kbps per audio channel: frame_rate * n_q * log2(K) / 1000."""
@@ -179,43 +196,59 @@ class Codec(StreamingModule):
     def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
         """Training forward. wav `[batch, channels, time]` -> `CodecOutput` with audio of the same shape
         (input zero-padded to a multiple of hop, output trimmed back); quantizer dropout applies in training."""
-        z = self.embed(wav)
+        x = self._fold(wav)
+        z = self.encoder(x)
         batch, length = wav.shape[0], wav.shape[-1]
         q = self.quantizer(z, n_q=self._check_n_q(n_q))
-        audio = self.decoder(q.quantized)[..., :length].reshape(batch, self.channels, -1)
+        audio = self.decoder(q.quantized)
+        if self.harmonic is not None and self.pitch_tracker is not None:
+            pitch = self.pitch_tracker(x[:, 0])
+            audio = audio + self.harmonic(q.quantized, pitch)
+        audio = audio[..., :length].reshape(batch, self.channels, -1)
         codes = q.codes.reshape(batch, self.channels, q.codes.shape[1], -1)
         return CodecOutput(audio, codes, q.loss, q.stats, z)
 
     # -- inference -----------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
-        """wav `[batch, channels, time]` -> codes `[batch, channels, n_q, ceil(time / hop)]` int64."""
+        """wav `[batch, channels, time]` -> codes `[batch, channels, rows, ceil(time / hop)]` int64, rows =
+        `pitch_rows` + n_q: the pitch symbols first (models with `pitch`), then the RVQ stages."""
         n_q = self._check_n_q(n_q)
         batch = wav.shape[0]
+        x = self._fold(wav)
         with parametrize.cached():  # weight norm computed once per call, not per layer use
-            z = self.embed(wav)
+            z = self.encoder(x)
         if z.shape[-1] == 0:
             codes = torch.zeros(z.shape[0], n_q, 0, dtype=torch.long, device=z.device)
         else:
             codes = self.quantizer.encode(z, n_q)
-        return codes.reshape(batch, self.channels, n_q, -1)
+        if self.pitch_tracker is not None:
+            codes = torch.cat([self.pitch_tracker(x[:, 0]).unsqueeze(1), codes], dim=1)
+        return codes.reshape(batch, self.channels, codes.shape[1], -1)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes `[batch, channels, n_q, frames]` -> wav `[batch, channels, frames * hop]`."""
+        """codes `[batch, channels, rows, frames]` (as `encode` gives them) -> wav `[batch, channels, frames *
+        hop]`."""
         if codes.dim() != 4 or codes.shape[1] != self.channels:
             raise CodecInputError(
-                f"expected codes [batch, {self.channels}, n_q, frames], got shape {tuple(codes.shape)}"
+                f"expected codes [batch, {self.channels}, rows, frames], got shape {tuple(codes.shape)}"
             )
-        batch, _, n_q, frames = codes.shape
-        self._check_n_q(n_q)
+        batch, _, rows, frames = codes.shape
+        n_q = rows - self.pitch_rows
+        if not 1 <= n_q <= self.n_q:
+            raise CodecInputError(f"expected {self.pitch_rows + 1}..{self.pitch_rows + self.n_q} code rows, got {rows}")
         if codes.dtype.is_floating_point or codes.dtype == torch.bool:
             raise CodecInputError(f"codes must be integers, got {codes.dtype}")
-        if frames > 0 and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise CodecInputError(f"codes must be in [0, {self.codebook_size}), got out-of-range values")
-        flat = codes.reshape(batch * self.channels, n_q, frames).long()
+        flat = codes.reshape(batch * self.channels, rows, frames).long()
         if frames == 0:
             return codes.new_zeros(batch, self.channels, 0, dtype=torch.float32)
+        sizes = torch.tensor(self.code_sizes(n_q), device=codes.device)[None, :, None]
+        if bool((flat < 0).any()) or bool((flat >= sizes).any()):
+            raise CodecInputError(f"codes out of range: each row must lie in [0, {self.code_sizes(n_q)[-1]})")
         with parametrize.cached():
-            wav = self.decoder(self.quantizer.decode(flat))
+            z = self.quantizer.decode(flat[:, self.pitch_rows :])
+            wav = self.decoder(z)
+            if self.harmonic is not None:
+                wav = wav + self.harmonic(z, flat[:, 0])
         return wav.reshape(batch, self.channels, -1)

@@ -2,7 +2,7 @@
 
 JSON fields: format ("rotcodec-model"), format_version, rotcodec_version, config (CodecConfig as a dict),
 weights_file, weights_sha256 (of the .safetensors file), model_hash (see `model_hash`), has_code_counts,
-extra (caller's metadata). Optional code-frequency tables `[n_q, codebook_size]` (for entropy coding) live
+extra (caller's metadata). Optional code-frequency tables `[code rows, largest alphabet]` (for entropy coding) live
 in the safetensors file under the key `code_counts`, next to the state dict (whose keys never clash: they
 all start with `encoder.`, `quantizer.` or `decoder.`).
 """
@@ -111,8 +111,8 @@ def save_model(
     storage_dtype: torch.dtype | None = None,
 ) -> tuple[Path, Path]:
     """Write `NAME.safetensors` and `NAME.json` atomically (path with or without extension); returns both
-    paths. code_counts: optional `[n_q, codebook_size]` code-frequency tables. inference_only: leave out the
-    EMA codebook sums (halves a shipped model; fine-tuning from it restarts them from the codebook).
+    paths. code_counts: optional `[code rows, largest alphabet]` code-frequency tables (`Codec.code_sizes`).
+    inference_only: leave out the EMA codebook sums (halves a shipped model; fine-tuning from it restarts them from the codebook).
     storage_dtype: store float tensors in this dtype (float16 halves the file again; loading casts back to
     float32). The codec is first rounded in place to that precision (`round_weights_`), so `model_hash` and
     the in-memory codec both match what loads."""
@@ -133,7 +133,7 @@ def save_model(
     if inference_only:  # EMA sums are training state (as large as the codebooks); loading rebuilds them
         tensors = {k: v for k, v in tensors.items() if not k.endswith(TRAINING_ONLY_SUFFIX)}
     if code_counts is not None:
-        expected = (codec.n_q, codec.codebook_size)
+        expected = (len(codec.code_sizes()), max(codec.code_sizes()))
         if tuple(code_counts.shape) != expected:
             raise ModelFileError(f"code_counts must have shape {expected}, got {tuple(code_counts.shape)}")
         tensors[CODE_COUNTS_KEY] = code_counts.detach().cpu().contiguous().clone()

@@ -3,8 +3,9 @@
     rotcodec export runs/speech16k/checkpoints/step_00001500 -o rotcodec/pretrained/speech16k \
         --data /path/to/speech_manifest.tsv --seconds 600
 
-The tables (`code_counts [n_q, K]`: how often each code of each stage occurs on real audio) let the `.rcq`
-entropy-coded mode spend fewer bits on frequent codes; they are stored inside the model file.
+The tables (`code_counts [rows, K]`: how often each code of each stage, and each pitch symbol, occurs on
+real audio) let the `.rcq` entropy-coded mode spend fewer bits on frequent codes; they are stored inside
+the model file.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..models.io import STORAGE_DTYPES, read_model, round_weights_, save_model
 
 @torch.no_grad()
 def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> torch.Tensor:  # noqa: ANN001
-    """Code histogram `[n_q, K]` (int64) over `seconds` of 1-second crops of `sources` at full n_q."""
+    """Code histogram `[rows, K]` (int64; rows as `Codec.encode`) over `seconds` of 1-second crops of `sources` at full n_q."""
     cfg = DataConfig(
         sources=sources,
         sample_rate=codec.sample_rate,
@@ -37,12 +38,13 @@ def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> tor
     with warnings.catch_warnings():  # counting needs no validation split
         warnings.filterwarnings("ignore", message="no validation files")
         train_ds, _ = build_datasets(cfg)
-    counts = torch.zeros(codec.n_q, codec.codebook_size, dtype=torch.long)
+    sizes = codec.code_sizes()
+    counts = torch.zeros(len(sizes), max(sizes), dtype=torch.long)
     for start in range(0, len(train_ds), 16):
         batch = torch.stack([train_ds[i] for i in range(start, min(start + 16, len(train_ds)))])
-        codes = codec.encode(batch, codec.n_q)  # [B, C, n_q, F]
-        for k in range(codec.n_q):
-            counts[k] += torch.bincount(codes[:, :, k].reshape(-1), minlength=codec.codebook_size)
+        codes = codec.encode(batch, codec.n_q)  # [B, C, rows, F]: the pitch row (if any), then the stages
+        for k in range(codes.shape[2]):
+            counts[k] += torch.bincount(codes[:, :, k].reshape(-1), minlength=max(sizes))
     return counts
 
 

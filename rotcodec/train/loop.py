@@ -157,7 +157,14 @@ def train(
     codec = Codec(recipe.model)
     if init is not None and ckpt is None:
         loaded = read_model(init).codec
-        codec.load_state_dict(loaded.state_dict(), strict=True)
+        # A branch the recipe adds to the loaded weights (the harmonic source) starts from its own init.
+        try:
+            missing, unexpected = codec.load_state_dict(loaded.state_dict(), strict=False)
+        except RuntimeError as exc:  # shapes differ
+            raise TrainingError(f"--init {init}: weights do not match the recipe's model ({str(exc)[:200]})") from None
+        mismatched = [k for k in missing if not k.startswith("harmonic.")] + unexpected
+        if mismatched:
+            raise TrainingError(f"--init {init}: weights do not match the recipe's model ({mismatched[:5]})")
     codec.to(device).train()
     disc = Discriminator(recipe.discriminator).to(device).train() if recipe.discriminator.enabled else None
     if disc is not None and recipe.loss.adv == 0 and recipe.loss.feat == 0:

@@ -1,0 +1,172 @@
+"""Transmitted pitch and a harmonic synthesiser: the decoder's voice source.
+
+The SEANet decoder on its own places voiced periods on the grid of its first upsampling stage (periods that
+are multiples of 40 samples in the 16 kHz speech model: 400/k Hz), whatever the speaker's pitch, and its
+codes hardly carry the pitch at all (docs/results/harmonics). With `CodecConfig.pitch` set, the encoder
+also tracks F0 once per code frame and sends it as one 7-bit symbol (0 = unvoiced, 1..127 = log-spaced
+60..400 Hz, 26 cents apart); the decoder adds a sum of harmonics at that F0, with amplitudes predicted from
+the quantized latent, to the SEANet output (DDSP's harmonic synthesiser, Engel et al. 2020; the source-
+filter split of NSF, Wang et al. 2019). The SEANet branch keeps the noise and the envelope details.
+
+Frame t's F0 comes from the 2-hop window that ends where frame t ends, so the tracker is as causal as the
+encoder. Inside frame t the synthesiser glides from frame t-1's F0 and amplitudes to frame t's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses.periodicity import MAX_F0, MIN_F0, normalised_autocorrelation, peak_lag
+from .streaming import StreamingConv1d, StreamingModule
+
+PITCH_SYMBOLS = 128  # symbol 0 = unvoiced; 1..127 = voiced bins
+_LOG_LO, _LOG_HI = math.log2(MIN_F0), math.log2(MAX_F0)
+
+
+@dataclass
+class PitchConfig:
+    """harmonics: sines summed by the synthesiser (those above 0.95 x Nyquist are muted); voiced: the
+    autocorrelation peak above which a frame counts as voiced; silence_db: frames whose mean square is
+    below this level (dB re full scale) count as unvoiced: an absolute gate, so that a frame's symbol
+    does not depend on the rest of the file; hidden: channels of the amplitude head."""
+
+    harmonics: int = 64
+    voiced: float = 0.5
+    silence_db: float = -55.0
+    hidden: int = 256
+
+    def __post_init__(self) -> None:
+        if self.harmonics < 1 or self.hidden < 1:
+            raise ValueError(f"harmonics and hidden must be positive, got {self.harmonics}, {self.hidden}")
+        if not 0.0 < self.voiced < 1.0:
+            raise ValueError(f"voiced must be in (0, 1), got {self.voiced}")
+
+    @property
+    def bits_per_frame(self) -> float:
+        return math.log2(PITCH_SYMBOLS)
+
+
+def f0_to_symbols(f0: torch.Tensor) -> torch.Tensor:
+    """F0 in Hz (0 or NaN = unvoiced) `[...]` -> int64 symbols `[...]` in 0..127."""
+    voiced = torch.nan_to_num(f0, nan=0.0) > 0
+    pos = (torch.log2(f0.clamp(MIN_F0, MAX_F0)) - _LOG_LO) / (_LOG_HI - _LOG_LO) * (PITCH_SYMBOLS - 2)
+    return torch.where(voiced, pos.round().long() + 1, torch.zeros_like(pos, dtype=torch.long))
+
+
+def symbols_to_f0(symbols: torch.Tensor) -> torch.Tensor:
+    """int symbols `[...]` -> F0 in Hz `[...]`, 0 where unvoiced."""
+    pos = (symbols.float() - 1).clamp_min(0) / (PITCH_SYMBOLS - 2)
+    f0 = torch.exp2(_LOG_LO + pos * (_LOG_HI - _LOG_LO))
+    return torch.where(symbols > 0, f0, torch.zeros_like(f0))
+
+
+class PitchTracker(StreamingModule):
+    """Audio `[batch, time]` -> pitch symbols `[batch, ceil(time / hop)]`: the F0 of the `2 * hop` samples
+    ending at each frame's end (zeros before the start), from `losses.periodicity.peak_lag`. Streams: it
+    keeps the samples it has not used yet, so chunked tracking equals whole-signal tracking."""
+
+    def __init__(self, sample_rate: int, hop: int, cfg: PitchConfig) -> None:
+        super().__init__()
+        self.sample_rate, self.hop, self.cfg = sample_rate, hop, cfg
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hop = self.hop
+        x = x.float()
+        if self._is_streaming:
+            pending = self._state("pending", x.shape[0])
+            x = torch.cat([x.new_zeros(x.shape[0], hop) if pending is None else pending, x], dim=-1)
+            frames = (x.shape[-1] - hop) // hop
+            self._streaming_state["pending"] = x[..., frames * hop :]
+            x = x[..., : (frames + 1) * hop]
+        else:
+            frames = -(-x.shape[-1] // hop)
+            x = F.pad(x, (hop, frames * hop - x.shape[-1]))
+        if frames == 0:
+            return torch.zeros(x.shape[0], 0, dtype=torch.long, device=x.device)
+        acf, energy_db = normalised_autocorrelation(x, self.sample_rate, frame=2 * hop, hop=hop)
+        lag, best = peak_lag(acf, self.sample_rate)
+        voiced = (best > self.cfg.voiced) & (energy_db > self.cfg.silence_db)
+        return f0_to_symbols(torch.where(voiced, self.sample_rate / lag, torch.zeros_like(lag)))
+
+
+def _glide(start: torch.Tensor, end: torch.Tensor, hop: int) -> torch.Tensor:
+    """Per-sample linear glide over each frame from `start` to `end` (both `[..., frames]`) ->
+    `[..., frames * hop]`; the frame's last sample reaches `end`."""
+    ramp = torch.arange(1, hop + 1, device=end.device, dtype=end.dtype) / hop
+    return (start.unsqueeze(-1) + (end - start).unsqueeze(-1) * ramp).flatten(-2)
+
+
+def _previous(values: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+    """values `[..., frames]` shifted right by one frame, `before` `[..., 1]` first."""
+    return torch.cat([before, values[..., :-1]], dim=-1)
+
+
+class HarmonicSynth(StreamingModule):
+    """Quantized latent `[batch, latent_dim, frames]` and pitch symbols `[batch, frames]` -> audio
+    `[batch, 1, frames * hop]`: sum over harmonics k of a_k(t) sin(k phi(t)), phi the integral of F0.
+    Amplitudes come from a causal conv head on the latent; harmonics above 0.95 x Nyquist and unvoiced
+    frames are silent. Streams: it carries the phase and the last frame's F0, voicing and amplitudes."""
+
+    def __init__(self, latent_dim: int, sample_rate: int, hop: int, cfg: PitchConfig) -> None:
+        super().__init__()
+        self.sample_rate, self.hop, self.cfg = sample_rate, hop, cfg
+        self.head = nn.Sequential(
+            StreamingConv1d(latent_dim, cfg.hidden, 3),
+            nn.ELU(),
+            StreamingConv1d(cfg.hidden, cfg.harmonics, 1),
+        )
+        # Start silent (weight-norm gain 0, softplus(-9) ~ 1e-4 per harmonic), so that adding the branch to trained
+        # weights leaves their output as it was.
+        last = self.head[-1].conv
+        nn.init.constant_(last.bias, -9.0)
+        nn.init.zeros_(last.parametrizations.weight.original0)
+        self.register_buffer("orders", torch.arange(1, cfg.harmonics + 1, dtype=torch.float32), persistent=False)
+
+    def forward(self, z: torch.Tensor, symbols: torch.Tensor) -> torch.Tensor:
+        batch, frames = symbols.shape
+        if z.shape[0] != batch or z.shape[-1] != frames:
+            raise ValueError(f"latent {tuple(z.shape)} and pitch {tuple(symbols.shape)} frames differ")
+        if frames == 0:
+            return z.new_zeros(batch, 1, 0)
+        amps = F.softplus(self.head(z))  # [batch, harmonics, frames]
+        f0 = symbols_to_f0(symbols).to(z.dtype)
+        voiced = (symbols > 0).to(z.dtype)
+        # Unvoiced frames keep the last voiced F0, so an offset fades out at the right pitch; a glide starts
+        # from the previous frame's F0 only if that frame was voiced, so an onset starts at its own pitch.
+        # Everything depends on past frames only: streaming gives the whole-file output.
+        last = self._state("f0", batch)
+        last = z.new_full((batch, 1), MIN_F0) if last is None else last
+        frame_idx = torch.arange(frames, device=z.device).expand(batch, frames)
+        last_voiced = torch.where(voiced > 0, frame_idx, -1).cummax(dim=-1).values
+        filled = torch.where(last_voiced >= 0, f0.gather(-1, last_voiced.clamp_min(0)), last)
+        prev_voiced = self._state("voiced", batch)
+        prev_voiced = z.new_zeros(batch, 1) if prev_voiced is None else prev_voiced
+        was_voiced = _previous(voiced, prev_voiced)
+        start_f0 = torch.where(was_voiced > 0, _previous(filled, last), filled)
+        prev_amps = self._state("amps", batch)
+        prev_amps = amps[..., :1] if prev_amps is None else prev_amps
+        phase0 = self._state("phase", batch)
+        phase0 = z.new_zeros(batch, 1, dtype=torch.float64) if phase0 is None else phase0
+
+        f0_s = torch.exp2(_glide(torch.log2(start_f0), torch.log2(filled), self.hop))  # [batch, time]
+        gate = _glide(was_voiced, voiced, self.hop)
+        amps_s = _glide(_previous(amps, prev_amps), amps, self.hop)  # [batch, harmonics, time]
+        # Phase: float64 running sum, wrapped, so long files keep sample-accurate phase in float32 sines.
+        step = (2 * math.pi / self.sample_rate) * f0_s.double()
+        phase = torch.remainder(phase0 + torch.cumsum(step, dim=-1), 2 * math.pi)
+        harmonics = self.orders.to(z.dtype)[None, :, None]
+        audible = (harmonics * f0_s.unsqueeze(1) < 0.475 * self.sample_rate).to(z.dtype)
+        # k * phase grows to 64 x 2 pi: fine in float32 (error ~1e-5 rad).
+        sines = torch.sin(harmonics * phase.to(z.dtype).unsqueeze(1))
+        out = (amps_s * audible * sines).sum(dim=1, keepdim=True) * gate.unsqueeze(1)
+        if self._is_streaming:
+            self._streaming_state.update(
+                f0=filled[:, -1:], voiced=voiced[:, -1:], amps=amps[..., -1:], phase=phase[:, -1:]
+            )
+        return out

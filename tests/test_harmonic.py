@@ -1,0 +1,204 @@
+"""Transmitted pitch and the harmonic source (models/harmonic.py), alone and inside a codec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import vowel
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rotcodec.bitstream import decode_bytes, estimate_frequencies
+from rotcodec.eval.periodicity import frame_pitch
+from rotcodec.inference import load_model
+from rotcodec.models import Codec, CodecConfig, save_model
+from rotcodec.models.harmonic import (
+    PITCH_SYMBOLS,
+    HarmonicSynth,
+    PitchConfig,
+    PitchTracker,
+    f0_to_symbols,
+    symbols_to_f0,
+)
+from rotcodec.quantize import RVQConfig
+
+SR, HOP = 16000, 320
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def cents(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return 1200 * np.log2(np.asarray(a) / np.asarray(b))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(60.0, 400.0))
+def test_pitch_symbols_round_trip_within_half_a_bin(f0: float) -> None:
+    sym = f0_to_symbols(torch.tensor([f0]))
+    assert 1 <= int(sym) < PITCH_SYMBOLS
+    # 126 steps over log2(400/60) octaves: 26 cents apart, so rounding costs at most 13
+    assert abs(cents(float(symbols_to_f0(sym)), f0)) <= 13.1
+
+
+def test_unvoiced_and_out_of_range_pitch() -> None:
+    sym = f0_to_symbols(torch.tensor([0.0, float("nan"), 30.0, 1000.0]))
+    assert sym.tolist() == [0, 0, 1, PITCH_SYMBOLS - 1]
+    assert symbols_to_f0(sym)[:2].tolist() == [0.0, 0.0]
+
+
+def test_tracker_follows_a_glide_and_mutes_silence() -> None:
+    x = torch.from_numpy(vowel(SR, 2.0))[None]  # F0 glides 100-140 Hz
+    x[:, : SR // 2] = 0.0
+    tracker = PitchTracker(SR, HOP, PitchConfig())
+    sym = tracker(x)[0]
+    assert sym.shape == (2 * SR // HOP,)
+    assert (sym[: SR // 2 // HOP] == 0).all()
+    f0 = symbols_to_f0(sym).numpy()[1:]
+    ref = frame_pitch(x[0].numpy(), SR)[2 * np.arange(len(f0))]  # 10 ms frames with the same centres
+    both = (f0 > 0) & ~np.isnan(ref)
+    assert both.sum() > 40
+    assert np.sqrt(np.mean(cents(f0[both], ref[both]) ** 2)) < 20
+    assert (tracker(0.1 * torch.randn(1, SR, generator=torch.Generator().manual_seed(0))) == 0).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("sizes", [[HOP], [7, 500, 13], [HOP * 3 + 1]])
+def test_tracker_streams_like_whole_signal(sizes: list[int]) -> None:
+    x = torch.from_numpy(np.stack([vowel(SR, 1.5, seed=s) for s in range(2)]))
+    tracker = PitchTracker(SR, HOP, PitchConfig())
+    whole = tracker(x)
+    parts, start, i = [], 0, 0
+    with tracker.streaming():
+        while start < x.shape[-1]:
+            n = sizes[i % len(sizes)]
+            parts.append(tracker(x[:, start : start + n]))
+            start, i = start + n, i + 1
+        parts.append(tracker(x.new_zeros(2, (-x.shape[-1]) % HOP)))  # the whole-signal pass pads the end
+    assert torch.equal(torch.cat(parts, dim=-1), whole)
+
+
+def synth_with_flat_amplitudes(level: float, harmonics: int = 16) -> HarmonicSynth:
+    synth = HarmonicSynth(8, SR, HOP, PitchConfig(harmonics=harmonics, hidden=8))
+    last = synth.head[-1].conv
+    with torch.no_grad():
+        last.bias.fill_(float(np.log(np.expm1(level))))  # softplus^-1: every harmonic at `level`
+    return synth
+
+
+def test_synth_sings_at_the_sent_pitch_and_is_silent_when_unvoiced() -> None:
+    synth = synth_with_flat_amplitudes(0.05)
+    frames = 50
+    sym = f0_to_symbols(torch.full((1, frames), 180.0))
+    sym[0, 30:] = 0
+    with torch.no_grad():
+        y = synth(torch.randn(1, 8, frames), sym)[0, 0].numpy()
+    assert y.shape == (frames * HOP,)
+    f0 = frame_pitch(y[: 25 * HOP], SR)
+    assert np.nanmedian(np.abs(cents(f0, float(symbols_to_f0(sym[0, 0]))))) < 10
+    assert np.all(y[31 * HOP :] == 0)  # the frame after the last voiced one fades out; then silence
+    assert np.abs(y[30 * HOP : 31 * HOP]).max() > 0
+
+
+def test_synth_mutes_harmonics_above_nyquist() -> None:
+    synth = synth_with_flat_amplitudes(0.05, harmonics=24)
+    sym = f0_to_symbols(torch.full((1, 40), 370.0))
+    with torch.no_grad():
+        y = synth(torch.randn(1, 8, 40), sym)[0, 0].numpy()
+    spec = np.abs(np.fft.rfft(y[HOP:] * np.hanning(len(y) - HOP)))
+    freqs = np.fft.rfftfreq(len(y) - HOP, 1 / SR)
+    # harmonic 20 (7.4 kHz) sounds; 21 (7.77 kHz) passes 0.475 x 16 kHz and 22 would alias to 7.86 kHz
+    assert spec[(freqs > 7300) & (freqs < 7500)].max() > 0.1 * spec.max()
+    assert spec[freqs > 7650].max() < 1e-3 * spec.max()
+
+
+def test_synth_streams_like_whole_signal() -> None:
+    synth = synth_with_flat_amplitudes(0.02)
+    torch.manual_seed(0)
+    z = torch.randn(2, 8, 60)
+    f0 = 120 + 60 * torch.rand(2, 60)
+    f0[:, 10:14] = 0
+    f0[1, 40:] = 0
+    sym = f0_to_symbols(f0)
+    with torch.no_grad():
+        whole = synth(z, sym)
+        with synth.streaming():
+            parts = [synth(z[..., i : i + n], sym[:, i : i + n]) for i, n in zip(range(0, 60, 7), [7] * 9, strict=True)]
+    torch.testing.assert_close(torch.cat(parts, dim=-1), whole, rtol=1e-4, atol=1e-5)
+
+
+def pitch_codec(seed: int = 0) -> Codec:
+    torch.manual_seed(seed)
+    q = RVQConfig(dim=16, n_q=4, codebook_size=64, kmeans_init=True, kmeans_iters=5)
+    cfg = CodecConfig(
+        sample_rate=SR,
+        base_channels=8,
+        strides=[2, 4, 5, 8],
+        latent_dim=16,
+        dilations=[1],
+        quantizer=q,
+        pitch=PitchConfig(harmonics=16, hidden=16),
+    )
+    codec = Codec(cfg).train()
+    codec(torch.from_numpy(vowel(SR, 2.0, seed=seed))[None, None])
+    return codec.eval()
+
+
+def test_codec_sends_pitch_first_and_counts_its_bits() -> None:
+    codec = pitch_codec()
+    wav = torch.from_numpy(vowel(SR, 1.0))[None, None]
+    codes = codec.encode(wav, n_q=2)
+    assert codes.shape == (1, 1, 3, SR // HOP)
+    assert codes[0, 0, 0].max() < PITCH_SYMBOLS and (codes[0, 0, 0] > 0).float().mean() > 0.5
+    assert codec.code_sizes(2) == (PITCH_SYMBOLS, 64, 64)
+    assert codec.bitrate(2) == pytest.approx(50 * (7 + 2 * 6) / 1000)
+    assert codec.decode(codes).shape == (1, 1, SR)
+    with pytest.raises(ValueError, match="code rows"):
+        codec.decode(codes[:, :, 1:2])
+    bad = codes.clone()
+    bad[0, 0, 0, 0] = PITCH_SYMBOLS
+    with pytest.raises(ValueError, match="out of range"):
+        codec.decode(bad)
+
+
+def test_codec_with_pitch_streams_like_whole_file() -> None:
+    codec = pitch_codec(1)
+    wav = torch.from_numpy(vowel(SR, 1.2, seed=2))[None, None]
+    whole_codes = codec.encode(wav)
+    whole = codec.decode(whole_codes)
+    with codec.streaming():
+        codes = torch.cat([codec.encode(wav[..., i : i + 3 * HOP]) for i in range(0, wav.shape[-1], 3 * HOP)], -1)
+    assert torch.equal(codes, whole_codes)
+    with codec.streaming():
+        audio = torch.cat([codec.decode(codes[..., i : i + 4]) for i in range(0, codes.shape[-1], 4)], -1)
+    torch.testing.assert_close(audio, whole, rtol=1e-4, atol=1e-5)
+
+
+def test_rcq_round_trip_with_pitch_row_and_entropy_tables(tmp_path: Path) -> None:
+    codec = pitch_codec(2)
+    save_model(codec, tmp_path / "plain")
+    model = load_model(tmp_path / "plain")
+    wav = vowel(SR, 2.0, seed=5)
+    data = model.compress(wav, SR, kbps=1.0)  # 0.35 kbps of pitch + 2 stages of 0.3 kbps
+    header, codes = decode_bytes(data)
+    assert header.codebook_sizes == (PITCH_SYMBOLS, 64, 64)
+    assert codes.shape == (1, 3, SR * 2 // HOP)
+    out, sr = model.decompress(data)
+    assert sr == SR and out.shape == (1, wav.size)
+    expected = codec.decode(torch.from_numpy(codes)[None]).numpy()[0]
+    np.testing.assert_allclose(out, expected[:, : wav.size], atol=1e-5)
+
+    counts = estimate_frequencies([codes], [PITCH_SYMBOLS] + [64] * 4)  # [5, 128]: the widest row
+    save_model(codec, tmp_path / "ent", code_counts=torch.from_numpy(counts))
+    ent = load_model(tmp_path / "ent")
+    packed = ent.compress(wav, SR, kbps=1.0)
+    assert len(packed) < len(ent.compress(wav, SR, kbps=1.0, entropy=False))
+    plain = ent.compress(wav, SR, kbps=1.0, entropy=False)
+    np.testing.assert_array_equal(ent.decompress(packed)[0], ent.decompress(plain)[0])
