@@ -112,7 +112,8 @@ def save_model(
 ) -> tuple[Path, Path]:
     """Write `NAME.safetensors` and `NAME.json` atomically (path with or without extension); returns both
     paths. code_counts: optional `[code rows, largest alphabet]` code-frequency tables (`Codec.code_sizes`).
-    inference_only: leave out the EMA codebook sums (halves a shipped model; fine-tuning from it restarts them from the codebook).
+    inference_only: leave out the EMA codebook sums (halves a shipped model; fine-tuning from it restarts them
+    from the codebook).
     storage_dtype: store float tensors in this dtype (float16 halves the file again; loading casts back to
     float32). The codec is first rounded in place to that precision (`round_weights_`), so `model_hash` and
     the in-memory codec both match what loads."""

@@ -23,7 +23,8 @@ from ..models.io import STORAGE_DTYPES, read_model, round_weights_, save_model
 
 @torch.no_grad()
 def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> torch.Tensor:  # noqa: ANN001
-    """Code histogram `[rows, K]` (int64; rows as `Codec.encode`) over `seconds` of 1-second crops of `sources` at full n_q."""
+    """Code histogram `[rows, K]` (int64; rows as `Codec.encode`) over `seconds` of 1-second crops of
+    `sources` at full n_q."""
     cfg = DataConfig(
         sources=sources,
         sample_rate=codec.sample_rate,
