@@ -14,8 +14,11 @@ from hypothesis import strategies as st
 from rotcodec.bitstream import decode_bytes, estimate_frequencies
 from rotcodec.eval.periodicity import frame_pitch
 from rotcodec.inference import load_model
+from rotcodec.losses import GeneratorLoss, LossConfig
+from rotcodec.losses.harmonic import HarmonicAmplitudeLoss, measured_amplitudes
 from rotcodec.models import Codec, CodecConfig, save_model
 from rotcodec.models.harmonic import (
+    AMPLITUDE_GAIN,
     PITCH_SYMBOLS,
     HarmonicSynth,
     PitchConfig,
@@ -89,7 +92,7 @@ def synth_with_flat_amplitudes(level: float, harmonics: int = 16) -> HarmonicSyn
     synth = HarmonicSynth(8, SR, HOP, PitchConfig(harmonics=harmonics, hidden=8))
     last = synth.head[-1].conv
     with torch.no_grad():
-        last.bias.fill_(float(np.log(np.expm1(level))))  # softplus^-1: every harmonic at `level`
+        last.bias.fill_(float(np.log(np.expm1(level))) / AMPLITUDE_GAIN)  # softplus^-1: every harmonic at `level`
     return synth
 
 
@@ -202,3 +205,36 @@ def test_rcq_round_trip_with_pitch_row_and_entropy_tables(tmp_path: Path) -> Non
     assert len(packed) < len(ent.compress(wav, SR, kbps=1.0, entropy=False))
     plain = ent.compress(wav, SR, kbps=1.0, entropy=False)
     np.testing.assert_array_equal(ent.decompress(packed)[0], ent.decompress(plain)[0])
+
+
+def test_measured_amplitudes_read_a_known_harmonic_series() -> None:
+    t = torch.arange(SR) / SR
+    levels = [0.3, 0.1, 0.02]
+    x = sum(a * torch.sin(2 * torch.pi * 150 * (k + 1) * t + k) for k, a in enumerate(levels))[None]
+    f0 = torch.full((1, SR // HOP), 150.0)
+    f0[0, :3] = 0
+    amps, mask = measured_amplitudes(x, f0, SR, HOP, 5)
+    mid = amps[0, :, 10:40]
+    for k, a in enumerate(levels):  # Hann scalloping costs at most 1.4 dB
+        assert (mid[k] / a).min() > 0.84 and (mid[k] / a).max() <= 1.01
+    assert mid[3:].max() < 1e-3
+    assert not mask[0, :, :3].any() and mask[0, :, 3:].all()
+
+
+def test_harmonic_loss_pulls_amplitudes_towards_the_reference() -> None:
+    t = torch.arange(SR) / SR
+    x = (0.2 * torch.sin(2 * torch.pi * 200 * t))[None]
+    f0 = torch.full((1, SR // HOP), 200.0)
+    loss = HarmonicAmplitudeLoss(SR, HOP)
+    quiet = torch.full((1, 4, SR // HOP), 1e-3, requires_grad=True)
+    value = loss(x, f0, quiet)
+    value.backward()
+    assert value > 1.0 and quiet.grad[:, 0].sum() < 0  # the fundamental is too quiet: the loss asks for more
+    assert quiet.grad[:, 1:].sum() > 0  # harmonics 2-4 are absent from the reference: less
+    right = measured_amplitudes(x, f0, SR, HOP, 4)[0]
+    assert loss(x, f0, right) == 0
+    assert loss(x, torch.zeros_like(f0), quiet) == 0  # nothing voiced, nothing to learn
+    with pytest.raises(ValueError, match="hop_length"):
+        GeneratorLoss(LossConfig(harmonic=1.0), SR)(x[None], x[None], harmonic=(f0, quiet))
+    _, parts = GeneratorLoss(LossConfig(harmonic=1.0), SR, HOP)(x[None], x[None], harmonic=(f0, quiet))
+    assert parts["harmonic"] == value.detach()

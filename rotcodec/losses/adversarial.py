@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .harmonic import HarmonicAmplitudeLoss
 from .mel import DEFAULT_SCALES, MultiScaleMelLoss
 from .periodicity import AutocorrelationLoss, PeriodicityLoss
 from .spectral import MultiResolutionSTFTLoss, TimeL1Loss, check_pair
@@ -83,7 +84,8 @@ def feature_matching_loss(
 class LossConfig:
     """Weights of the generator loss terms (0 switches a term off and skips computing it): mel (multi-scale
     mel L1), mrstft (multi-resolution STFT), l1 (waveform), periodicity (frame voicing strength) and acf
-    (autocorrelation over pitch lags: the reference's pitch; both in `periodicity.py`), adv (adversarial),
+    (autocorrelation over pitch lags: the reference's pitch; both in `periodicity.py`), harmonic (the
+    harmonic source's amplitudes against the reference's, `harmonic.py`; models with pitch), adv (adversarial),
     feat (feature matching),
     vq (the quantizer's already-weighted commitment/codebook loss). adversarial: "hinge" or "lsgan";
     feature_matching: "relative" or "l1"; mel_scales: (n_fft, n_mels) pairs; stft_sizes: MR-STFT n_ffts."""
@@ -93,6 +95,7 @@ class LossConfig:
     l1: float = 0.0
     periodicity: float = 0.0
     acf: float = 0.0
+    harmonic: float = 0.0
     adv: float = 1.0
     feat: float = 2.0
     vq: float = 1.0
@@ -105,7 +108,7 @@ class LossConfig:
         _check_kind(self.adversarial)
         if self.feature_matching not in FEAT_KINDS:
             raise AdversarialLossError(f"feature_matching must be one of {FEAT_KINDS}, got {self.feature_matching!r}")
-        for name in ("mel", "mrstft", "l1", "periodicity", "acf", "adv", "feat", "vq"):
+        for name in ("mel", "mrstft", "l1", "periodicity", "acf", "harmonic", "adv", "feat", "vq"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
 
@@ -113,13 +116,14 @@ class LossConfig:
 class GeneratorLoss(nn.Module):
     """Weighted sum of the reconstruction, adversarial, feature-matching and VQ terms.
 
-    `forward(estimate, target, vq_loss=None, fake_logits=None, fake_features=None, real_features=None)`
-    with audio `[batch, channels, time]` at `sample_rate` Hz returns `(total, parts)`: parts maps each
+    `forward(estimate, target, vq_loss=None, fake_logits=None, fake_features=None, real_features=None,
+    harmonic=None)` with audio `[batch, channels, time]` at `sample_rate` Hz returns `(total, parts)`: parts maps each
     computed term's name to its unweighted value (detached scalar tensors, no host sync) plus "total".
-    Adversarial/feature terms are computed only when their weight > 0 and discriminator outputs are given.
+    Adversarial/feature terms are computed only when their weight > 0 and discriminator outputs are given;
+    the harmonic term only with `hop_length` and a pitch model's `harmonic` outputs.
     """
 
-    def __init__(self, cfg: LossConfig, sample_rate: int) -> None:
+    def __init__(self, cfg: LossConfig, sample_rate: int, hop_length: int | None = None) -> None:
         super().__init__()
         self.config = cfg
         scales = tuple((int(n), int(m)) for n, m in cfg.mel_scales)
@@ -128,6 +132,8 @@ class GeneratorLoss(nn.Module):
         self.l1 = TimeL1Loss() if cfg.l1 > 0 else None
         self.periodicity = PeriodicityLoss(sample_rate) if cfg.periodicity > 0 else None
         self.acf = AutocorrelationLoss(sample_rate) if cfg.acf > 0 else None
+        use_harmonic = cfg.harmonic > 0 and hop_length is not None
+        self.harmonic = HarmonicAmplitudeLoss(sample_rate, hop_length) if use_harmonic else None
 
     def forward(
         self,
@@ -137,7 +143,10 @@ class GeneratorLoss(nn.Module):
         fake_logits: list[torch.Tensor] | None = None,
         fake_features: list[list[torch.Tensor]] | None = None,
         real_features: list[list[torch.Tensor]] | None = None,
+        harmonic: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`harmonic`: (F0 `[batch * channels, frames]` in Hz, amplitudes `[batch * channels, H, frames]`) of
+        a model with pitch (`CodecOutput.f0`, `.harmonic_amps`)."""
         check_pair(estimate, target)
         cfg = self.config
         weighted: dict[str, tuple[float, torch.Tensor]] = {}
@@ -151,6 +160,11 @@ class GeneratorLoss(nn.Module):
             weighted["periodicity"] = (cfg.periodicity, self.periodicity(estimate, target))
         if self.acf is not None:
             weighted["acf"] = (cfg.acf, self.acf(estimate, target))
+        if cfg.harmonic > 0 and harmonic is not None:
+            f0, amps = harmonic
+            if self.harmonic is None:
+                raise ValueError("the harmonic loss needs the codec's hop_length: GeneratorLoss(..., hop_length=)")
+            weighted["harmonic"] = (cfg.harmonic, self.harmonic(target.reshape(-1, target.shape[-1]), f0, amps))
         if cfg.adv > 0 and fake_logits:
             weighted["adv"] = (cfg.adv, generator_adversarial_loss(fake_logits, cfg.adversarial))
         if cfg.feat > 0 and fake_features and real_features:

@@ -20,7 +20,7 @@ from torch.nn.utils import parametrize
 
 from ..quantize import ResidualVQ, RVQConfig
 from .activations import ACTIVATIONS
-from .harmonic import PITCH_SYMBOLS, HarmonicSynth, PitchConfig, PitchTracker
+from .harmonic import PITCH_SYMBOLS, HarmonicSynth, PitchConfig, PitchTracker, symbols_to_f0
 from .seanet import SEANetDecoder, SEANetEncoder
 from .streaming import StreamingModule
 
@@ -77,13 +77,17 @@ class CodecConfig:
 class CodecOutput:
     """audio `[batch, channels, time]`, codes `[batch, channels, n_q, frames]` int64, vq_loss (scalar,
     already weighted by the quantizer), stats (quantizer statistics, tensors), latent: the unquantized
-    encoder output `[batch * channels, latent_dim, frames]` (as `Codec.embed`)."""
+    encoder output `[batch * channels, latent_dim, frames]` (as `Codec.embed`); for models with `pitch`: f0,
+    the transmitted F0 `[batch * channels, frames]` in Hz (0 = unvoiced), and harmonic_amps, the harmonic
+    source's amplitudes `[batch * channels, harmonics, frames]` (for `losses.harmonic`)."""
 
     audio: torch.Tensor
     codes: torch.Tensor
     vq_loss: torch.Tensor
     stats: dict[str, torch.Tensor]
     latent: torch.Tensor
+    f0: torch.Tensor | None = None
+    harmonic_amps: torch.Tensor | None = None
 
 
 class Codec(StreamingModule):
@@ -201,12 +205,15 @@ class Codec(StreamingModule):
         batch, length = wav.shape[0], wav.shape[-1]
         q = self.quantizer(z, n_q=self._check_n_q(n_q))
         audio = self.decoder(q.quantized)
+        f0 = amps = None
         if self.harmonic is not None and self.pitch_tracker is not None:
             pitch = self.pitch_tracker(x[:, 0])
-            audio = audio + self.harmonic(q.quantized, pitch)
+            amps = self.harmonic.amplitudes(q.quantized)
+            audio = audio + self.harmonic(q.quantized, pitch, amps)
+            f0 = symbols_to_f0(pitch)
         audio = audio[..., :length].reshape(batch, self.channels, -1)
         codes = q.codes.reshape(batch, self.channels, q.codes.shape[1], -1)
-        return CodecOutput(audio, codes, q.loss, q.stats, z)
+        return CodecOutput(audio, codes, q.loss, q.stats, z, f0, amps)
 
     # -- inference -----------------------------------------------------------------------------------
     @torch.no_grad()

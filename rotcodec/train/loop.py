@@ -85,9 +85,12 @@ class _Generator(nn.Module):
         super().__init__()
         self.codec = codec
 
-    def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, wav: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
         out = self.codec(wav)
-        return out.audio, out.vq_loss, out.stats
+        harmonic = None if out.f0 is None or out.harmonic_amps is None else (out.f0, out.harmonic_amps)
+        return out.audio, out.vq_loss, out.stats, harmonic
 
 
 class StepBatches:
@@ -169,7 +172,7 @@ def train(
     disc = Discriminator(recipe.discriminator).to(device).train() if recipe.discriminator.enabled else None
     if disc is not None and recipe.loss.adv == 0 and recipe.loss.feat == 0:
         disc = None
-    loss_fn = GeneratorLoss(recipe.loss, recipe.model.sample_rate).to(device)
+    loss_fn = GeneratorLoss(recipe.loss, recipe.model.sample_rate, recipe.model.hop_length).to(device)
     opt_g = torch.optim.AdamW(codec.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=tuple(cfg.betas)) if disc else None
     step = 0
@@ -210,7 +213,7 @@ def train(
                 group["lr"] = lr
             adversarial = disc is not None and step >= cfg.adversarial_start
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                audio, vq_loss, stats = gen(wav)
+                audio, vq_loss, stats, harmonic = gen(wav)
             d_parts: dict[str, torch.Tensor] = {}
             if adversarial:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -227,9 +230,11 @@ def train(
                     fake_logits, fake_feats = disc(audio)
                     with torch.no_grad():
                         _, real_feats = disc(wav)
-                total, parts = loss_fn(audio.float(), wav, vq_loss, fake_logits, fake_feats, real_feats)
+                total, parts = loss_fn(
+                    audio.float(), wav, vq_loss, fake_logits, fake_feats, real_feats, harmonic=harmonic
+                )
             else:
-                total, parts = loss_fn(audio.float(), wav, vq_loss)
+                total, parts = loss_fn(audio.float(), wav, vq_loss, harmonic=harmonic)
             opt_g.zero_grad(set_to_none=True)
             total.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -326,7 +331,8 @@ def validate(
             break
         wav = wav.to(device)
         out = codec(wav)
-        _, parts = loss_fn(out.audio.float(), wav)
+        harmonic = None if out.f0 is None or out.harmonic_amps is None else (out.f0, out.harmonic_amps)
+        _, parts = loss_fn(out.audio.float(), wav, harmonic=harmonic)
         _, one_stage = loss_fn(codec(wav, n_q=1).audio.float(), wav)  # equal to `mel`: extra stages unused
         dims = torch.tensor(float(latent_effective_dims(out.latent)))
         extra = {"mel_nq1": one_stage["mel"], "latent_dims": dims}

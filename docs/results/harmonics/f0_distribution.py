@@ -4,7 +4,8 @@ usage: python docs/results/harmonics/f0_distribution.py MODEL MANIFEST.tsv [KBPS
 
 Prints the 10/50/90th percentiles of the reference's and the output's F0 (rotcodec.eval.periodicity.frame_pitch,
 10 ms frames), their correlation over frames voiced in both, and the output's most common F0 bins. A decoder
-that ignores the speaker's pitch shows a narrow output distribution and a low correlation.
+that ignores the speaker's pitch shows a narrow output distribution and a low correlation. For a model with
+a transmitted pitch (`models/harmonic.py`) it also prints the harmonic source's share of the output energy.
 """
 
 from __future__ import annotations
@@ -12,11 +13,22 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+import torch
 
 from rotcodec.audio import load_audio
+from rotcodec.bitstream import decode_bytes
 from rotcodec.eval.periodicity import frame_pitch
 from rotcodec.eval.runner import align_estimate
 from rotcodec.inference.loading import load_model
+
+
+def harmonic_share(codec, data: bytes) -> tuple[float, float]:  # noqa: ANN001
+    """(energy of the harmonic source, energy of the whole output) of one `.rcq` stream's decode."""
+    codes = torch.from_numpy(decode_bytes(data)[1])[:1, None]  # first channel: [1, 1, rows, frames]
+    with torch.no_grad():
+        z = codec.quantizer.decode(codes[:, 0, 1:])
+        harm = codec.harmonic(z, codes[:, 0, 0])
+    return float((harm**2).sum()), float((codec.decode(codes) ** 2).sum())
 
 
 def main() -> None:
@@ -24,13 +36,14 @@ def main() -> None:
     kbps = float(sys.argv[3]) if len(sys.argv) > 3 else 6.0
     model = load_model(model_path)
     paths = [line.split("\t")[0] for line in open(manifest).read().splitlines()[1:]]
-    ref_f0, out_f0 = [], []
+    ref_f0, out_f0, energy = [], [], np.zeros(2)
     for path in paths:
         wav, sr = load_audio(path)
         x = wav[:1]  # [1, time]
-        y, _ = align_estimate(
-            x, model.decompress(model.compress(x, sr, kbps=kbps))[0][:, : x.shape[-1]], model.hop_length
-        )
+        data = model.compress(x, sr, kbps=kbps)
+        if model.codec.harmonic is not None:
+            energy += harmonic_share(model.codec, data)
+        y, _ = align_estimate(x, model.decompress(data)[0][:, : x.shape[-1]], model.hop_length)
         x, y = x[0], y[0]
         a, b = frame_pitch(x, sr), frame_pitch(y, sr)
         n = min(a.size, b.size)
@@ -49,6 +62,8 @@ def main() -> None:
         np.nanpercentile(o, [10, 50, 90]).round(1),
     )
     print(f"F0 correlation over frames voiced in both: {np.corrcoef(r[both], o[both])[0, 1]:.3f}")
+    if model.codec.harmonic is not None:
+        print(f"harmonic source: {energy[0] / energy[1]:.0%} of the output energy")
     counts, edges = np.histogram(o[~np.isnan(o)], bins=np.arange(60, 410, 10))
     top = np.argsort(counts)[::-1][:4]
     share = ", ".join(f"{edges[i]:.0f}-{edges[i + 1]:.0f} Hz: {counts[i] / counts.sum():.0%}" for i in top)
