@@ -122,6 +122,17 @@ def test_synth_mutes_harmonics_above_nyquist() -> None:
     assert spec[freqs > 7650].max() < 1e-3 * spec.max()
 
 
+def test_residual_gain_starts_at_one_and_can_silence_the_residual() -> None:
+    synth = synth_with_flat_amplitudes(0.02)
+    z, sym = torch.randn(1, 8, 20), f0_to_symbols(torch.full((1, 20), 150.0))
+    residual = torch.randn(1, 1, 20 * HOP)
+    with torch.no_grad():
+        harmonics = synth(z, sym)
+        torch.testing.assert_close(synth(z, sym, residual), harmonics + residual)
+        synth.gain_head.conv.bias.fill_(-2.0)  # gain 2 sigmoid(-20) ~ 4e-9
+        torch.testing.assert_close(synth(z, sym, residual), harmonics, atol=1e-6, rtol=0)
+
+
 def test_synth_streams_like_whole_signal() -> None:
     synth = synth_with_flat_amplitudes(0.02)
     torch.manual_seed(0)
@@ -130,10 +141,16 @@ def test_synth_streams_like_whole_signal() -> None:
     f0[:, 10:14] = 0
     f0[1, 40:] = 0
     sym = f0_to_symbols(f0)
+    residual = torch.randn(2, 1, 60 * HOP)
     with torch.no_grad():
-        whole = synth(z, sym)
+        synth.gain_head.conv.bias.fill_(0.05)
+        synth.gain_head.conv.parametrizations.weight.original0.fill_(0.1)  # a gain that varies by frame
+        whole = synth(z, sym, residual)
         with synth.streaming():
-            parts = [synth(z[..., i : i + n], sym[:, i : i + n]) for i, n in zip(range(0, 60, 7), [7] * 9, strict=True)]
+            parts = [
+                synth(z[..., i : i + 7], sym[:, i : i + 7], residual[..., i * HOP : (i + 7) * HOP])
+                for i in range(0, 60, 7)
+            ]
     torch.testing.assert_close(torch.cat(parts, dim=-1), whole, rtol=1e-4, atol=1e-5)
 
 

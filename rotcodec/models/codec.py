@@ -209,7 +209,7 @@ class Codec(StreamingModule):
         if self.harmonic is not None and self.pitch_tracker is not None:
             pitch = self.pitch_tracker(x[:, 0])
             amps = self.harmonic.amplitudes(q.quantized)
-            audio = audio + self.harmonic(q.quantized, pitch, amps)
+            audio = self.harmonic(q.quantized, pitch, audio, amps)
             f0 = symbols_to_f0(pitch)
         audio = audio[..., :length].reshape(batch, self.channels, -1)
         codes = q.codes.reshape(batch, self.channels, q.codes.shape[1], -1)
@@ -257,5 +257,5 @@ class Codec(StreamingModule):
             z = self.quantizer.decode(flat[:, self.pitch_rows :])
             wav = self.decoder(z)
             if self.harmonic is not None:
-                wav = wav + self.harmonic(z, flat[:, 0])
+                wav = self.harmonic(z, flat[:, 0], wav)
         return wav.reshape(batch, self.channels, -1)

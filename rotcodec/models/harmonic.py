@@ -113,9 +113,10 @@ def _previous(values: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
 
 class HarmonicSynth(StreamingModule):
     """Quantized latent `[batch, latent_dim, frames]` and pitch symbols `[batch, frames]` -> audio
-    `[batch, 1, frames * hop]`: sum over harmonics k of a_k(t) sin(k phi(t)), phi the integral of F0.
-    Amplitudes come from a causal conv head on the latent; harmonics above 0.95 x Nyquist and unvoiced
-    frames are silent. Streams: it carries the phase and the last frame's F0, voicing and amplitudes."""
+    `[batch, 1, frames * hop]`: sum over harmonics k of a_k(t) sin(k phi(t)), phi the integral of F0, plus
+    the SEANet decoder's output (`residual`) times a gain g(t) in (0, 2). Amplitudes and gain come from
+    causal conv heads on the latent; harmonics above 0.95 x Nyquist and unvoiced frames are silent.
+    Streams: it carries the phase and the last frame's F0, voicing, amplitudes and gain."""
 
     def __init__(self, latent_dim: int, sample_rate: int, hop: int, cfg: PitchConfig) -> None:
         super().__init__()
@@ -130,6 +131,12 @@ class HarmonicSynth(StreamingModule):
         last = self.head[-1].conv
         nn.init.constant_(last.bias, -10.0 / AMPLITUDE_GAIN)
         nn.init.zeros_(last.parametrizations.weight.original0)
+        # The residual gain lets the model quieten the SEANet branch where the harmonics take over faster than
+        # the decoder's own weights unlearn their voiced energy (noise masked the harmonics above 1 kHz after
+        # 1000 fine-tuning steps without it). It starts at exactly 1.
+        self.gain_head = StreamingConv1d(latent_dim, 1, 3)
+        nn.init.zeros_(self.gain_head.conv.bias)
+        nn.init.zeros_(self.gain_head.conv.parametrizations.weight.original0)
         self.register_buffer("orders", torch.arange(1, cfg.harmonics + 1, dtype=torch.float32), persistent=False)
 
     def amplitudes(self, z: torch.Tensor) -> torch.Tensor:
@@ -137,8 +144,15 @@ class HarmonicSynth(StreamingModule):
         (linear, full scale 1), reached at each frame's last sample."""
         return F.softplus(AMPLITUDE_GAIN * self.head(z).float())
 
-    def forward(self, z: torch.Tensor, symbols: torch.Tensor, amps: torch.Tensor | None = None) -> torch.Tensor:
-        """`amps`: `amplitudes(z)` when the caller already has them."""
+    def forward(
+        self,
+        z: torch.Tensor,
+        symbols: torch.Tensor,
+        residual: torch.Tensor | None = None,
+        amps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """residual: the SEANet output `[batch, 1, frames * hop]` (None: the harmonics alone); amps:
+        `amplitudes(z)` when the caller already has them."""
         batch, frames = symbols.shape
         if z.shape[0] != batch or z.shape[-1] != frames:
             raise ValueError(f"latent {tuple(z.shape)} and pitch {tuple(symbols.shape)} frames differ")
@@ -176,8 +190,13 @@ class HarmonicSynth(StreamingModule):
         # k * phase grows to 64 x 2 pi: fine in float32 (error ~1e-5 rad).
         sines = torch.sin(harmonics * phase.to(z.dtype).unsqueeze(1))
         out = (amps_s * audible * sines).sum(dim=1, keepdim=True) * gate.unsqueeze(1)
+        state = dict(f0=filled[:, -1:], voiced=voiced[:, -1:], amps=amps[..., -1:], phase=phase[:, -1:])
+        if residual is not None:
+            gain = 2 * torch.sigmoid(AMPLITUDE_GAIN * self.gain_head(z).float()[:, 0])  # [batch, frames]
+            prev_gain = self._state("gain", batch)
+            prev_gain = gain[:, :1] if prev_gain is None else prev_gain
+            out = out + residual.float() * _glide(_previous(gain, prev_gain), gain, self.hop).unsqueeze(1)
+            state["gain"] = gain[:, -1:]
         if self._is_streaming:
-            self._streaming_state.update(
-                f0=filled[:, -1:], voiced=voiced[:, -1:], amps=amps[..., -1:], phase=phase[:, -1:]
-            )
+            self._streaming_state.update(state)
         return out
