@@ -208,8 +208,9 @@ def run_compress(args: argparse.Namespace) -> int:
         if args.kbps is not None and h.plain_kbps > args.kbps + 1e-9:
             note = f" (warning: {args.kbps:g} kbps is below this model's lowest rate)"
         mode = "entropy" if h.coding_mode else "plain"
+        stages = f"n_q {h.n_q - model.codec.pitch_rows}" + (" + pitch" if model.codec.pitch_rows else "")
         return (
-            f"{src} -> {dst}: {r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch, n_q {h.n_q}, "
+            f"{src} -> {dst}: {r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch, {stages}, "
             f"nominal {h.plain_kbps:.2f} kbps, actual {r.kbps:.2f} kbps ({r.size} bytes, {mode}){note}"
         )
 
@@ -287,14 +288,19 @@ def run_info(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(info))
             continue
-        sizes = sorted(set(info["codebook_sizes"]))
+        runs: list[list[int]] = []  # [count, size] runs of the per-row alphabet sizes: "1 x 128 + 11 x 1024"
+        for k in info["codebook_sizes"]:
+            if runs and runs[-1][1] == k:
+                runs[-1][0] += 1
+            else:
+                runs.append([1, k])
         print(
             f"{path}\n  format version   {info['format_version']}\n"
             f"  model            {info['model_id']} (hash {info['model_hash'][:16]}, "
             f"{'installed: ' + info['model_installed'] if info['model_installed'] else 'not installed'})\n"
             f"  audio            {info['channels']} ch, {info['original_sample_rate']} Hz, "
             f"{info['num_samples']} samples ({info['duration_s']:.3f} s)\n"
-            f"  codes            {info['n_q']} stages x {'/'.join(map(str, sizes))} codes, "
+            f"  codes            {' + '.join(f'{n} x {k}' for n, k in runs)} codes per frame, "
             f"{info['frame_rate_hz']:g} Hz frames at {info['model_sample_rate']} Hz, {info['coding']} coding\n"
             f"  bitrate          nominal {info['nominal_kbps']:.3f} kbps, actual {info['actual_kbps']:.3f} kbps "
             f"({info['size_bytes']} bytes)"

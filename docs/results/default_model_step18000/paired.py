@@ -4,7 +4,7 @@ python docs/results/default_model_step18000/paired.py docs/results/periodicity/r
     docs/results/default_model_step18000/results.csv
 
 Prints, per bitrate and metric, the mean difference +- its 95% half-width (normal approximation) and how
-many files got a larger value.
+many files got a larger value. Metrics missing from either file (older results) are skipped.
 """
 
 import csv
@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-METRICS = ("pesq_wb", "stoi", "mel_distance", "mrstft", "periodicity_error", "si_sdr")
+METRICS = ("pesq_wb", "stoi", "mel_distance", "mrstft", "periodicity_error", "pitch_error", "si_sdr")
 
 
 def rows(path: str, setting: str) -> dict[str, dict[str, str]]:
@@ -27,6 +27,8 @@ def main() -> None:
         files = sorted(old.keys() & new.keys())
         parts = []
         for m in METRICS:
+            if any(m not in table[f] for table in (old, new) for f in files):
+                continue  # results from before the metric existed
             d = np.array([float(new[f][m]) - float(old[f][m]) for f in files])
             half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
             parts.append(f"{m} {d.mean():+.4f}±{half:.4f} ({(d > 0).sum()}/{len(d)} up)")
