@@ -5,9 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
+import torch
 
 from rotcodec.audio import UNKNOWN_FRAMES
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: with several threads on a shared machine, OpenMP sync costs more than the math. Modules
+    opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def write_flac_without_length(path: Path) -> None:

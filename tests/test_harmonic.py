@@ -31,12 +31,7 @@ from rotcodec.quantize import RVQConfig
 SR, HOP = 16000, 320
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cents(a: np.ndarray, b: np.ndarray) -> np.ndarray:

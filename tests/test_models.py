@@ -28,14 +28,7 @@ from rotcodec.models import (
 from rotcodec.models.activations import Snake
 from rotcodec.quantize import RVQConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: with several threads on a shared machine, OpenMP sync costs more than the math."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(**kw) -> CodecConfig:  # noqa: ANN003

@@ -10,14 +10,7 @@ from hypothesis import strategies as st
 from rotcodec.models import Codec, CodecConfig, StreamingConv1d, StreamingConvTranspose1d, StreamingError
 from rotcodec.quantize import RVQConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: with several threads on a shared machine, OpenMP sync costs more than the math."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_codec(causal: bool = True, channels: int = 1, seed: int = 0, activation: str = "elu") -> Codec:
