@@ -5,11 +5,14 @@ are multiples of 40 samples in the 16 kHz speech model: 400/k Hz), whatever the 
 codes hardly carry the pitch at all (docs/results/harmonics). With `CodecConfig.pitch` set, the encoder
 also tracks F0 once per code frame and sends it as one 7-bit symbol (0 = unvoiced, 1..127 = log-spaced
 60..400 Hz, 26 cents apart); the decoder adds a sum of harmonics at that F0, with amplitudes predicted from
-the quantized latent, to the SEANet output (DDSP's harmonic synthesiser, Engel et al. 2020; the source-
-filter split of NSF, Wang et al. 2019). The SEANet branch keeps the noise and the envelope details.
+the quantized latent, to the SEANet output scaled by a gain also predicted from the latent (DDSP's harmonic
+synthesiser, Engel et al. 2020; the source-filter split of NSF, Wang et al. 2019). The SEANet branch keeps
+the noise and the envelope details. `losses/harmonic.py` teaches the amplitudes.
 
 Frame t's F0 comes from the 2-hop window that ends where frame t ends, so the tracker is as causal as the
-encoder. Inside frame t the synthesiser glides from frame t-1's F0 and amplitudes to frame t's.
+encoder. Inside frame t the synthesiser glides from frame t-1's F0, amplitudes and gain to frame t's, so
+its pitch lags the tracker's by about one frame (20 ms): a one-frame lookahead in the tracker would remove
+that at the cost of 20 ms more streaming latency (not done).
 """
 
 from __future__ import annotations
