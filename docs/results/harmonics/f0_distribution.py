@@ -22,9 +22,10 @@ from rotcodec.eval.runner import align_estimate
 from rotcodec.inference.loading import load_model
 
 
-def harmonic_share(codec, data: bytes) -> tuple[float, float]:  # noqa: ANN001
+def harmonic_share(model, data: bytes) -> tuple[float, float]:  # noqa: ANN001
     """(energy of the harmonic source, energy of the whole output) of one `.rcq` stream's decode."""
-    codes = torch.from_numpy(decode_bytes(data)[1])[:1, None]  # first channel: [1, 1, rows, frames]
+    codec = model.codec
+    codes = torch.from_numpy(decode_bytes(data, model.code_counts)[1])[:1, None]  # first channel: [1, 1, rows, frames]
     with torch.no_grad():
         z = codec.quantizer.decode(codes[:, 0, 1:])
         harm = codec.harmonic(z, codes[:, 0, 0])
@@ -42,7 +43,7 @@ def main() -> None:
         x = wav[:1]  # [1, time]
         data = model.compress(x, sr, kbps=kbps)
         if model.codec.harmonic is not None:
-            energy += harmonic_share(model.codec, data)
+            energy += harmonic_share(model, data)
         y, _ = align_estimate(x, model.decompress(data)[0][:, : x.shape[-1]], model.hop_length)
         x, y = x[0], y[0]
         a, b = frame_pitch(x, sr), frame_pitch(y, sr)
