@@ -30,7 +30,8 @@ from .streaming import StreamingConv1d, StreamingModule
 PITCH_SYMBOLS = 128  # symbol 0 = unvoiced; 1..127 = voiced bins
 # Adam moves every weight by about lr per step whatever its gradient, so a log-amplitude head at the usual
 # scale needs ~10^4 fine-tuning steps to get from silence to speech level; the gain makes it ~10^3 (the
-# equalised learning rate trick). Measured: at gain 1 the branch still made 0% of the output after 1000 steps.
+# equalised learning rate trick). At gain 1 the branch still made 0% of the output after 1000 steps (run A in
+# docs/results/harmonics, section 6).
 AMPLITUDE_GAIN = 10.0
 _LOG_LO, _LOG_HI = math.log2(MIN_F0), math.log2(MAX_F0)
 
@@ -130,7 +131,7 @@ class HarmonicSynth(StreamingModule):
             StreamingConv1d(cfg.hidden, cfg.harmonics, 1),
         )
         # Starts silent (weight-norm gain 0, every harmonic at softplus(-10) ~ -87 dB), so adding the branch to
-        # trained weights leaves their output as it was (at 1e-3 the flat-spectrum buzz raised mel 0.25 -> 0.5).
+        # trained weights leaves their output as it was (even 1e-3 per harmonic, a flat buzz, raised the mel loss).
         last = self.head[-1].conv
         nn.init.constant_(last.bias, -10.0 / AMPLITUDE_GAIN)
         nn.init.zeros_(last.parametrizations.weight.original0)
