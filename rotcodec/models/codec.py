@@ -162,7 +162,7 @@ class Codec(StreamingModule):
         return sum(math.log2(k) for k in self.code_sizes(n_q))
 
     def bitrate(self, n_q: int | None = None) -> float:
-        """kbps per audio channel: frame_rate * n_q * log2(K) / 1000."""
+        """kbps per audio channel: frame_rate * bits_per_frame(n_q) / 1000 (the pitch row included)."""
         return self.frame_rate * self.bits_per_frame(n_q) / 1000.0
 
     def n_q_for_kbps(self, kbps: float) -> int:
@@ -252,7 +252,7 @@ class Codec(StreamingModule):
             return codes.new_zeros(batch, self.channels, 0, dtype=torch.float32)
         sizes = torch.tensor(self.code_sizes(n_q), device=codes.device)[None, :, None]
         if bool((flat < 0).any()) or bool((flat >= sizes).any()):
-            raise CodecInputError(f"codes out of range: each row must lie in [0, {self.code_sizes(n_q)[-1]})")
+            raise CodecInputError(f"codes out of range: row alphabet sizes are {self.code_sizes(n_q)}")
         with parametrize.cached():
             z = self.quantizer.decode(flat[:, self.pitch_rows :])
             wav = self.decoder(z)
