@@ -89,6 +89,11 @@ class CodecOutput:
     f0: torch.Tensor | None = None
     harmonic_amps: torch.Tensor | None = None
 
+    @property
+    def harmonic(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(f0, harmonic_amps) for `GeneratorLoss(..., harmonic=)`; None for models without pitch."""
+        return None if self.f0 is None or self.harmonic_amps is None else (self.f0, self.harmonic_amps)
+
 
 class Codec(StreamingModule):
     """Neural audio codec. Training: `forward`; inference: `encode` / `decode`, also chunk by chunk inside

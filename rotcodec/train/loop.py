@@ -89,8 +89,7 @@ class _Generator(nn.Module):
         self, wav: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
         out = self.codec(wav)
-        harmonic = None if out.f0 is None or out.harmonic_amps is None else (out.f0, out.harmonic_amps)
-        return out.audio, out.vq_loss, out.stats, harmonic
+        return out.audio, out.vq_loss, out.stats, out.harmonic
 
 
 class StepBatches:
@@ -331,8 +330,7 @@ def validate(
             break
         wav = wav.to(device)
         out = codec(wav)
-        harmonic = None if out.f0 is None or out.harmonic_amps is None else (out.f0, out.harmonic_amps)
-        _, parts = loss_fn(out.audio.float(), wav, harmonic=harmonic)
+        _, parts = loss_fn(out.audio.float(), wav, harmonic=out.harmonic)
         _, one_stage = loss_fn(codec(wav, n_q=1).audio.float(), wav)  # equal to `mel`: extra stages unused
         dims = torch.tensor(float(latent_effective_dims(out.latent)))
         extra = {"mel_nq1": one_stage["mel"], "latent_dims": dims}

@@ -17,6 +17,7 @@ import torch
 
 from rotcodec.audio import load_audio
 from rotcodec.bitstream import decode_bytes
+from rotcodec.data.manifest import read_manifest
 from rotcodec.eval.periodicity import frame_pitch
 from rotcodec.eval.runner import align_estimate
 from rotcodec.inference.loading import load_model
@@ -36,7 +37,7 @@ def main() -> None:
     model_path, manifest = sys.argv[1], sys.argv[2]
     kbps = float(sys.argv[3]) if len(sys.argv) > 3 else 6.0
     model = load_model(model_path)
-    paths = [line.split("\t")[0] for line in open(manifest).read().splitlines()[1:]]
+    paths = [e.path for e in read_manifest(manifest)]
     ref_f0, out_f0, energy = [], [], np.zeros(2)
     for path in paths:
         wav, sr = load_audio(path)

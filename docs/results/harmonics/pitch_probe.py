@@ -14,8 +14,6 @@ frames more than 100 cents off. Seeded: reruns give the same numbers on the same
 from __future__ import annotations
 
 import argparse
-import csv
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rotcodec.audio import load_audio, resample, to_channels
+from rotcodec.data.manifest import read_manifest
 from rotcodec.eval.periodicity import frame_pitch
 from rotcodec.inference.loading import load_model
 
@@ -95,14 +94,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     model = load_model(args.model)
     n_q = model.codec.n_q_for_kbps(args.kbps)
-    with open(args.manifest, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    base = Path(args.manifest).parent
+    entries = read_manifest(args.manifest)
 
     def paths(split: str) -> list[str]:
-        return [
-            r["path"] if Path(r["path"]).is_absolute() else str(base / r["path"]) for r in rows if r["split"] == split
-        ]
+        return [e.path for e in entries if e.split == split]
 
     train = paths("train")
     rng.shuffle(train)
