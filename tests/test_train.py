@@ -103,6 +103,15 @@ def test_nan_guard_stops_with_a_clear_message(tmp_path: Path, monkeypatch: pytes
     assert all(r.get("skipped_steps", 0) >= 0 for r in rows)
 
 
+def test_max_minutes_stops_early_with_a_checkpoint(tmp_path: Path) -> None:
+    # A budget already spent at the first check: the run stops at step log_every, not train.steps, and that
+    # step is validated and saved, so a lease that ends loses nothing.
+    recipe = load_recipe(TINY, ["train.max_minutes=0.000001", "train.log_every=3", "train.steps=200"])
+    last = train(recipe, tmp_path / "budget", quiet=True)
+    assert last["step"] == 3 and "valid/total" in last
+    assert (tmp_path / "budget" / "checkpoints" / "latest").read_text().strip().endswith("3")
+
+
 def test_adversarial_training_steps_run(tmp_path: Path) -> None:
     """Every optional term at once: discriminators, voicing losses and a Snake decoder."""
     recipe = load_recipe(

@@ -204,6 +204,7 @@ def train(
     bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not info.main, unit="step", dynamic_ncols=True)
     bad_in_a_row, skipped_total, last = 0, 0, {}
     t_log, step_log = time.perf_counter(), step
+    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
     try:
         while step < cfg.steps:
             wav = next(batches).to(device, non_blocking=True)
@@ -256,7 +257,8 @@ def train(
                     )
             step += 1
             bar.update(1)
-            if info.main and (step % cfg.log_every == 0 or step == cfg.steps):
+            final = step == cfg.steps or _out_of_time(deadline, step, cfg.log_every, info, device)
+            if info.main and (step % cfg.log_every == 0 or final):
                 now = time.perf_counter()
                 rate = (step - step_log) / max(now - t_log, 1e-9)
                 t_log, step_log = now, step
@@ -276,7 +278,7 @@ def train(
                     if k != "step":
                         writer.add_scalar(k, v, step)
                 bar.set_postfix(loss=f"{last.get('loss/total', float('nan')):.3f}", rate=f"{rate:.2f}/s")
-            if info.main and (step % cfg.valid_every == 0 or step == cfg.steps):
+            if info.main and (step % cfg.valid_every == 0 or final):
                 vals = validate(codec, loss_fn, valid_ds, cfg, device, run_dir / "samples" / f"step_{step:08d}")
                 record = {"step": step, **{f"valid/{k}": v for k, v in vals.items()}}
                 metrics_file.write(json.dumps(record) + "\n")
@@ -285,7 +287,7 @@ def train(
                     if k != "step":
                         writer.add_scalar(k, v, step)
                 last.update(record)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if step % cfg.checkpoint_every == 0 or final:
                 if info.main:
                     save_checkpoint(
                         run_dir,
@@ -302,6 +304,8 @@ def train(
                     )
                 if info.world_size > 1:
                     dist.barrier()
+            if final:
+                break
     finally:
         bar.close()
         if writer is not None:
@@ -309,6 +313,19 @@ def train(
         if metrics_file is not None:
             metrics_file.close()
     return last
+
+
+def _out_of_time(deadline: float | None, step: int, every: int, info: DistInfo, device: torch.device) -> bool:
+    """Whether train.max_minutes has run out, checked every `every` steps; under DDP rank 0's clock decides
+    for all ranks, so they stop at the same step."""
+    if deadline is None or step % every:
+        return False
+    late = time.monotonic() > deadline
+    if info.world_size == 1:
+        return late
+    flag = torch.tensor(float(late), device=device)
+    dist.broadcast(flag, 0)
+    return bool(flag)
 
 
 def _unwrap(m: nn.Module | None) -> nn.Module | None:

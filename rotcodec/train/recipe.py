@@ -22,6 +22,8 @@ class TrainConfig:
     grad_clip: max global grad norm (0 disables). log_every/valid_every/checkpoint_every: in steps.
     keep_checkpoints: how many step checkpoints to keep. max_bad_steps: consecutive non-finite steps
     tolerated before the run stops. amp: "bf16" autocast on CUDA ("none" disables; ignored on CPU).
+    max_minutes: wall-clock budget (0 = none): once spent, the run validates, saves a checkpoint and stops
+    early (checked every log_every steps), e.g. to fit a GPU lease.
     threads: torch CPU threads (0 = torch's default). valid_batches: validation batches per check.
     audio_samples: validation reconstructions written as WAV per check.
     """
@@ -42,6 +44,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     max_bad_steps: int = 20
     amp: str = "bf16"
+    max_minutes: float = 0.0
     threads: int = 0
     valid_batches: int = 4
     audio_samples: int = 2
