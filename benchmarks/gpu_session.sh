@@ -60,10 +60,13 @@ PB=$!
 log "CUDA tests while the runs train"
 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15 | tee "$OUT/logs/pytest_cuda.txt"
 
-# The runs stop themselves at max_minutes; this is only the backstop before the lease's limit.
-( sleep $((BUDGET_S + 60)); kill $PA $PB 2>/dev/null ) &
+# The runs stop themselves at max_minutes; this is only the backstop before the lease's limit. Its output goes
+# to /dev/null: a sleeper holding this script's stdout would keep a `| tee` pipeline open until the lease ends.
+( sleep $((BUDGET_S + 60)); kill $PA $PB ) > /dev/null 2>&1 &
+BACKSTOP=$!
 wait $PA; log "A exit $?"
 wait $PB; log "B exit $?"
+kill $BACKSTOP 2>/dev/null
 nvidia-smi --query-gpu=memory.used --format=csv,noheader
 
 for r in A B; do

@@ -29,7 +29,7 @@ def test_rvq_gradients_match_cpu(estimator: str, wiring: str) -> None:
     grads, outs = [], []
     for device in ("cpu", "cuda"):
         m = rvq.double().to(device)
-        xi = x.to(device).requires_grad_(True)
+        xi = x.to(device).requires_grad_(True) if device == "cuda" else x.clone().requires_grad_(True)
         out = m(xi)
         (out.quantized * g.to(device)).sum().backward()
         grads.append(xi.grad.cpu())

@@ -349,7 +349,7 @@ def validate(
         out = codec(wav)
         _, parts = loss_fn(out.audio.float(), wav, harmonic=out.harmonic)
         _, one_stage = loss_fn(codec(wav, n_q=1).audio.float(), wav)  # equal to `mel`: extra stages unused
-        dims = torch.tensor(float(latent_effective_dims(out.latent)))
+        dims = torch.tensor(float(latent_effective_dims(out.latent)), device=device)  # _floats stacks on one device
         extra = {"mel_nq1": one_stage["mel"], "latent_dims": dims}
         vq = {k: v for k, v in out.stats.items() if k.startswith("vq/")}
         for k, v in _floats({**parts, **vq, **extra}).items():
