@@ -26,6 +26,7 @@ from rotcodec.models.harmonic import (
     f0_to_symbols,
     symbols_to_f0,
 )
+from rotcodec.models.io import model_hash
 from rotcodec.quantize import RVQConfig
 
 SR, HOP = 16000, 320
@@ -68,10 +69,11 @@ def test_tracker_follows_a_glide_and_mutes_silence() -> None:
     assert (tracker(0.1 * torch.randn(1, SR, generator=torch.Generator().manual_seed(0))) == 0).float().mean() > 0.9
 
 
+@pytest.mark.parametrize("lookahead", [0, 1])
 @pytest.mark.parametrize("sizes", [[HOP], [7, 500, 13], [HOP * 3 + 1]])
-def test_tracker_streams_like_whole_signal(sizes: list[int]) -> None:
+def test_tracker_streams_like_whole_signal(sizes: list[int], lookahead: int) -> None:
     x = torch.from_numpy(np.stack([vowel(SR, 1.5, seed=s) for s in range(2)]))
-    tracker = PitchTracker(SR, HOP, PitchConfig())
+    tracker = PitchTracker(SR, HOP, PitchConfig(lookahead=lookahead))
     whole = tracker(x)
     parts, start, i = [], 0, 0
     with tracker.streaming():
@@ -80,7 +82,19 @@ def test_tracker_streams_like_whole_signal(sizes: list[int]) -> None:
             parts.append(tracker(x[:, start : start + n]))
             start, i = start + n, i + 1
         parts.append(tracker(x.new_zeros(2, (-x.shape[-1]) % HOP)))  # the whole-signal pass pads the end
+        assert sum(p.shape[-1] for p in parts) == whole.shape[-1] - lookahead  # a frame behind the input
+        parts.append(tracker.flush(2))
     assert torch.equal(torch.cat(parts, dim=-1), whole)
+
+
+def test_tracker_lookahead_reads_one_frame_later() -> None:
+    # The window of frame t with lookahead is the window of frame t + 1 without: the same F0, one frame early.
+    x = torch.from_numpy(vowel(SR, 1.5, seed=4))[None]
+    x = x * torch.linspace(0.2, 1.0, x.shape[-1])  # changing level and voicing edges as well as pitch
+    now, ahead = (PitchTracker(SR, HOP, PitchConfig(lookahead=k))(x)[0] for k in (0, 1))
+    assert (now > 0).float().mean() > 0.5
+    assert torch.equal(ahead[:-1], now[1:])
+    assert not torch.equal(ahead, now)
 
 
 def synth_with_flat_amplitudes(level: float, harmonics: int = 16) -> HarmonicSynth:
@@ -149,7 +163,7 @@ def test_synth_streams_like_whole_signal() -> None:
     torch.testing.assert_close(torch.cat(parts, dim=-1), whole, rtol=1e-4, atol=1e-5)
 
 
-def pitch_codec(seed: int = 0) -> Codec:
+def pitch_codec(seed: int = 0, lookahead: int = 0) -> Codec:
     torch.manual_seed(seed)
     q = RVQConfig(dim=16, n_q=4, codebook_size=64, kmeans_init=True, kmeans_iters=5)
     cfg = CodecConfig(
@@ -159,7 +173,7 @@ def pitch_codec(seed: int = 0) -> Codec:
         latent_dim=16,
         dilations=[1],
         quantizer=q,
-        pitch=PitchConfig(harmonics=16, hidden=16),
+        pitch=PitchConfig(harmonics=16, hidden=16, lookahead=lookahead),
     )
     codec = Codec(cfg).train()
     codec(torch.from_numpy(vowel(SR, 2.0, seed=seed))[None, None])
@@ -183,13 +197,26 @@ def test_codec_sends_pitch_first_and_counts_its_bits() -> None:
         codec.decode(bad)
 
 
-def test_codec_with_pitch_streams_like_whole_file() -> None:
-    codec = pitch_codec(1)
+def test_lookahead_is_left_out_of_the_model_hash() -> None:
+    # An encoder-only setting: files written before it existed must still find their model by hash.
+    now, ahead = pitch_codec(3, 0), pitch_codec(3, 1)
+    assert model_hash(now) == model_hash(ahead)
+    wav = torch.from_numpy(vowel(SR, 1.0, seed=6))[None, None]
+    assert not torch.equal(now.encode(wav), ahead.encode(wav))
+
+
+@pytest.mark.parametrize("lookahead", [0, 1])
+def test_codec_with_pitch_streams_like_whole_file(lookahead: int) -> None:
+    codec = pitch_codec(1, lookahead)
     wav = torch.from_numpy(vowel(SR, 1.2, seed=2))[None, None]
     whole_codes = codec.encode(wav)
     whole = codec.decode(whole_codes)
     with codec.streaming():
-        codes = torch.cat([codec.encode(wav[..., i : i + 3 * HOP]) for i in range(0, wav.shape[-1], 3 * HOP)], -1)
+        parts = [codec.encode(wav[..., i : i + 3 * HOP]) for i in range(0, wav.shape[-1], 3 * HOP)]
+        tail = codec.encode_flush()
+        assert (tail is None) == (lookahead == 0)
+        codes = torch.cat(parts + ([tail] if tail is not None else []), -1)
+        assert codec.encode_flush() is None  # nothing is left after a flush
     assert torch.equal(codes, whole_codes)
     with codec.streaming():
         audio = torch.cat([codec.decode(codes[..., i : i + 4]) for i in range(0, codes.shape[-1], 4)], -1)
@@ -197,7 +224,7 @@ def test_codec_with_pitch_streams_like_whole_file() -> None:
 
 
 def test_rcq_round_trip_with_pitch_row_and_entropy_tables(tmp_path: Path) -> None:
-    codec = pitch_codec(2)
+    codec = pitch_codec(2, lookahead=1)
     save_model(codec, tmp_path / "plain")
     model = load_model(tmp_path / "plain")
     wav = vowel(SR, 2.0, seed=5)
@@ -205,6 +232,8 @@ def test_rcq_round_trip_with_pitch_row_and_entropy_tables(tmp_path: Path) -> Non
     header, codes = decode_bytes(data)
     assert header.codebook_sizes == (PITCH_SYMBOLS, 64, 64)
     assert codes.shape == (1, 3, SR * 2 // HOP)
+    # Streamed block by block, the lookahead's last frame included, the codes are the whole-file pass's.
+    np.testing.assert_array_equal(codes, codec.encode(torch.from_numpy(wav)[None, None], n_q=2).numpy()[0])
     out, sr = model.decompress(data)
     assert sr == SR and out.shape == (1, wav.size)
     expected = codec.decode(torch.from_numpy(codes)[None]).numpy()[0]

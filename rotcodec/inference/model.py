@@ -195,6 +195,8 @@ class CodecModel:
             pending = np.pad(pending, ((0, 0), (0, (-pending.shape[1]) % hop)))
             for start in range(0, pending.shape[1], step):
                 emit(pending[:, start : start + step])
+            if self.streams and (tail := self.codec.encode_flush()) is not None:  # the pitch lookahead's frame
+                sink(tail.reshape(rows, tail.shape[2], -1).cpu().numpy())
 
     def decode_stream(self, header: RcqHeader, chunks: Iterable[np.ndarray], sink: Sink) -> None:
         """Decode codes chunks [C, code rows, frames]; `sink` gets float32 audio [C, t] at the original rate,

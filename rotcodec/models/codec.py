@@ -97,7 +97,8 @@ class CodecOutput:
 
 class Codec(StreamingModule):
     """Neural audio codec. Training: `forward`; inference: `encode` / `decode`, also chunk by chunk inside
-    `with codec.streaming():` (chunk lengths that are multiples of `hop_length` give the whole-file codes)."""
+    `with codec.streaming():` (chunk lengths that are multiples of `hop_length`, then `encode_flush()`, give the
+    whole-file codes)."""
 
     def __init__(self, cfg: CodecConfig) -> None:
         super().__init__()
@@ -235,8 +236,26 @@ class Codec(StreamingModule):
         else:
             codes = self.quantizer.encode(z, n_q)
         if self.pitch_tracker is not None:
-            codes = torch.cat([self.pitch_tracker(x[:, 0]).unsqueeze(1), codes], dim=1)
+            symbols = self.pitch_tracker(x[:, 0])
+            if self._is_streaming:  # with lookahead the tracker runs a frame behind: hold the stages back
+                held = self._state("held_codes", codes.shape[0])
+                codes = codes if held is None else torch.cat([held, codes], dim=-1)
+                self._streaming_state["held_codes"] = codes[..., symbols.shape[-1] :]
+                codes = codes[..., : symbols.shape[-1]]
+            codes = torch.cat([symbols.unsqueeze(1), codes], dim=1)
         return codes.reshape(batch, self.channels, codes.shape[1], -1)
+
+    @torch.no_grad()
+    def encode_flush(self) -> torch.Tensor | None:
+        """End of a streamed encode: codes `[batch, channels, rows, frames]` of the frames held back for the
+        pitch tracker's lookahead (it reads zeros past the end, as the whole-file pass pads), or None."""
+        held = self._streaming_state.get("held_codes") if self._is_streaming else None
+        if self.pitch_tracker is None or held is None or held.shape[-1] == 0:
+            return None
+        symbols = self.pitch_tracker.flush(held.shape[0]).to(held.device)
+        codes = torch.cat([symbols.unsqueeze(1), held[..., : symbols.shape[-1]]], dim=1)
+        self._streaming_state["held_codes"] = held[..., symbols.shape[-1] :]
+        return codes.reshape(-1, self.channels, codes.shape[1], codes.shape[-1])
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -41,18 +41,25 @@ class PitchConfig:
     """harmonics: sines summed by the synthesiser (those above 0.95 x Nyquist are muted); voiced: the
     autocorrelation peak above which a frame counts as voiced; silence_db: frames whose mean square is
     below this level (dB re full scale) count as unvoiced: an absolute gate, so that a frame's symbol
-    does not depend on the rest of the file; hidden: channels of the amplitude head."""
+    does not depend on the rest of the file; hidden: channels of the amplitude head; lookahead: frames of
+    future audio the tracker reads (0 or 1). With 0, a frame's F0 is measured on a window centred one frame
+    before the frame's end, where the synthesiser puts it: the sent pitch lags the voice by 20 ms (at a 50 Hz
+    frame rate). With 1 the window is centred on the frame's end, at 20 ms more encoder latency. The
+    encoder's choice alone: the decoder, and so the model hash, are the same either way."""
 
     harmonics: int = 64
     voiced: float = 0.5
     silence_db: float = -55.0
     hidden: int = 256
+    lookahead: int = 0
 
     def __post_init__(self) -> None:
         if self.harmonics < 1 or self.hidden < 1:
             raise ValueError(f"harmonics and hidden must be positive, got {self.harmonics}, {self.hidden}")
         if not 0.0 < self.voiced < 1.0:
             raise ValueError(f"voiced must be in (0, 1), got {self.voiced}")
+        if self.lookahead not in (0, 1):
+            raise ValueError(f"lookahead must be 0 or 1 frames, got {self.lookahead}")
 
     @property
     def bits_per_frame(self) -> float:
@@ -75,8 +82,9 @@ def symbols_to_f0(symbols: torch.Tensor) -> torch.Tensor:
 
 class PitchTracker(StreamingModule):
     """Audio `[batch, time]` -> pitch symbols `[batch, ceil(time / hop)]`: the F0 of the `2 * hop` samples
-    ending at each frame's end (zeros before the start), from `losses.periodicity.peak_lag`. Streams: it
-    keeps the samples it has not used yet, so chunked tracking equals whole-signal tracking."""
+    ending at each frame's end, or one frame later with `lookahead` (zeros outside the signal), from
+    `losses.periodicity.peak_lag`. Streams: it keeps the samples it has not used yet, so chunked tracking
+    (then `flush`) equals whole-signal tracking; with lookahead it runs one frame behind the input."""
 
     def __init__(self, sample_rate: int, hop: int, cfg: PitchConfig) -> None:
         super().__init__()
@@ -88,19 +96,30 @@ class PitchTracker(StreamingModule):
         x = x.float()
         if self._is_streaming:
             pending = self._state("pending", x.shape[0])
-            x = torch.cat([x.new_zeros(x.shape[0], hop) if pending is None else pending, x], dim=-1)
+            if pending is None:
+                pending = x.new_zeros(x.shape[0], hop * (1 - self.cfg.lookahead))
+            x = torch.cat([pending, x], dim=-1)
             frames = (x.shape[-1] - hop) // hop
             self._streaming_state["pending"] = x[..., frames * hop :]
             x = x[..., : (frames + 1) * hop]
         else:
             frames = -(-x.shape[-1] // hop)
-            x = F.pad(x, (hop, frames * hop - x.shape[-1]))
+            ahead = self.cfg.lookahead
+            x = F.pad(x, (hop * (1 - ahead), (frames + ahead) * hop - x.shape[-1]))
         if frames == 0:
             return torch.zeros(x.shape[0], 0, dtype=torch.long, device=x.device)
         acf, energy_db = normalised_autocorrelation(x, self.sample_rate, frame=2 * hop, hop=hop)
         lag, best = peak_lag(acf, self.sample_rate)
         voiced = (best > self.cfg.voiced) & (energy_db > self.cfg.silence_db)
         return f0_to_symbols(torch.where(voiced, self.sample_rate / lag, torch.zeros_like(lag)))
+
+    def flush(self, batch: int) -> torch.Tensor:
+        """End of a stream: the symbols of the frames whose lookahead runs past the end (zeros after it, as
+        the whole-signal pass pads), `[batch, lookahead]`; `[batch, 0]` outside streaming or without lookahead."""
+        if not self._is_streaming or self._state("pending", batch) is None:
+            return torch.zeros(batch, 0, dtype=torch.long)
+        pending = self._streaming_state["pending"]
+        return self(pending.new_zeros(batch, self.hop * self.cfg.lookahead))
 
 
 def _glide(start: torch.Tensor, end: torch.Tensor, hop: int) -> torch.Tensor:

@@ -67,8 +67,12 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 def model_hash(codec: Codec) -> str:
     """sha256 (hex) over the canonical JSON config and every state-dict tensor (name, dtype, shape, bytes):
     equal hashes mean the codec decodes identically. Stable across save/load, inference-only files included
-    (training-only EMA sums are left out)."""
-    h = hashlib.sha256(json.dumps(to_dict(codec.config), sort_keys=True).encode())
+    (training-only EMA sums are left out), and so are encoder-only settings (the pitch tracker's lookahead),
+    so files a model wrote before such a setting existed still find it."""
+    config = to_dict(codec.config)
+    if config.get("pitch"):
+        config["pitch"] = {k: v for k, v in config["pitch"].items() if k != "lookahead"}
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name, t in sorted(codec.state_dict().items()):
         if name.endswith(TRAINING_ONLY_SUFFIX):
             continue
