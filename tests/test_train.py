@@ -152,6 +152,8 @@ def test_recipe_errors_are_clear() -> None:
         load_recipe(TINY, ["data.sample_rate=8000"])
     with pytest.raises(ConfigError, match="not found"):
         load_recipe(ROOT / "recipes" / "nope.yaml")
+    with pytest.raises(ConfigError, match="set model.pitch"):  # the term would silently train nothing
+        load_recipe(TINY, ["loss.harmonic=1.0"])
 
 
 def _ddp_worker(rank: int, port: int, run: str) -> None:

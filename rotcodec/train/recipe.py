@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import apply_overrides, from_dict, load_yaml
+from ..config import ConfigError, apply_overrides, from_dict, load_yaml
 from ..data.dataset import DataConfig
 from ..losses.adversarial import LossConfig
 from ..models.codec import CodecConfig
@@ -75,4 +75,7 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         if key in model:
             data_section[key] = model[key]
     raw["data"] = data_section
-    return from_dict(Recipe, raw, "recipe")
+    recipe = from_dict(Recipe, raw, "recipe")
+    if recipe.loss.harmonic > 0 and recipe.model.pitch is None:
+        raise ConfigError("loss.harmonic trains the harmonic source: set model.pitch too, or loss.harmonic=0")
+    return recipe
