@@ -15,24 +15,33 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import sys
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import soundfile as sf
 
-from rotcodec.audio import AudioError, load_audio, resample
-from rotcodec.data.manifest import Entry, read_manifest
+from rotcodec.audio import AudioError
+from rotcodec.data.manifest import Entry, ManifestError, read_manifest
+from rotcodec.eval.runner import load_reference
 
 
 def pack(entry: Entry, out: Path, name: str, sample_rate: int) -> tuple[float, int]:
     """Write one entry as mono FLAC `out/name`; returns (seconds, bytes)."""
-    x, sr = load_audio(entry.path)
-    x = resample(x.mean(axis=0, keepdims=True), sr, sample_rate)[0]
+    x = load_reference(entry.path, sample_rate, 1)[0]
     path = out / name
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, x, sample_rate, subtype="PCM_16", format="FLAC")
     return x.size / sample_rate, path.stat().st_size
+
+
+def source_bytes(entry: Entry) -> int:
+    try:
+        return Path(entry.path).stat().st_size
+    except OSError:  # unreadable files are skipped (with a message) when packed
+        return 0
 
 
 def main() -> None:
@@ -44,11 +53,13 @@ def main() -> None:
     p.add_argument("--valid-files", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        sys.exit(f"error: {out} is not empty")
-    entries = read_manifest(args.manifest)
-    rng = random.Random(args.seed)
+    dest = Path(args.out)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        sys.exit(f"error: {dest} exists and is not an empty folder")
+    try:
+        entries = read_manifest(args.manifest)
+    except ManifestError as exc:
+        sys.exit(f"error: {exc}")
     speakers: dict[str, list[Entry]] = defaultdict(list)
     for e in entries:
         if e.split == "train":
@@ -56,6 +67,26 @@ def main() -> None:
     valid = sorted((e for e in entries if e.split == "valid"), key=lambda e: e.duration)[: args.valid_files]
     if not speakers:
         sys.exit(f"error: {args.manifest} has no entries with split 'train'")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Built beside the destination and renamed into place: a failed run leaves no half-packed folder.
+    out = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        total = pack_all(speakers, valid, out, args)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    if dest.exists():
+        dest.rmdir()
+    out.rename(dest)
+    for split, (secs, size) in total.items():
+        print(f"{split}: {secs / 60:.1f} min, {size / 1e6:.1f} MB")
+
+
+def pack_all(
+    speakers: dict[str, list[Entry]], valid: list[Entry], out: Path, args: argparse.Namespace
+) -> dict[str, list[float]]:
+    """Pack the subset into `out` (files and manifest.tsv); returns {split: [seconds, bytes]}."""
+    rng = random.Random(args.seed)
     rows: list[tuple[str, float, str, str]] = []
     total = {"train": [0.0, 0], "valid": [0.0, 0]}
 
@@ -73,7 +104,7 @@ def main() -> None:
 
     budget = args.max_mb * 1e6
     # Water-filling on the FLAC-size estimate of each speaker (bytes on disk of the source files).
-    est = {s: sum(Path(e.path).stat().st_size for e in es) for s, es in speakers.items()}
+    est = {s: sum(source_bytes(e) for e in es) for s, es in speakers.items()}
     small = {s for s in speakers if est[s] <= budget / len(speakers)}
     for s in sorted(small):
         for e in speakers[s]:
@@ -93,8 +124,7 @@ def main() -> None:
         f.write("path\tduration\tsample_rate\tchannels\tsplit\tspeaker\n")
         for name, secs, split, speaker in rows:
             f.write(f"{name}\t{secs:.4f}\t{args.sample_rate}\t1\t{split}\t{speaker}\n")
-    for split, (secs, size) in total.items():
-        print(f"{split}: {secs / 60:.1f} min, {size / 1e6:.1f} MB")
+    return total
 
 
 if __name__ == "__main__":
