@@ -16,9 +16,9 @@ import sys
 import numpy as np
 import torch
 
-from rotcodec.audio import load_audio, resample
 from rotcodec.data.manifest import read_manifest
 from rotcodec.eval.metrics import mel_distance, pesq_wb, stoi
+from rotcodec.eval.runner import load_reference
 from rotcodec.inference.loading import load_model
 
 SHIFTS = {"as sent": 0, "1 frame earlier": -1, "2 frames earlier": -2, "1 frame later": 1}
@@ -47,9 +47,8 @@ def main() -> None:
     n_q = int(sys.argv[3]) if len(sys.argv) > 3 else 11
     scores: dict[str, list[tuple[float, float, float]]] = {k: [] for k in SHIFTS}
     for entry in read_manifest(sys.argv[2]):
-        x, sr = load_audio(entry.path)
-        ref = resample(x, sr, codec.sample_rate)[0]
-        wav = torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float32))[None, None]
+        ref = load_reference(entry.path, codec.sample_rate, 1)[0]
+        wav = torch.from_numpy(ref)[None, None]
         with torch.no_grad():
             codes = codec.encode(wav, n_q=n_q)
             for name, shift in SHIFTS.items():

@@ -16,9 +16,9 @@ import sys
 import numpy as np
 import torch
 
-from rotcodec.audio import load_audio, resample
 from rotcodec.data.manifest import read_manifest
 from rotcodec.eval.metrics import mel_distance, pesq_wb, stoi
+from rotcodec.eval.runner import load_reference
 from rotcodec.inference.loading import load_model
 
 # name: (split in Hz, gain above it in voiced frames); split 0 scales the whole residual
@@ -54,9 +54,8 @@ def main() -> None:
     sr = codec.sample_rate
     scores: dict[str, list[tuple[float, float, float]]] = {k: [] for k in VARIANTS}
     for entry in read_manifest(sys.argv[2]):
-        x, file_sr = load_audio(entry.path)
-        ref = resample(x, file_sr, sr)[0]
-        harmonic, residual, voiced = parts(codec, torch.from_numpy(np.ascontiguousarray(ref))[None, None], n_q)
+        ref = load_reference(entry.path, sr, 1)[0]
+        harmonic, residual, voiced = parts(codec, torch.from_numpy(ref)[None, None], n_q)
         spectrum = np.fft.rfft(residual)
         freqs = np.fft.rfftfreq(residual.size, 1 / sr)
         for name, (split, gain) in VARIANTS.items():
