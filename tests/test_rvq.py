@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rotcodec.quantize import ResidualVQ, RVQConfig, VectorQuantizer, VQConfig
+from rotcodec.quantize.rotation import rotate_to
 
 
 def small_rvq(estimator: str, wiring: str, n_q: int = 3, dim: int = 8, k: int = 16, **kw) -> ResidualVQ:
@@ -242,3 +243,21 @@ def test_bf16_autocast_forward_backward() -> None:
         out = rvq(x.bfloat16())
     (out.quantized.float().pow(2).sum() + out.loss).backward()
     assert torch.isfinite(x.grad).all()
+
+
+def test_float64_rows_stay_float64_through_the_rotation() -> None:
+    """A float64 stage must not round to float32 on the way (the CUDA-vs-CPU gradient check relies on it):
+    its gradient equals the rotation of the float64 rows themselves to 1e-12."""
+    torch.manual_seed(0)
+    vq = VectorQuantizer(VQConfig(dim=16, codebook_size=32, kmeans_init=False, dead_code_threshold=0.0)).double()
+    vq.eval()
+    x = torch.randn(40, 16, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(40, 16, dtype=torch.float64)
+    out = vq(x)
+    assert out.out.dtype == torch.float64
+    (out.out * g).sum().backward()
+    x_ref = x.detach().clone().requires_grad_(True)
+    q = vq.codebook[out.codes]
+    y, _ = rotate_to(x_ref, q)
+    (y * g).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-12, atol=1e-12)

@@ -183,9 +183,10 @@ class VectorQuantizer(nn.Module):
                 self._kmeans_init(z)
             self._init_checked = True
         with torch.autocast(device_type=z.device.type, enabled=False):
-            z = z.float()
-            codes = nearest(self._search_key(z.detach()), self.lookup_codebook().float())
-            qz = F.embedding(codes, self.value_codebook().float())
+            # float32 at least (bf16 search and rotation are too coarse), float64 kept for exact checks
+            z = z.to(torch.promote_types(z.dtype, torch.float32))
+            codes = nearest(self._search_key(z.detach()), self.lookup_codebook().to(z.dtype))
+            qz = F.embedding(codes, self.value_codebook().to(z.dtype))
             if cfg.estimator == "rotation":
                 yz, fallback = rotate_to(z, qz, cfg.rule)
             else:
