@@ -3,6 +3,7 @@ data loader reads back; bad arguments are one-line errors."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -38,8 +39,8 @@ def manifest(tmp_path: Path) -> Path:
     return out
 
 
-def pack(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+def pack(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env)
 
 
 def test_flac_subset_keeps_every_speaker_and_the_audio(manifest: Path, tmp_path: Path) -> None:
@@ -89,3 +90,19 @@ def test_bad_arguments_are_one_line_errors(manifest: Path, tmp_path: Path) -> No
     taken = pack(str(manifest), str(busy))
     assert taken.returncode == 1 and "not an empty folder" in taken.stderr
     assert (busy / "keep.txt").read_text() == "mine"
+
+
+def test_an_encoder_failure_skips_files_in_one_line_and_an_empty_subset_is_an_error(
+    manifest: Path, tmp_path: Path
+) -> None:
+    fake = tmp_path / "bin" / "opusenc"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho first >&2\necho second >&2\nexit 3\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
+    out = tmp_path / "opus"
+    done = pack(str(manifest), str(out), "--opus-kbps", "24", env=env)
+    assert done.returncode == 1 and "no training file could be packed" in done.stderr
+    skipped = [ln for ln in done.stderr.splitlines() if ln.startswith("skipped ")]
+    assert len(skipped) == 9 and all("exit code 3: first | second" in ln for ln in skipped)
+    assert not out.exists() and not list(tmp_path.glob(".opus.*"))  # no partial output

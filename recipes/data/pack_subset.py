@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections import defaultdict
@@ -30,6 +29,7 @@ import soundfile as sf
 
 from rotcodec.audio import AudioError
 from rotcodec.data.manifest import Entry, ManifestError, read_manifest
+from rotcodec.eval.baselines import EncoderFailedError, run_tool
 from rotcodec.eval.runner import load_reference
 
 
@@ -42,12 +42,10 @@ def pack(entry: Entry, out: Path, name: str, sample_rate: int, opus_kbps: float 
     if opus_kbps > 0:
         wav = path.with_suffix(".tmp.wav")
         sf.write(wav, x, sample_rate, subtype="PCM_16")
-        done = subprocess.run(
-            ["opusenc", "--quiet", "--bitrate", str(opus_kbps), str(wav), str(path)], capture_output=True, text=True
-        )
-        wav.unlink()
-        if done.returncode != 0:
-            raise AudioError(f"opusenc failed: {done.stderr.strip()}")
+        try:
+            run_tool(["opusenc", "--quiet", "--bitrate", f"{opus_kbps:g}", wav.name, path.name], path.parent)
+        finally:
+            wav.unlink()
     else:
         sf.write(path, x, sample_rate, subtype="PCM_16", format="FLAC")
     return x.size / sample_rate, path.stat().st_size
@@ -97,6 +95,9 @@ def main() -> None:
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
+    if total["train"][0] == 0:
+        shutil.rmtree(out, ignore_errors=True)
+        sys.exit("error: no training file could be packed (see the messages above)")
     if dest.exists():
         dest.rmdir()
     out.rename(dest)
@@ -117,7 +118,7 @@ def pack_all(
         name = f"{split}/{len(rows):05d}.{'opus' if opus else 'flac'}"
         try:
             secs, size = pack(e, out, name, args.sample_rate, opus)
-        except AudioError as exc:
+        except (AudioError, EncoderFailedError) as exc:  # opusenc's error is already one line
             print(f"skipped {e.path}: {exc}", file=sys.stderr)
             return 0
         rows.append((name, secs, split, speaker))

@@ -53,7 +53,7 @@ class BaselineResult:
     details: dict[str, float | str] = field(default_factory=dict)
 
 
-def _tool(args: list[str], cwd: Path) -> float:
+def run_tool(args: list[str], cwd: Path) -> float:
     """Run one command-line tool; return its wall-clock seconds or raise a one-line error."""
     start = time.perf_counter()
     try:
@@ -169,8 +169,8 @@ class OpusBaseline(BaselineCodec):
 
     def _run(self, tmp: Path, x: np.ndarray, sr: int, setting: float | str) -> BaselineResult:
         sf.write(tmp / "in.wav", x, sr, subtype="FLOAT")
-        enc = _tool(["opusenc", "--quiet", "--hard-cbr", "--bitrate", f"{setting:g}", "in.wav", "out.opus"], tmp)
-        dec = _tool(["opusdec", "--quiet", "--float", "--rate", str(sr), "out.opus", "out.wav"], tmp)
+        enc = run_tool(["opusenc", "--quiet", "--hard-cbr", "--bitrate", f"{setting:g}", "in.wav", "out.opus"], tmp)
+        dec = run_tool(["opusdec", "--quiet", "--float", "--rate", str(sr), "out.opus", "out.wav"], tmp)
         decoded, _ = sf.read(tmp / "out.wav", dtype="float32", always_2d=True)
         data = (tmp / "out.opus").read_bytes()
         packets = ogg_packet_sizes(data)
@@ -218,8 +218,8 @@ class Codec2Baseline(BaselineCodec):
         x8 = _resample(x, sr, 8000)
         pcm = np.clip(np.round(x8 * 32767.0), -32768, 32767).astype("<i2")
         pcm.tofile(tmp / "in.raw")
-        enc = _tool(["c2enc", mode, "in.raw", "out.bit"], tmp)
-        dec = _tool(["c2dec", mode, "out.bit", "out.raw"], tmp)
+        enc = run_tool(["c2enc", mode, "in.raw", "out.bit"], tmp)
+        dec = run_tool(["c2dec", mode, "out.bit", "out.raw"], tmp)
         y8 = np.fromfile(tmp / "out.raw", dtype="<i2").astype(np.float32) / 32768.0
         y8 = compensate_delay(y8, self.delays_8k[mode], x8.size)
         kbps = 8.0 * (tmp / "out.bit").stat().st_size / (x.size / sr) / 1000.0
@@ -263,8 +263,8 @@ class Mp3Baseline(BaselineCodec):
         rate = 8000 if kbps < 16 or sr < 16000 else 16000
         sf.write(tmp / "in.wav", x, sr, subtype="FLOAT")
         args = ["lame", "--quiet", "-m", "m", "--cbr", "-b", f"{kbps:g}", "--resample", str(rate // 1000)]
-        enc = _tool([*args, "in.wav", "out.mp3"], tmp)
-        dec = _tool(["lame", "--quiet", "--decode", "out.mp3", "out.wav"], tmp)
+        enc = run_tool([*args, "in.wav", "out.mp3"], tmp)
+        dec = run_tool(["lame", "--quiet", "--decode", "out.mp3", "out.wav"], tmp)
         y, y_rate = sf.read(tmp / "out.wav", dtype="float32", always_2d=True)
         ref = _resample(x, sr, y_rate)
         lag, height = correlation_peak(ref, y[:, 0], max_lag=3 * self.known_delay)
