@@ -24,6 +24,7 @@ from rotcodec.inference import (
     load_model,
     read_rcq_header,
 )
+from rotcodec.inference.model import Setting
 from rotcodec.models import Codec, CodecConfig, save_model
 from rotcodec.pretrained import ModelNotFoundError
 from rotcodec.quantize import RVQConfig
@@ -167,7 +168,7 @@ def test_encode_stream_is_lazy(model) -> None:
             yield speechlike(1.0, 16000, seed=i)
 
     model.step_seconds = 1.0
-    model.encode_stream(blocks(), 16000, 1, 2, lambda c: emitted.append(c.shape[2]))
+    model.encode_stream(blocks(), 16000, 1, Setting(2, False), lambda c: emitted.append(c.shape[2]))
     model.step_seconds = 5.0
     assert seen_before[-1] >= 4 and sum(emitted) == 300
 
@@ -181,13 +182,13 @@ def test_compress_many_batches_equal_single(model) -> None:
 
 def test_kbps_picks_stages(model) -> None:
     assert model.bitrate(1) == pytest.approx(0.3)
-    assert model.n_q_for(kbps=0.95) == 3
-    assert model.n_q_for(kbps=0.95, channels=2) == 1
-    assert model.n_q_for(kbps=100) == 4
-    assert model.n_q_for() == 4
+    assert model.setting_for(kbps=0.95) == Setting(3, False)
+    assert model.setting_for(kbps=0.95, channels=2) == Setting(1, False)
+    assert model.setting_for(kbps=100).n_q == 4
+    assert model.setting_for().n_q == 4
     assert read_rcq_header(model.compress(speechlike(0.5, 16000), 16000, kbps=0.65)).n_q == 2
     with pytest.raises(OptionError):
-        model.n_q_for(n_q=5)
+        model.setting_for(n_q=5)
     with pytest.raises(OptionError):
         model.compress(speechlike(0.5, 16000), 16000, entropy=True)  # no tables
 

@@ -60,6 +60,13 @@ def quantize_counts(counts: np.ndarray, k: int) -> np.ndarray:
     return q.astype(np.uint32)
 
 
+def expected_bits(counts: np.ndarray, k: int) -> float:
+    """Bits per symbol that range coding with the table `quantize_counts(counts, k)` spends on symbols drawn
+    from that same table: its entropy."""
+    p = quantize_counts(np.asarray(counts)[:k], k).astype(np.float64) / (1 << TABLE_BITS)
+    return float(-(p * np.log2(p)).sum())
+
+
 def _as_counts(freqs: np.ndarray) -> np.ndarray:
     arr = np.asarray(freqs)
     if arr.ndim != 2:

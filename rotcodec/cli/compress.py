@@ -189,7 +189,7 @@ def run_compress(args: argparse.Namespace) -> int:
     jobs = plan_jobs(args.inputs, args.output, AUDIO_SUFFIXES, ".rcq")
     model = _load(args, args.model)
     try:
-        model.n_q_for(args.kbps, args.n_q)  # option errors before any file is touched
+        model.setting_for(args.kbps, args.n_q, entropy=args.entropy)  # option errors before any file is touched
         model.coding_mode(args.entropy)
     except OptionError as exc:
         raise UsageError(str(exc)) from None
@@ -208,7 +208,9 @@ def run_compress(args: argparse.Namespace) -> int:
         if args.kbps is not None and h.plain_kbps > args.kbps + 1e-9:
             note = f" (warning: {args.kbps:g} kbps is below this model's lowest rate)"
         mode = "entropy" if h.coding_mode else "plain"
-        stages = f"n_q {h.n_q - model.codec.pitch_rows}" + (" + pitch" if model.codec.pitch_rows else "")
+        codec, envelope = model.codec, model.stream_has_envelope(h)
+        stages = f"n_q {h.n_q - codec.side_rows_for(envelope)}" + (" + pitch" if codec.pitch_rows else "")
+        stages += f" + {codec.envelope_rows} band gains" if envelope else ""
         return (
             f"{src} -> {dst}: {r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch, {stages}, "
             f"nominal {h.plain_kbps:.2f} kbps, actual {r.kbps:.2f} kbps ({r.size} bytes, {mode}){note}"

@@ -8,12 +8,15 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rotcodec.bitstream import CodingMode
 from rotcodec.eval.baselines import get_baseline
+
+if TYPE_CHECKING:
+    from rotcodec.inference.model import Setting
 
 
 class EvalError(ValueError):
@@ -57,30 +60,31 @@ class NeuralCodec:
     def channels(self) -> int:
         return self.codec.channels
 
-    def settings_for_kbps(self, kbps: Sequence[float]) -> list[tuple[str, float, int]]:
-        """(setting label, nominal kbps, n_q) per requested kbps; a kbps that maps to an already listed
-        n_q is dropped with a warning (the model would produce identical streams)."""
-        out: list[tuple[str, float, int]] = []
+    def settings_for_kbps(self, kbps: Sequence[float]) -> list[tuple[str, float, Setting]]:
+        """(setting label, nominal kbps, `Setting`) per requested kbps, chosen as `rotcodec compress --kbps`
+        does; a kbps that maps to an already listed setting is dropped with a warning (identical streams)."""
+        out: list[tuple[str, float, Setting]] = []
         for k in kbps:
-            n_q = self.codec.n_q_for_kbps(float(k))
-            if any(n == n_q for _, _, n in out):
-                warnings.warn(f"{k:g} kbps maps to n_q={n_q} like a lower setting; skipped", stacklevel=2)
+            setting = self.model.setting_for(float(k))
+            if any(s == setting for _, _, s in out):
+                warnings.warn(f"{k:g} kbps maps to {setting} like a lower setting; skipped", stacklevel=2)
                 continue
-            out.append((f"{float(k):g}", float(k), n_q))
+            out.append((f"{float(k):g}", float(k), setting))
         return out
 
-    def settings_for_n_q(self, n_qs: Sequence[int] | None = None) -> list[tuple[str, float, int]]:
-        """(setting label "nqN", nominal kbps, n_q) for the given stage counts (default 1..n_q)."""
+    def settings_for_n_q(self, n_qs: Sequence[int] | None = None) -> list[tuple[str, float, Setting]]:
+        """(setting label "nqN", expected kbps, `Setting`) for the given stage counts (default 1..n_q)."""
         n_qs = list(n_qs) if n_qs else list(range(1, self.codec.n_q + 1))
-        return [(f"nq{n}", round(self.codec.bitrate(n), 4), int(n)) for n in n_qs]
+        settings = [self.model.setting_for(n_q=n) for n in n_qs]
+        return [(f"nq{s.n_q}", round(self.model.bitrate(s.n_q, envelope=s.envelope), 4), s) for s in settings]
 
-    def run(self, wav: np.ndarray, n_q: int) -> CodecRun:
-        """Compress `wav` `[channels, time]` (model rate) to `.rcq` bytes with `n_q` stages and back."""
+    def run(self, wav: np.ndarray, setting: Setting) -> CodecRun:
+        """Compress `wav` `[channels, time]` (model rate) to `.rcq` bytes with `setting` and back."""
         from rotcodec.inference import read_rcq_header
 
         seconds = wav.shape[-1] / self.sample_rate
         t0 = time.perf_counter()
-        data = self.model.compress(wav, self.sample_rate, n_q=n_q)
+        data = self.model.compress(wav, self.sample_rate, n_q=setting.n_q, envelope=setting.envelope)
         t1 = time.perf_counter()
         decoded, _ = self.model.decompress(data)
         t2 = time.perf_counter()
@@ -97,6 +101,7 @@ class NeuralCodec:
             {
                 "kbps_payload": header.plain_kbps if plain else float("nan"),
                 "coding": CodingMode(header.coding_mode).name.lower(),
+                "envelope": setting.envelope,
             },
         )
 

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from rotcodec.eval.baselines import BaselineInputError, get_baseline
 from rotcodec.eval.codecs import EvalError, NeuralCodec, run_baseline
 from rotcodec.eval.metrics import MetricWarning, evaluate, metric_names
 from rotcodec.eval.report import plot_quality_vs_bitrate, read_csv, summary_markdown, write_csv
+
+if TYPE_CHECKING:
+    from rotcodec.inference.model import Setting
 
 DEFAULT_KBPS = (1.5, 3.0, 6.0, 12.0)
 CSV_FLUSH_SECONDS = 5.0  # results.csv is rewritten at most this often (and at the end)
@@ -125,9 +128,9 @@ class EvalOutcome:
     out: Path
 
 
-def _jobs(opts: EvalOptions, neural: NeuralCodec | None) -> list[tuple[str, str, float, int | None]]:
-    """(codec, setting, nominal kbps, n_q or None) for every codec and setting."""
-    jobs: list[tuple[str, str, float, int | None]] = []
+def _jobs(opts: EvalOptions, neural: NeuralCodec | None) -> list[tuple[str, str, float, Setting | None]]:
+    """(codec, setting label, nominal kbps, rotcodec `Setting` or None) for every codec and setting."""
+    jobs: list[tuple[str, str, float, Setting | None]] = []
     if neural is not None:
         settings = neural.settings_for_n_q(opts.n_q) if opts.n_q else neural.settings_for_kbps(opts.kbps)
         jobs += [(neural.name, s, k, n) for s, k, n in settings]
@@ -200,7 +203,7 @@ def run_eval(opts: EvalOptions, on_row: Callable[[dict[str, Any]], None] | None 
                     "codec": codec,
                     "setting": setting,
                     "nominal_kbps": nominal,
-                    "n_q": n_q if n_q is not None else "",
+                    "n_q": n_q.n_q if n_q is not None else "",
                     "kbps_measured": run.kbps_measured,
                     "kbps_file": run.kbps_file,
                     "bytes": run.n_bytes,

@@ -8,7 +8,7 @@ import io
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -17,6 +17,7 @@ import torch
 
 from ..audio import AudioError, as_2d, check_finite, check_sample_rate
 from ..bitstream import BitstreamError, CodingMode, RcqHeader, RcqReader, RcqWriter
+from ..bitstream.entropy import expected_bits
 from ..bitstream.header import read_header
 from ..models.io import ModelFile
 from ..pretrained import ModelEntry
@@ -31,6 +32,13 @@ class ModelMismatchError(ValueError):
 
 class OptionError(ValueError):
     """Invalid compression options (kbps / n_q / entropy) for this model."""
+
+
+class Setting(NamedTuple):
+    """What a stream sends: n_q RVQ stages, and the envelope rows or not (models with an envelope)."""
+
+    n_q: int
+    envelope: bool
 
 
 def _resampler(sr_in: int, sr_out: int, rows: int) -> soxr.ResampleStream | None:
@@ -56,7 +64,7 @@ class CodecModel:
     block_seconds: audio read per block; step_seconds: audio per model call (rounded to whole frames). Both
     bound memory. Codes depend on neither the block size nor how a file is split on input; step_seconds
     is fixed so that even exact near-ties in the quantizer's float arithmetic (whose rounding depends on
-    how many frames are scored together) resolve the same way every time. `bitrate`/`n_q_for` are in kbps
+    how many frames are scored together) resolve the same way every time. `bitrate`/`setting_for` are in kbps
     for all channels of a file together. Non-causal (music) models cannot stream: they code each file in one
     model call, so their memory grows with the file's length.
     """
@@ -96,23 +104,52 @@ class CodecModel:
     def has_entropy_tables(self) -> bool:
         return self.code_counts is not None
 
-    def bitrate(self, n_q: int | None = None, channels: int = 1) -> float:
-        """Nominal (plain packing) payload bitrate in kbps for `channels` audio channels (pitch row included)."""
-        bits = sum(math.ceil(math.log2(k)) for k in self.codec.code_sizes(n_q or self.n_q))
+    def bitrate(
+        self, n_q: int | None = None, channels: int = 1, envelope: bool = True, entropy: bool | None = None
+    ) -> float:
+        """Expected payload bitrate in kbps for `channels` audio channels, side rows included: whole bits per
+        code with plain packing, the tables' entropy per row with entropy coding (`entropy`: as in
+        `coding_mode`). Actual entropy-coded sizes vary by file around it."""
+        sizes = self.codec.code_sizes(n_q or self.n_q, envelope)
+        if self.coding_mode(entropy) == CodingMode.ENTROPY:
+            counts = self.tables(envelope)
+            bits = sum(expected_bits(counts[r], k) for r, k in enumerate(sizes))
+        else:
+            bits = sum(math.ceil(math.log2(k)) for k in sizes)
         return self.codec.frame_rate * bits * channels / 1000.0
 
-    def n_q_for(self, kbps: float | None = None, n_q: int | None = None, channels: int = 1) -> int:
-        """Stages to use: `n_q` if given, else the most whose total bitrate is <= `kbps`, else all."""
+    def tables(self, envelope: bool = True) -> np.ndarray | None:
+        """The code-frequency tables of a stream's rows: without the envelope rows when it has none."""
+        if self.code_counts is None or envelope or not self.codec.envelope_rows:
+            return self.code_counts
+        p, side = self.codec.pitch_rows, self.codec.side_rows
+        return np.concatenate([self.code_counts[:p], self.code_counts[side:]])
+
+    def setting_for(
+        self,
+        kbps: float | None = None,
+        n_q: int | None = None,
+        channels: int = 1,
+        entropy: bool | None = None,
+        envelope: bool | None = None,
+    ) -> Setting:
+        """`n_q` stages if given, else the most whose expected bitrate is <= `kbps` (else all). The envelope
+        rows (models with one; `envelope=False` leaves them out) are sent whenever at least one stage fits
+        beside them: they buy far more quality per bit than stages do (`docs/results/band_envelope`)."""
+        has_envelope = self.codec.envelope_rows > 0 and envelope is not False
         if n_q is not None:
             if not 1 <= int(n_q) <= self.n_q:
                 raise OptionError(f"--n-q must be in 1..{self.n_q} for model {self.name}, got {n_q}")
-            return int(n_q)
+            return Setting(int(n_q), has_envelope)
         if kbps is None:
-            return self.n_q
+            return Setting(self.n_q, has_envelope)
         if not kbps > 0:
             raise OptionError(f"--kbps must be positive, got {kbps}")
-        fits = [n for n in range(1, self.n_q + 1) if self.bitrate(n, channels) <= kbps + 1e-9]
-        return max(fits) if fits else 1
+        for envelope in (True, False) if has_envelope else (False,):
+            fits = [n for n in range(1, self.n_q + 1) if self.bitrate(n, channels, envelope, entropy) <= kbps + 1e-9]
+            if fits:
+                return Setting(max(fits), envelope)
+        return Setting(1, False)
 
     def coding_mode(self, entropy: bool | None = None) -> CodingMode:
         """Plain or entropy coding for the `--entropy` choice (None: entropy if the model has tables)."""
@@ -121,8 +158,11 @@ class CodecModel:
         use = self.has_entropy_tables if entropy is None else entropy
         return CodingMode.ENTROPY if use else CodingMode.PLAIN
 
-    def make_header(self, sr: int, channels: int, num_samples: int, n_q: int, entropy: bool | None) -> RcqHeader:
-        """Header for `channels` x `num_samples` audio at `sr` Hz coded with `n_q` stages."""
+    def make_header(
+        self, sr: int, channels: int, num_samples: int, setting: Setting, entropy: bool | None
+    ) -> RcqHeader:
+        """Header for `channels` x `num_samples` audio at `sr` Hz coded with `setting`."""
+        n_q = setting.n_q
         chunk = max(1, min(256, (1 << 22) // (channels * n_q)))
         return RcqHeader(
             model_id=self.name,
@@ -132,7 +172,7 @@ class CodecModel:
             channels=channels,
             num_samples=num_samples,
             hop_length=self.hop_length,
-            codebook_sizes=self.codec.code_sizes(n_q),
+            codebook_sizes=self.codec.code_sizes(n_q, setting.envelope),
             coding_mode=self.coding_mode(entropy),
             chunk_frames=chunk,
         )
@@ -165,7 +205,7 @@ class CodecModel:
         if rows % self.codec.channels:
             raise AudioError(f"model {self.name} codes {self.codec.channels} channels at a time, got {rows}")
 
-    def encode_stream(self, blocks: Iterable[np.ndarray], sr: int, rows: int, n_q: int, sink: Sink) -> None:
+    def encode_stream(self, blocks: Iterable[np.ndarray], sr: int, rows: int, setting: Setting, sink: Sink) -> None:
         """Encode consecutive float32 blocks [rows, t] at `sr` Hz; `sink` gets int64 codes [rows, code rows,
         frames] (as `Codec.encode`).
 
@@ -179,7 +219,7 @@ class CodecModel:
         pending = np.zeros((rows, 0), np.float32)
 
         def emit(x: np.ndarray) -> None:
-            codes = self.codec.encode(self._as_batch(x), n_q)
+            codes = self.codec.encode(self._as_batch(x), setting.n_q, setting.envelope)
             sink(codes.reshape(rows, codes.shape[2], -1).cpu().numpy())
 
         with self._streaming():
@@ -195,7 +235,7 @@ class CodecModel:
             pending = np.pad(pending, ((0, 0), (0, (-pending.shape[1]) % hop)))
             for start in range(0, pending.shape[1], step):
                 emit(pending[:, start : start + step])
-            if self.streams and (tail := self.codec.encode_flush()) is not None:  # the pitch lookahead's frame
+            if self.streams and (tail := self.codec.encode_flush(setting.envelope)) is not None:  # the pitch lookahead's frame
                 sink(tail.reshape(rows, tail.shape[2], -1).cpu().numpy())
 
     def decode_stream(self, header: RcqHeader, chunks: Iterable[np.ndarray], sink: Sink) -> None:
@@ -204,8 +244,9 @@ class CodecModel:
         self.check_header(header)
         if header.model_sample_rate != self.sample_rate or header.hop_length != self.hop_length:
             raise ModelMismatchError(f"file's rate/hop do not match model {self.name}")
-        n_q = header.n_q - self.codec.pitch_rows
-        allowed = self.codec.code_sizes(n_q) if 1 <= n_q <= self.n_q else ()
+        envelope = self.stream_has_envelope(header)
+        n_q = header.n_q - self.codec.side_rows_for(envelope)
+        allowed = self.codec.code_sizes(n_q, envelope) if 1 <= n_q <= self.n_q else ()
         if len(allowed) != header.n_q or any(k > a for k, a in zip(header.codebook_sizes, allowed, strict=True)):
             raise ModelMismatchError(f"file uses more stages or codes than model {self.name} has")
         self._check_rows(header.channels)
@@ -230,14 +271,24 @@ class CodecModel:
                 frames += chunk.shape[2]
                 for start in range(0, chunk.shape[2], max_frames):
                     codes = torch.from_numpy(chunk[:, :, start : start + max_frames]).to(self.device)
-                    wav = self.codec.decode(codes.reshape(-1, self.codec.channels, *codes.shape[1:]))
+                    wav = self.codec.decode(codes.reshape(-1, self.codec.channels, *codes.shape[1:]), envelope)
                     put(_run_resampler(rs, wav.reshape(header.channels, -1).cpu().numpy(), last=False))
+            if self.streams and (tail := self.codec.decode_flush()) is not None:  # the envelope's last frame
+                put(_run_resampler(rs, tail.reshape(header.channels, -1).cpu().numpy(), last=False))
             if abs(frames - expected_frames(header)) > 1:
                 raise BitstreamError(f"corrupt .rcq stream: {frames} frames, header implies {expected_frames(header)}")
             if rs is not None:
                 put(_run_resampler(rs, np.zeros((header.channels, 0), np.float32), last=True))
         while left > 0:  # rounding in the resampler can leave a few samples short
             put(np.zeros((header.channels, min(left, 1 << 16)), np.float32))
+
+    def stream_has_envelope(self, header: RcqHeader) -> bool:
+        """Whether a stream's rows include the envelope rows: its row alphabets after the pitch row say so."""
+        p, e = self.codec.pitch_rows, self.codec.envelope_rows
+        if not e or header.n_q <= p + e:
+            return False
+        levels = self.codec.envelope.cfg.levels
+        return all(k == levels for k in header.codebook_sizes[p : p + e]) and header.codebook_sizes[p + e] != levels
 
     # -- bytes API ----------------------------------------------------------------------------------
     def compress(
@@ -247,9 +298,10 @@ class CodecModel:
         kbps: float | None = None,
         n_q: int | None = None,
         entropy: bool | None = None,
+        envelope: bool | None = None,
     ) -> bytes:
         """Audio [channels, time] or [time] (float, any rate in Hz) -> `.rcq` bytes."""
-        return self.compress_many([wav], sr, kbps=kbps, n_q=n_q, entropy=entropy)[0]
+        return self.compress_many([wav], sr, kbps=kbps, n_q=n_q, entropy=entropy, envelope=envelope)[0]
 
     def compress_many(
         self,
@@ -258,6 +310,7 @@ class CodecModel:
         kbps: float | None = None,
         n_q: int | None = None,
         entropy: bool | None = None,
+        envelope: bool | None = None,
         max_rows: int = 16,
     ) -> list[bytes]:
         """Compress many clips with one model; clips of equal rate, channels and length are encoded as one
@@ -275,8 +328,9 @@ class CodecModel:
             for g in range(0, len(idx), per):
                 part = idx[g : g + per]
                 bufs = [io.BytesIO() for _ in part]
-                q = self.n_q_for(kbps, n_q, c)
-                writers = [RcqWriter(b, self.make_header(r, c, length, q, entropy), self.code_counts) for b in bufs]
+                q = self.setting_for(kbps, n_q, c, entropy, envelope)
+                tables = self.tables(q.envelope)
+                writers = [RcqWriter(b, self.make_header(r, c, length, q, entropy), tables) for b in bufs]
                 stacked = np.concatenate([clips[i][0] for i in part], axis=0)
                 blocks = _array_blocks(stacked, max(1, int(self.block_seconds * r)))
 
@@ -303,9 +357,10 @@ class CodecModel:
         """An RcqReader on a seekable `.rcq` stream, after checking it was written with this model (the
         fingerprint is compared first so a wrong model is named as such, not as a table mismatch)."""
         pos = fileobj.tell()
-        self.check_header(read_header(fileobj.read)[0])
+        header = read_header(fileobj.read)[0]
+        self.check_header(header)
         fileobj.seek(pos)
-        return RcqReader(fileobj, self.code_counts)
+        return RcqReader(fileobj, self.tables(self.stream_has_envelope(header)))
 
     # -- files ---------------------------------------------------------------------------------------
     def compress_file(
@@ -316,15 +371,16 @@ class CodecModel:
         n_q: int | None = None,
         entropy: bool | None = None,
         force: bool = False,
+        envelope: bool | None = None,
         progress: Progress | None = None,
     ) -> FileResult:
         """Stream an audio file (or "-" for stdin) into an `.rcq` file (or "-" for stdout), atomically.
         `progress(seconds)` is called after each block read."""
         with open_audio(src) as source:
-            q = self.n_q_for(kbps, n_q, source.channels)
+            q = self.setting_for(kbps, n_q, source.channels, entropy, envelope)
             header = self.make_header(source.sr, source.channels, source.frames, q, entropy)
             with atomic_output(dst, force, src) as out:
-                with RcqWriter(out, header, self.code_counts) as writer:
+                with RcqWriter(out, header, self.tables(q.envelope)) as writer:
                     blocks = source.blocks(max(1, int(self.block_seconds * source.sr)), progress)
                     self.encode_stream(blocks, source.sr, source.channels, q, writer.write_chunk)
                 size = out.seek(0, io.SEEK_END)

@@ -20,6 +20,7 @@ from torch.nn.utils import parametrize
 
 from ..quantize import ResidualVQ, RVQConfig
 from .activations import ACTIVATIONS
+from .envelope import BandEnvelope, EnvelopeConfig
 from .harmonic import PITCH_SYMBOLS, HarmonicSynth, PitchConfig, PitchTracker, symbols_to_f0
 from .seanet import SEANetDecoder, SEANetEncoder
 from .streaming import StreamingModule
@@ -36,7 +37,9 @@ class CodecConfig:
     residual units in each stage (their count = residual units per stage; [1, 3, 9] is SoundStream's),
     kernel sizes, compress (residual bottleneck factor), causal (False: centred padding, no streaming),
     decoder_base_channels (None: same as the encoder), activation ("elu" or "snake", see
-    `models/activations.py`), decoder_activation (None: same as the encoder); quantizer: the residual VQ."""
+    `models/activations.py`), decoder_activation (None: same as the encoder); quantizer: the residual VQ;
+    pitch: a sent pitch track and harmonic source (`models/harmonic.py`); envelope: sent band-energy
+    corrections (`models/envelope.py`)."""
 
     sample_rate: int = 16000
     channels: int = 1
@@ -55,6 +58,7 @@ class CodecConfig:
     decoder_activation: str | None = None
     quantizer: RVQConfig = field(default_factory=lambda: RVQConfig(dim=128, n_q=8, codebook_size=1024))
     pitch: PitchConfig | None = None
+    envelope: EnvelopeConfig | None = None
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.channels <= 0:
@@ -125,6 +129,9 @@ class Codec(StreamingModule):
         if cfg.pitch is not None:
             self.pitch_tracker = PitchTracker(cfg.sample_rate, cfg.hop_length, cfg.pitch)
             self.harmonic = HarmonicSynth(cfg.latent_dim, cfg.sample_rate, cfg.hop_length, cfg.pitch)
+        self.envelope: BandEnvelope | None = None
+        if cfg.envelope is not None:
+            self.envelope = BandEnvelope(cfg.sample_rate, cfg.hop_length, cfg.envelope)
 
     # -- arithmetic ----------------------------------------------------------------------------------
     @property
@@ -158,17 +165,34 @@ class Codec(StreamingModule):
         """Code rows before the RVQ stages: 1 (the pitch symbols) for models with `pitch`, else 0."""
         return 0 if self.harmonic is None else 1
 
-    def code_sizes(self, n_q: int | None = None) -> tuple[int, ...]:
-        """Alphabet size of each row of `encode`'s codes: the pitch row (128), then n_q stages of K."""
-        return (PITCH_SYMBOLS,) * self.pitch_rows + (self.codebook_size,) * self._check_n_q(n_q)
+    @property
+    def envelope_rows(self) -> int:
+        """Code rows of band-energy corrections, after the pitch row: one per band (models with `envelope`)."""
+        return 0 if self.envelope is None else self.envelope.cfg.bands
+
+    @property
+    def side_rows(self) -> int:
+        """Code rows before the RVQ stages, sent at every bitrate: pitch, then envelope rows."""
+        return self.pitch_rows + self.envelope_rows
+
+    def code_sizes(self, n_q: int | None = None, envelope: bool = True) -> tuple[int, ...]:
+        """Alphabet size of each row of `encode`'s codes: the pitch row (128), the envelope rows (unless
+        `envelope` is False), then n_q stages of K."""
+        levels = 0 if self.envelope is None else self.envelope.cfg.levels
+        side = (PITCH_SYMBOLS,) * self.pitch_rows + (levels,) * (self.envelope_rows if envelope else 0)
+        return side + (self.codebook_size,) * self._check_n_q(n_q)
+
+    def side_rows_for(self, envelope: bool) -> int:
+        """Rows before the stages in codes with or without the envelope rows."""
+        return self.side_rows if envelope else self.pitch_rows
 
     def bits_per_frame(self, n_q: int | None = None) -> float:
         """Sum of log2(alphabet size) over the code rows, per frame per channel: n_q * log2(K), plus 7 for
-        the pitch row (the packed size when the sizes are powers of two)."""
+        the pitch row and log2(levels) per envelope row (the packed size when the sizes are powers of two)."""
         return sum(math.log2(k) for k in self.code_sizes(n_q))
 
     def bitrate(self, n_q: int | None = None) -> float:
-        """kbps per audio channel: frame_rate * bits_per_frame(n_q) / 1000 (the pitch row included)."""
+        """kbps per audio channel: frame_rate * bits_per_frame(n_q) / 1000 (the side rows included)."""
         return self.frame_rate * self.bits_per_frame(n_q) / 1000.0
 
     def n_q_for_kbps(self, kbps: float) -> int:
@@ -223,9 +247,12 @@ class Codec(StreamingModule):
 
     # -- inference -----------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, wav: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+    def encode(self, wav: torch.Tensor, n_q: int | None = None, envelope: bool = True) -> torch.Tensor:
         """wav `[batch, channels, time]` -> codes `[batch, channels, rows, ceil(time / hop)]` int64, rows =
-        `pitch_rows` + n_q: the pitch symbols first (models with `pitch`), then the RVQ stages."""
+        `side_rows` + n_q: the pitch symbols first (models with `pitch`), the band-energy corrections (models
+        with `envelope`, unless `envelope` is False: the encoder decodes its own codes to measure them), then
+        the RVQ stages. Streaming
+        encodes and decodes each need their own `streaming()` block: both use the decoder's state."""
         n_q = self._check_n_q(n_q)
         batch = wav.shape[0]
         x = self._fold(wav)
@@ -243,10 +270,34 @@ class Codec(StreamingModule):
                 self._streaming_state["held_codes"] = codes[..., symbols.shape[-1] :]
                 codes = codes[..., : symbols.shape[-1]]
             codes = torch.cat([symbols.unsqueeze(1), codes], dim=1)
+        if envelope:
+            codes = self._with_envelope(x[:, 0], codes)
         return codes.reshape(batch, self.channels, codes.shape[1], -1)
 
+    def _with_envelope(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Insert the envelope rows after the pitch row: x `[batch, time]` the input (in streaming, the new
+        samples), codes `[batch, pitch + n_q rows, frames]` for the frames this call emits."""
+        if self.envelope is None:
+            return codes
+        frames = codes.shape[-1]
+        y = self._synthesise(codes)[:, 0] if frames else x.new_zeros(x.shape[0], 0)
+        symbols = self.envelope.analyse(x, y)
+        p = self.pitch_rows
+        return torch.cat([codes[:, :p], symbols, codes[:, p:]], dim=1)
+
+    def _synthesise(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes `[batch, pitch + n_q rows, frames]` (no envelope rows) -> uncorrected decode `[batch, 1,
+        frames * hop]`."""
+        p = self.pitch_rows
+        with parametrize.cached():
+            z = self.quantizer.decode(codes[:, p:])
+            wav = self.decoder(z)
+            if self.harmonic is not None:
+                wav = self.harmonic(z, codes[:, 0], wav)
+        return wav
+
     @torch.no_grad()
-    def encode_flush(self) -> torch.Tensor | None:
+    def encode_flush(self, envelope: bool = True) -> torch.Tensor | None:
         """End of a streamed encode: codes `[batch, channels, rows, frames]` of the frames held back for the
         pitch tracker's lookahead (it reads zeros past the end, as the whole-file pass pads), or None."""
         held = self._streaming_state.get("held_codes") if self._is_streaming else None
@@ -255,31 +306,42 @@ class Codec(StreamingModule):
         symbols = self.pitch_tracker.flush(held.shape[0]).to(held.device)
         codes = torch.cat([symbols.unsqueeze(1), held[..., : symbols.shape[-1]]], dim=1)
         self._streaming_state["held_codes"] = held[..., symbols.shape[-1] :]
+        if envelope:
+            codes = self._with_envelope(held.new_zeros(held.shape[0], 0, dtype=torch.float32), codes)
         return codes.reshape(-1, self.channels, codes.shape[1], codes.shape[-1])
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes `[batch, channels, rows, frames]` (as `encode` gives them) -> wav `[batch, channels, frames *
-        hop]`."""
+    def decode(self, codes: torch.Tensor, envelope: bool = True) -> torch.Tensor:
+        """codes `[batch, channels, rows, frames]` (as `encode(..., envelope)` gives them) -> wav `[batch,
+        channels, frames * hop]`. Streaming with envelope rows, the output runs one frame behind;
+        `decode_flush` ends it."""
         if codes.dim() != 4 or codes.shape[1] != self.channels:
             raise CodecInputError(
                 f"expected codes [batch, {self.channels}, rows, frames], got shape {tuple(codes.shape)}"
             )
         batch, _, rows, frames = codes.shape
-        n_q = rows - self.pitch_rows
+        envelope = envelope and self.envelope is not None
+        side = self.side_rows_for(envelope)
+        n_q = rows - side
         if not 1 <= n_q <= self.n_q:
-            raise CodecInputError(f"expected {self.pitch_rows + 1}..{self.pitch_rows + self.n_q} code rows, got {rows}")
+            raise CodecInputError(f"expected {side + 1}..{side + self.n_q} code rows, got {rows}")
         if codes.dtype.is_floating_point or codes.dtype == torch.bool:
             raise CodecInputError(f"codes must be integers, got {codes.dtype}")
         flat = codes.reshape(batch * self.channels, rows, frames).long()
         if frames == 0:
             return codes.new_zeros(batch, self.channels, 0, dtype=torch.float32)
-        sizes = torch.tensor(self.code_sizes(n_q), device=codes.device)[None, :, None]
+        sizes = torch.tensor(self.code_sizes(n_q, envelope), device=codes.device)[None, :, None]
         if bool((flat < 0).any()) or bool((flat >= sizes).any()):
-            raise CodecInputError(f"codes out of range: row alphabet sizes are {self.code_sizes(n_q)}")
-        with parametrize.cached():
-            z = self.quantizer.decode(flat[:, self.pitch_rows :])
-            wav = self.decoder(z)
-            if self.harmonic is not None:
-                wav = self.harmonic(z, flat[:, 0], wav)
+            raise CodecInputError(f"codes out of range: row alphabet sizes are {self.code_sizes(n_q, envelope)}")
+        p = self.pitch_rows
+        wav = self._synthesise(torch.cat([flat[:, :p], flat[:, side:]], dim=1))
+        if envelope:
+            wav = self.envelope(wav[:, 0], flat[:, p:side]).unsqueeze(1)
         return wav.reshape(batch, self.channels, -1)
+
+    @torch.no_grad()
+    def decode_flush(self) -> torch.Tensor | None:
+        """End of a streamed decode: the last frame's audio `[batch, channels, hop]` held back by the envelope's
+        overlap-add, or None (no envelope, or nothing decoded)."""
+        tail = None if self.envelope is None else self.envelope.flush()
+        return None if tail is None else tail.reshape(-1, self.channels, tail.shape[-1])

@@ -1,0 +1,198 @@
+"""Band-energy corrections (models/envelope.py): the module alone, inside a codec, and in `.rcq` streams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import vowel
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rotcodec.bitstream import decode_bytes, estimate_frequencies
+from rotcodec.inference import load_model
+from rotcodec.inference.model import Setting
+from rotcodec.models import Codec, CodecConfig, save_model
+from rotcodec.models.envelope import BandEnvelope, EnvelopeConfig
+from rotcodec.models.harmonic import PITCH_SYMBOLS, PitchConfig
+from rotcodec.quantize import RVQConfig
+
+SR, HOP = 16000, 320
+CFG = EnvelopeConfig()
+NEUTRAL = CFG.levels // 2
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def band_levels_db(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Level (dB) of x `[time]` between lo and hi Hz, per 20 ms frame."""
+    spec = torch.stft(x, 2 * HOP, HOP, window=torch.hann_window(2 * HOP), return_complex=True).abs() ** 2
+    freqs = torch.fft.rfftfreq(2 * HOP, 1 / SR)
+    return 10 * torch.log10(spec[(freqs >= lo) & (freqs < hi)].sum(0) + 1e-10)
+
+
+def test_neutral_symbols_pass_the_decode_through() -> None:
+    env = BandEnvelope(SR, HOP, CFG)
+    y = torch.randn(2, 30 * HOP)
+    out = env(y, torch.full((2, CFG.bands, 30), NEUTRAL))
+    torch.testing.assert_close(out, y, atol=1e-5, rtol=0)
+
+
+def test_analysis_measures_and_the_decoder_undoes_a_band_distortion() -> None:
+    # The "decode" is the input with 1-4 kHz turned down 9 dB and everything else 6 dB up.
+    x = 0.1 * torch.randn(1, SR, generator=torch.Generator().manual_seed(3))
+    spec = torch.fft.rfft(x)
+    freqs = torch.fft.rfftfreq(SR, 1 / SR)
+    y = torch.fft.irfft(spec * torch.where((freqs >= 1000) & (freqs < 4000), 10 ** (-9 / 20), 2.0), n=SR)
+    env = BandEnvelope(SR, HOP, CFG)
+    symbols = env.analyse(x, y)
+    assert symbols.shape == (1, CFG.bands, SR // HOP)
+    typical = symbols[0].median(dim=-1).values.tolist()
+    # +9 dB in 3 dB steps inside, -6 dB outside; the bands either side of the 15 dB steps catch some leakage
+    for lo, got in zip(CFG.edges_hz, typical, strict=True):
+        want = NEUTRAL - 2 if lo < 1000 or lo >= 4000 else NEUTRAL + 3
+        assert abs(got - want) <= (1 if lo in (800, 1000, 3200, 4000) else 0), (lo, got, want)
+    out = env(y, symbols)[0]
+    for lo, hi in ((0, 1000), (1250, 3200), (4000, 8000)):
+        before = (band_levels_db(y[0], lo, hi) - band_levels_db(x[0], lo, hi))[5:-5].abs().mean()
+        after = (band_levels_db(out, lo, hi) - band_levels_db(x[0], lo, hi))[5:-5].abs().mean()
+        assert before > 5.0 and after < 1.5, (lo, hi, before, after)
+
+
+def test_gains_saturate_at_the_symbol_range() -> None:
+    env = BandEnvelope(SR, HOP, CFG)
+    x = torch.randn(1, 10 * HOP)
+    assert (env.analyse(x, 1e-3 * x)[..., 1:-1] == CFG.levels - 1).all()  # +60 dB asked, +21 dB sent
+    assert (env.analyse(x, 1e3 * x)[..., 1:-1] == 0).all()
+    assert (env.analyse(torch.zeros(1, 10 * HOP), torch.zeros(1, 10 * HOP)) == NEUTRAL).all()  # silence
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=8))
+def test_streamed_analysis_and_synthesis_equal_the_whole_file(chunks: list[int]) -> None:
+    frames = sum(chunks)
+    gen = torch.Generator().manual_seed(frames)
+    x, y = torch.randn(2, frames * HOP, generator=gen), torch.randn(2, frames * HOP, generator=gen)
+    symbols = torch.randint(0, CFG.levels, (2, CFG.bands, frames), generator=gen)
+    env = BandEnvelope(SR, HOP, CFG)
+    whole_symbols, whole = env.analyse(x, y), env(y, symbols)
+    with env.streaming():
+        # The input runs one frame ahead of the decode, as with the pitch tracker's lookahead.
+        parts, start, fed = [], 0, 0
+        for n in chunks:
+            ahead = min(frames, start + n + 1) * HOP
+            parts.append(env.analyse(x[:, fed:ahead], y[:, start * HOP : (start + n) * HOP]))
+            start, fed = start + n, ahead
+    torch.testing.assert_close(torch.cat(parts, -1), whole_symbols, rtol=0, atol=0)
+    with env.streaming():
+        parts, start = [], 0
+        for n in chunks:
+            parts.append(env(y[:, start * HOP : (start + n) * HOP], symbols[..., start : start + n]))
+            start += n
+        tail = env.flush()
+        assert (tail is None) == (frames == 0)
+        audio = torch.cat(parts + ([tail] if tail is not None else []), -1)
+    torch.testing.assert_close(audio, whole, atol=1e-5, rtol=0)
+
+
+def test_config_rejects_bad_bands() -> None:
+    with pytest.raises(ValueError, match="edges_hz"):
+        EnvelopeConfig(edges_hz=[100, 200])
+    with pytest.raises(ValueError, match="edges_hz"):
+        EnvelopeConfig(edges_hz=[0, 300, 200])
+    with pytest.raises(ValueError, match="step_db"):
+        EnvelopeConfig(step_db=0)
+    with pytest.raises(ValueError, match="Nyquist"):
+        BandEnvelope(8000, 160, EnvelopeConfig(edges_hz=[0, 1000, 4000]))
+
+
+def envelope_codec(seed: int = 0, lookahead: int = 1) -> Codec:
+    torch.manual_seed(seed)
+    q = RVQConfig(dim=16, n_q=4, codebook_size=64, kmeans_init=True, kmeans_iters=5)
+    cfg = CodecConfig(
+        sample_rate=SR,
+        base_channels=8,
+        strides=[2, 4, 5, 8],
+        latent_dim=16,
+        dilations=[1],
+        quantizer=q,
+        pitch=PitchConfig(harmonics=16, hidden=16, lookahead=lookahead),
+        envelope=EnvelopeConfig(edges_hz=[0, 500, 1000, 2000, 4000]),
+    )
+    codec = Codec(cfg).train()
+    codec(torch.from_numpy(vowel(SR, 2.0, seed=seed))[None, None])
+    return codec.eval()
+
+
+def band_error_db(codec: Codec, x: torch.Tensor, out: torch.Tensor) -> float:
+    edges = codec.config.envelope.edges_hz + [SR / 2]
+    errs = [
+        (band_levels_db(out[0, 0], lo, hi) - band_levels_db(x[0, 0], lo, hi)).abs().mean()
+        for lo, hi in zip(edges, edges[1:])
+    ]
+    return float(torch.stack(errs).mean())
+
+
+def test_codec_sends_envelope_rows_after_the_pitch_and_they_bring_the_decode_closer() -> None:
+    codec = envelope_codec()
+    wav = torch.from_numpy(vowel(SR, 1.0, seed=4))[None, None]
+    codes = codec.encode(wav, n_q=2)
+    assert codes.shape == (1, 1, 1 + 5 + 2, SR // HOP)
+    assert codec.code_sizes(2) == (PITCH_SYMBOLS, 16, 16, 16, 16, 16, 64, 64)
+    assert codec.code_sizes(2, envelope=False) == (PITCH_SYMBOLS, 64, 64)
+    assert codec.bitrate(2) == pytest.approx(50 * (7 + 5 * 4 + 2 * 6) / 1000)
+    bare = codec.encode(wav, n_q=2, envelope=False)
+    assert torch.equal(bare, torch.cat([codes[:, :, :1], codes[:, :, 6:]], 2))
+    corrected, uncorrected = codec.decode(codes), codec.decode(bare, envelope=False)
+    assert corrected.shape == uncorrected.shape == (1, 1, SR)
+    # An untrained decoder's levels are far off; the sent gains pull every band towards the input's.
+    assert band_error_db(codec, wav, corrected) < 0.5 * band_error_db(codec, wav, uncorrected)
+    with pytest.raises(ValueError, match="code rows"):
+        codec.decode(codes[:, :, :6])
+
+
+def test_codec_with_envelope_streams_like_whole_file() -> None:
+    codec = envelope_codec(1)
+    wav = torch.from_numpy(vowel(SR, 1.2, seed=2))[None, None]
+    whole_codes = codec.encode(wav)
+    whole = codec.decode(whole_codes)
+    with codec.streaming():
+        parts = [codec.encode(wav[..., i : i + 3 * HOP]) for i in range(0, wav.shape[-1], 3 * HOP)]
+        codes = torch.cat(parts + [codec.encode_flush()], -1)
+    assert torch.equal(codes, whole_codes)
+    with codec.streaming():
+        audio = [codec.decode(codes[..., i : i + 4]) for i in range(0, codes.shape[-1], 4)]
+        assert audio[0].shape[-1] == 3 * HOP  # one frame behind
+        audio.append(codec.decode_flush())
+        assert codec.decode_flush() is None
+    torch.testing.assert_close(torch.cat(audio, -1), whole, rtol=1e-4, atol=1e-5)
+
+
+def test_rcq_streams_with_and_without_envelope_rows(tmp_path: Path) -> None:
+    codec = envelope_codec(2)
+    wav = vowel(SR, 2.0, seed=5)
+    codes = codec.encode(torch.from_numpy(wav)[None, None]).numpy()[0]
+    counts = estimate_frequencies([codes], codec.code_sizes())
+    save_model(codec, tmp_path / "m", code_counts=torch.from_numpy(counts))
+    model = load_model(tmp_path / "m")
+    # The envelope rows go in as soon as one stage fits beside them, at the rates the tables predict.
+    lowest = model.bitrate(1, envelope=True)
+    assert lowest < model.bitrate(1, envelope=True, entropy=False) == pytest.approx(50 * (7 + 20 + 6) / 1000)
+    high, low = model.setting_for(kbps=lowest), model.setting_for(kbps=lowest - 1e-3)
+    assert high == Setting(1, True) and not low.envelope
+    assert model.setting_for(kbps=lowest, entropy=False).envelope is False
+    assert model.setting_for(kbps=100, envelope=False) == Setting(4, False)
+    for setting in (low, high):
+        for entropy in (True, False):
+            data = model.compress(wav, SR, n_q=setting.n_q, envelope=setting.envelope, entropy=entropy)
+            header, stream = decode_bytes(data, model.tables(setting.envelope))
+            assert model.stream_has_envelope(header) == setting.envelope
+            assert header.codebook_sizes == codec.code_sizes(setting.n_q, setting.envelope)
+            expected = codec.encode(torch.from_numpy(wav)[None, None], setting.n_q, setting.envelope)[0]
+            np.testing.assert_array_equal(stream, expected.numpy())
+            out, sr = model.decompress(data)
+            assert sr == SR and out.shape == (1, wav.size)
+            decoded = codec.decode(expected[None], setting.envelope)[0].numpy()
+            np.testing.assert_allclose(out, decoded[:, : wav.size], atol=1e-5)
