@@ -20,7 +20,12 @@ from rotcodec.models.harmonic import PITCH_SYMBOLS, PitchConfig
 from rotcodec.quantize import RVQConfig
 
 SR, HOP = 16000, 320
-CFG = EnvelopeConfig()
+# 3 dB steps keep the expected symbols exact in the tests below
+CFG = EnvelopeConfig(
+    edges_hz=[0, 100, 200, 300, 400, 500, 650, 800, 1000, 1250, 1600, 2000, 2500, 3200, 4000, 5500],
+    step_db=3.0,
+    levels=16,
+)
 NEUTRAL = CFG.levels // 2
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -119,7 +124,7 @@ def envelope_codec(seed: int = 0, lookahead: int = 1) -> Codec:
         dilations=[1],
         quantizer=q,
         pitch=PitchConfig(harmonics=16, hidden=16, lookahead=lookahead),
-        envelope=EnvelopeConfig(edges_hz=[0, 500, 1000, 2000, 4000]),
+        envelope=EnvelopeConfig(edges_hz=[0, 500, 1000, 2000, 4000], step_db=3.0, levels=16),
     )
     codec = Codec(cfg).train()
     codec(torch.from_numpy(vowel(SR, 2.0, seed=seed))[None, None])
@@ -130,7 +135,7 @@ def band_error_db(codec: Codec, x: torch.Tensor, out: torch.Tensor) -> float:
     edges = codec.config.envelope.edges_hz + [SR / 2]
     errs = [
         (band_levels_db(out[0, 0], lo, hi) - band_levels_db(x[0, 0], lo, hi)).abs().mean()
-        for lo, hi in zip(edges, edges[1:])
+        for lo, hi in zip(edges, edges[1:], strict=False)
     ]
     return float(torch.stack(errs).mean())
 

@@ -84,3 +84,25 @@ def test_export_float32_and_bad_checkpoint(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not found" in err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_export_takes_weightless_settings_from_a_recipe(tmp_path: Path, capsys) -> None:
+    _trained_tiny(tmp_path / "ckpt" / "model")
+    recipe = tmp_path / "recipe.yaml"
+    model = "model: {base_channels: 8, strides: [2, 4, 5, 8], latent_dim: 16, dilations: [1], "
+    quantizer = "quantizer: {dim: 16, n_q: 4, codebook_size: 64, kmeans_init: true, kmeans_iters: 3}"
+    recipe.write_text(f"{model}{quantizer}, envelope: {{edges_hz: [0, 1000, 3000]}}}}\n")
+    out = tmp_path / "with_envelope"
+    assert main(["export", str(tmp_path / "ckpt"), "-o", str(out), "--recipe", str(recipe)]) == 0
+    shipped = read_model(out).codec
+    assert shipped.envelope_rows == 3 and shipped.code_sizes(1) == (6, 6, 6, 64)
+    before = read_model(tmp_path / "ckpt" / "model").codec.state_dict()
+    for k, t in shipped.state_dict().items():  # the checkpoint's weights, rounded to float16
+        assert k.endswith("embed_avg") or torch.equal(
+            t, before[k].half().to(t.dtype) if t.is_floating_point() else before[k]
+        )
+    # Weights that do not fit the recipe's model are refused in one line, and nothing is written.
+    recipe.write_text(f"{model}{quantizer.replace('n_q: 4', 'n_q: 6')}}}\n")
+    assert main(["export", str(tmp_path / "ckpt"), "-o", str(tmp_path / "bad"), "--recipe", str(recipe)]) == 1
+    assert "do not fit" in capsys.readouterr().err
+    assert not (tmp_path / "bad.json").exists()

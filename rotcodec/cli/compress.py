@@ -67,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="range-code the codes (default: on when the model ships code-frequency tables)",
     )
+    p.add_argument(
+        "--envelope",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="send band-energy corrections (default: for models that have them, whenever --kbps leaves room)",
+    )
     p.set_defaults(func=run_compress)
 
     p = subparsers.add_parser(
@@ -189,7 +195,7 @@ def run_compress(args: argparse.Namespace) -> int:
     jobs = plan_jobs(args.inputs, args.output, AUDIO_SUFFIXES, ".rcq")
     model = _load(args, args.model)
     try:
-        model.setting_for(args.kbps, args.n_q, entropy=args.entropy)  # option errors before any file is touched
+        model.setting_for(args.kbps, args.n_q, entropy=args.entropy, envelope=args.envelope)  # option errors first
         model.coding_mode(args.entropy)
     except OptionError as exc:
         raise UsageError(str(exc)) from None
@@ -202,7 +208,7 @@ def run_compress(args: argparse.Namespace) -> int:
             return 0.0
 
     def work(src: str, dst: str, bar: Any) -> str:
-        r = model.compress_file(src, dst, args.kbps, args.n_q, args.entropy, args.force, bar.update)
+        r = model.compress_file(src, dst, args.kbps, args.n_q, args.entropy, args.force, bar.update, args.envelope)
         h = r.header
         note = ""
         if args.kbps is not None and h.plain_kbps > args.kbps + 1e-9:

@@ -235,7 +235,9 @@ class CodecModel:
             pending = np.pad(pending, ((0, 0), (0, (-pending.shape[1]) % hop)))
             for start in range(0, pending.shape[1], step):
                 emit(pending[:, start : start + step])
-            if self.streams and (tail := self.codec.encode_flush(setting.envelope)) is not None:  # the pitch lookahead's frame
+            if (
+                self.streams and (tail := self.codec.encode_flush(setting.envelope)) is not None
+            ):  # the pitch lookahead's frame
                 sink(tail.reshape(rows, tail.shape[2], -1).cpu().numpy())
 
     def decode_stream(self, header: RcqHeader, chunks: Iterable[np.ndarray], sink: Sink) -> None:
@@ -371,8 +373,8 @@ class CodecModel:
         n_q: int | None = None,
         entropy: bool | None = None,
         force: bool = False,
-        envelope: bool | None = None,
         progress: Progress | None = None,
+        envelope: bool | None = None,
     ) -> FileResult:
         """Stream an audio file (or "-" for stdin) into an `.rcq` file (or "-" for stdout), atomically.
         `progress(seconds)` is called after each block read."""

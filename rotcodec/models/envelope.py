@@ -23,22 +23,48 @@ import torch
 
 from .streaming import StreamingModule
 
-SPEECH_BAND_EDGES_HZ = [0, 100, 200, 300, 400, 500, 650, 800, 1000, 1250, 1600, 2000, 2500, 3200, 4000, 5500]
+# 24 bands, log-spaced from 100 Hz to 6 kHz: narrow enough below 500 Hz to reach single harmonics
+SPEECH_BAND_EDGES_HZ = [
+    0,
+    100,
+    120,
+    150,
+    170,
+    210,
+    250,
+    310,
+    370,
+    440,
+    530,
+    640,
+    770,
+    930,
+    1120,
+    1350,
+    1630,
+    1960,
+    2370,
+    2850,
+    3430,
+    4140,
+    4980,
+    6000,
+]
 
 
 @dataclass
 class EnvelopeConfig:
     """edges_hz: first frequency (Hz) of each band, increasing from 0; the last band runs to Nyquist.
     step_db: gain step (dB); levels: symbols per band, gains (s - levels // 2) x step_db for s in 0..levels-1
-    (16 levels of 3 dB: -24..+21 dB)."""
+    (6 levels of 8 dB: -24..+16 dB)."""
 
     edges_hz: list[float] = field(default_factory=lambda: list(SPEECH_BAND_EDGES_HZ))
-    step_db: float = 3.0
-    levels: int = 16
+    step_db: float = 8.0
+    levels: int = 6
 
     def __post_init__(self) -> None:
         e = self.edges_hz
-        if not e or e[0] != 0 or any(b <= a for a, b in zip(e, e[1:])):
+        if not e or e[0] != 0 or any(b <= a for a, b in zip(e, e[1:], strict=False)):
             raise ValueError(f"edges_hz must start at 0 and increase, got {e}")
         if self.step_db <= 0 or self.levels < 2:
             raise ValueError(f"step_db must be > 0 and levels >= 2, got {self.step_db}, {self.levels}")
@@ -98,7 +124,9 @@ class BandEnvelope(StreamingModule):
             self._streaming_state["y_tail"] = ys[:, frames * self.hop : (frames + 1) * self.hop]
         floor = 1e-10
         target = self._band_energy(self._spectra(xs, frames, self.measure))
-        ratio_db = 10 * torch.log10((target + floor) / (self._band_energy(self._spectra(ys, frames, self.measure)) + floor))
+        ratio_db = 10 * torch.log10(
+            (target + floor) / (self._band_energy(self._spectra(ys, frames, self.measure)) + floor)
+        )
         half = self.cfg.levels // 2
         symbols = (ratio_db / self.cfg.step_db).round().long() + half
         return symbols.clamp(0, self.cfg.levels - 1).transpose(1, 2)

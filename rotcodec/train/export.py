@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 
 from ..data.dataset import DataConfig, build_datasets
-from ..models.io import STORAGE_DTYPES, read_model, round_weights_, save_model
+from ..models import Codec
+from ..models.io import STORAGE_DTYPES, ModelFileError, read_model, round_weights_, save_model
+from .recipe import load_recipe
 
 
 @torch.no_grad()
@@ -49,17 +51,37 @@ def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> tor
     return counts
 
 
-def export(checkpoint: Path, out: Path, sources: list[str], seconds: float, card: dict, dtype: str = "float16") -> Path:
-    """Write an inference-only model file from a checkpoint; float weights are stored as `dtype`."""
+def export(
+    checkpoint: Path,
+    out: Path,
+    sources: list[str],
+    seconds: float,
+    card: dict,
+    dtype: str = "float16",
+    recipe: Path | None = None,
+) -> Path:
+    """Write an inference-only model file from a checkpoint; float weights are stored as `dtype`. recipe: take
+    the model config from this recipe instead (settings without weights, such as `envelope`); the
+    checkpoint's weights must fit it exactly."""
     model_path = checkpoint / "model" if (checkpoint / "model.json").exists() else checkpoint
     loaded = read_model(model_path)
-    round_weights_(loaded.codec, STORAGE_DTYPES[dtype])  # count codes with the weights that ship
-    counts = count_codes(loaded.codec, sources, seconds) if sources else None
+    codec = loaded.codec
+    if recipe is not None:
+        codec = Codec(load_recipe(recipe).model).eval()
+        try:
+            missing, unexpected = codec.load_state_dict(loaded.codec.state_dict(), strict=False)
+            problem = f"{len(missing)} missing, {len(unexpected)} unexpected tensors" if missing or unexpected else ""
+        except RuntimeError as exc:  # shape mismatches
+            problem = str(exc).strip().splitlines()[-1].strip()
+        if problem:
+            raise ModelFileError(f"the weights of {checkpoint} do not fit the model of {recipe}: {problem}")
+    round_weights_(codec, STORAGE_DTYPES[dtype])  # count codes with the weights that ship
+    counts = count_codes(codec, sources, seconds) if sources else None
     meta = {**loaded.extra, **card}
     if counts is not None:
         meta["code_count_seconds"] = seconds
     weights, _ = save_model(
-        loaded.codec, out, extra_meta=meta, code_counts=counts, inference_only=True, storage_dtype=STORAGE_DTYPES[dtype]
+        codec, out, extra_meta=meta, code_counts=counts, inference_only=True, storage_dtype=STORAGE_DTYPES[dtype]
     )
     return weights
 
@@ -77,11 +99,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="storage precision of the weights (float16 halves the file; loading uses float32)",
     )
     p.add_argument("--card", help="JSON file with model-card fields to store in the metadata")
+    p.add_argument("--recipe", help="take the model config from this recipe (its weights must match the checkpoint's)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     card = json.loads(Path(args.card).read_text()) if args.card else {}
-    path = export(Path(args.checkpoint), Path(args.out), args.data, args.seconds, card, args.dtype)
+    recipe = Path(args.recipe) if args.recipe else None
+    path = export(Path(args.checkpoint), Path(args.out), args.data, args.seconds, card, args.dtype, recipe)
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
