@@ -1,7 +1,7 @@
 """Would a better pitch tracker help? Decode a model's codes with the sent pitch row replaced by librosa's
 pYIN track of the reference (an encoder-side change only: the decoder and the stages stay as they are).
 
-usage: python docs/results/pesq_oracle/pitch_oracle.py MODEL MANIFEST.tsv [N_Q]
+usage: python docs/results/band_envelope/pitch_oracle.py MODEL MANIFEST.tsv [N_Q]
 
 pYIN runs on 64 ms windows, estimate j centred on sample j * hop. Frame i takes estimate i + lookahead,
 centred where the model's own tracker centres frame i's window. Variants mix pYIN's F0 and
@@ -48,7 +48,7 @@ def main() -> None:
     for entry in entries:
         ref = load_reference(entry.path, sr, 1)[0]
         with torch.no_grad():
-            codes = codec.encode(torch.from_numpy(ref)[None, None], n_q=n_q)
+            codes = codec.encode(torch.from_numpy(ref)[None, None], n_q=n_q, envelope=False)
         sent = codes[0, 0, 0]
         pyin = pyin_symbols(ref, sr, hop, sent.numel(), offset)
         f0_sent, f0_pyin = symbols_to_f0(sent), symbols_to_f0(pyin)
@@ -65,7 +65,7 @@ def main() -> None:
             c = codes.clone()
             c[0, 0, 0] = row
             with torch.no_grad():
-                y = codec.decode(c)[0, 0].numpy()[: ref.size]
+                y = codec.decode(c, envelope=False)[0, 0].numpy()[: ref.size]
             scores.setdefault(name, []).append((pesq_wb(ref, y, sr), stoi(ref, y, sr), mel_distance(ref, y, sr)))
     base = np.array(scores["as sent"])
     print(f"model {sys.argv[1]}, {len(base)} files, {n_q} stages + pitch; pYIN {MIN_F0:.0f}-{MAX_F0:.0f} Hz")
@@ -73,8 +73,10 @@ def main() -> None:
     for name, r in scores.items():
         a = np.array(r)
         d = a[:, 0] - base[:, 0]
-        print(f"| {name} | {a[:, 0].mean():.3f} | {d.mean():+.3f} ({(d > 0).sum()}) | {a[:, 1].mean():.4f} | "
-              f"{a[:, 2].mean():.4f} |")
+        print(
+            f"| {name} | {a[:, 0].mean():.3f} | {d.mean():+.3f} ({(d > 0).sum()}) | {a[:, 1].mean():.4f} | "
+            f"{a[:, 2].mean():.4f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """What keeps PESQ-WB and STOI low: the decode's STFT magnitude or its phase, its spectral envelope or its fine
 structure, which band, or noise in pauses? Oracle swaps that put a piece of the reference into the decode.
 
-usage: python docs/results/pesq_oracle/oracle.py MODEL MANIFEST.tsv [N_Q]
+usage: python docs/results/band_envelope/oracle.py MODEL MANIFEST.tsv [N_Q]
 
 Each file of the manifest's test split (all files if it has no split column) is encoded whole at N_Q stages
-(default 11, the 6 kbps setting with a pitch row) and decoded. Every variant is scored with PESQ-WB, STOI and
-mel distance; the table gives the mean and the paired PESQ-WB change against the plain decode (files up).
+(default 11, the 6 kbps setting with a pitch row) and decoded without envelope rows (the decoder alone).
+Every variant is scored with PESQ-WB, STOI and mel distance; the table gives the mean and the paired
+PESQ-WB change against the plain decode (files up).
 STFT: 512-point Hann, hop 128 (32 ms at 16 kHz, PESQ's frame). Envelope: the log magnitude's first 30
 cepstral coefficients (quefrency under 1.9 ms, below any pitch period), fine structure: the rest.
 """
@@ -94,7 +95,8 @@ def main() -> None:
     for entry in entries:
         ref = load_reference(entry.path, sr, 1)[0]
         with torch.no_grad():
-            y = codec.decode(codec.encode(torch.from_numpy(ref)[None, None], n_q=n_q))[0, 0].numpy()[: ref.size]
+            codes = codec.encode(torch.from_numpy(ref)[None, None], n_q=n_q, envelope=False)
+            y = codec.decode(codes, envelope=False)[0, 0].numpy()[: ref.size]
         for name, x in variants(ref, y, sr).items():
             scores.setdefault(name, []).append((pesq_wb(ref, x, sr), stoi(ref, x, sr), mel_distance(ref, x, sr)))
     base = np.array(scores["decode"])
@@ -103,8 +105,10 @@ def main() -> None:
     for name, rows in scores.items():
         a = np.array(rows)
         d = a[:, 0] - base[:, 0]
-        print(f"| {name} | {a[:, 0].mean():.3f} | {d.mean():+.3f} ({(d > 0).sum()}) | {a[:, 1].mean():.4f} | "
-              f"{a[:, 2].mean():.4f} |")
+        print(
+            f"| {name} | {a[:, 0].mean():.3f} | {d.mean():+.3f} ({(d > 0).sum()}) | {a[:, 1].mean():.4f} | "
+            f"{a[:, 2].mean():.4f} |"
+        )
 
 
 if __name__ == "__main__":
