@@ -95,7 +95,7 @@ def test_export_takes_weightless_settings_from_a_recipe(tmp_path: Path, capsys) 
     out = tmp_path / "with_envelope"
     assert main(["export", str(tmp_path / "ckpt"), "-o", str(out), "--recipe", str(recipe)]) == 0
     shipped = read_model(out).codec
-    assert shipped.envelope_rows == 3 and shipped.code_sizes(1) == (6, 6, 6, 64)
+    assert shipped.envelope_rows == 3 and shipped.code_sizes(1) == (5, 5, 5, 64)
     before = read_model(tmp_path / "ckpt" / "model").codec.state_dict()
     for k, t in shipped.state_dict().items():  # the checkpoint's weights, rounded to float16
         assert k.endswith("embed_avg") or torch.equal(

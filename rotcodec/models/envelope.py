@@ -56,11 +56,11 @@ SPEECH_BAND_EDGES_HZ = [
 class EnvelopeConfig:
     """edges_hz: first frequency (Hz) of each band, increasing from 0; the last band runs to Nyquist.
     step_db: gain step (dB); levels: symbols per band, gains (s - levels // 2) x step_db for s in 0..levels-1
-    (6 levels of 8 dB: -24..+16 dB)."""
+    (5 levels of 8 dB: -16..+16 dB)."""
 
     edges_hz: list[float] = field(default_factory=lambda: list(SPEECH_BAND_EDGES_HZ))
     step_db: float = 8.0
-    levels: int = 6
+    levels: int = 5
 
     def __post_init__(self) -> None:
         e = self.edges_hz

@@ -39,6 +39,7 @@ VARIANTS = {
     "20 bands, 6 dB": EnvelopeConfig(log_bands(20), 6.0, 8),
     "24 bands, 6 dB": EnvelopeConfig(log_bands(24), 6.0, 8),
     "24 bands, 8 dB": EnvelopeConfig(log_bands(24), 8.0, 6),
+    "24 bands, 8 dB, 5 levels (shipped)": EnvelopeConfig(log_bands(24), 8.0, 5),
     "32 bands, 6 dB": EnvelopeConfig(log_bands(32), 6.0, 8),
     "32 bands, 9 dB": EnvelopeConfig(log_bands(32), 9.0, 6),
     "40 bands, 9 dB": EnvelopeConfig(log_bands(40), 9.0, 6),
