@@ -210,12 +210,13 @@ def run_compress(args: argparse.Namespace) -> int:
     def work(src: str, dst: str, bar: Any) -> str:
         r = model.compress_file(src, dst, args.kbps, args.n_q, args.entropy, args.force, bar.update, args.envelope)
         h = r.header
-        note = ""
-        if args.kbps is not None and h.plain_kbps > args.kbps + 1e-9:
-            note = f" (warning: {args.kbps:g} kbps is below this model's lowest rate)"
         mode = "entropy" if h.coding_mode else "plain"
         codec, envelope = model.codec, model.stream_has_envelope(h)
-        stages = f"n_q {h.n_q - codec.side_rows_for(envelope)}" + (" + pitch" if codec.pitch_rows else "")
+        n_q = h.n_q - codec.side_rows_for(envelope)
+        note = ""
+        if args.kbps is not None and model.bitrate(n_q, h.channels, envelope, bool(h.coding_mode)) > args.kbps + 1e-9:
+            note = f" (warning: {args.kbps:g} kbps is below this model's lowest rate)"
+        stages = f"n_q {n_q}" + (" + pitch" if codec.pitch_rows else "")
         stages += f" + {codec.envelope_rows} band gains" if envelope else ""
         return (
             f"{src} -> {dst}: {r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch, {stages}, "
