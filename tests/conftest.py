@@ -53,3 +53,27 @@ def vowel(sr: int = 16000, seconds: float = 3.0, seed: int = 0) -> np.ndarray:
     x *= 0.5 * (1 - np.cos(2 * np.pi * 3 * t))
     x += 0.01 * rng.standard_normal(t.size)
     return (0.5 * x / np.abs(x).max()).astype(np.float32)
+
+
+def pitch_codec(seed: int = 0, lookahead: int = 0, envelope=None):  # noqa: ANN001, ANN201
+    """A tiny 16 kHz codec with a pitch row (and envelope rows with `envelope`, an EnvelopeConfig), after one
+    training-mode pass on a vowel (k-means init), in eval mode."""
+    from rotcodec.models import Codec, CodecConfig
+    from rotcodec.models.harmonic import PitchConfig
+    from rotcodec.quantize import RVQConfig
+
+    torch.manual_seed(seed)
+    q = RVQConfig(dim=16, n_q=4, codebook_size=64, kmeans_init=True, kmeans_iters=5)
+    cfg = CodecConfig(
+        sample_rate=16000,
+        base_channels=8,
+        strides=[2, 4, 5, 8],
+        latent_dim=16,
+        dilations=[1],
+        quantizer=q,
+        pitch=PitchConfig(harmonics=16, hidden=16, lookahead=lookahead),
+        envelope=envelope,
+    )
+    codec = Codec(cfg).train()
+    codec(torch.from_numpy(vowel(16000, 2.0, seed=seed))[None, None])
+    return codec.eval()

@@ -7,17 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import vowel
+from conftest import pitch_codec, vowel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rotcodec.bitstream import decode_bytes, estimate_frequencies
 from rotcodec.inference import load_model
 from rotcodec.inference.model import RATE_MARGIN, Setting
-from rotcodec.models import Codec, CodecConfig, save_model
+from rotcodec.models import Codec, save_model
 from rotcodec.models.envelope import BandEnvelope, EnvelopeConfig
-from rotcodec.models.harmonic import PITCH_SYMBOLS, PitchConfig
-from rotcodec.quantize import RVQConfig
+from rotcodec.models.harmonic import PITCH_SYMBOLS
 
 SR, HOP = 16000, 320
 # 3 dB steps keep the expected symbols exact in the tests below
@@ -113,22 +112,8 @@ def test_config_rejects_bad_bands() -> None:
         BandEnvelope(8000, 160, EnvelopeConfig(edges_hz=[0, 1000, 4000]))
 
 
-def envelope_codec(seed: int = 0, lookahead: int = 1) -> Codec:
-    torch.manual_seed(seed)
-    q = RVQConfig(dim=16, n_q=4, codebook_size=64, kmeans_init=True, kmeans_iters=5)
-    cfg = CodecConfig(
-        sample_rate=SR,
-        base_channels=8,
-        strides=[2, 4, 5, 8],
-        latent_dim=16,
-        dilations=[1],
-        quantizer=q,
-        pitch=PitchConfig(harmonics=16, hidden=16, lookahead=lookahead),
-        envelope=EnvelopeConfig(edges_hz=[0, 500, 1000, 2000, 4000], step_db=3.0, levels=16),
-    )
-    codec = Codec(cfg).train()
-    codec(torch.from_numpy(vowel(SR, 2.0, seed=seed))[None, None])
-    return codec.eval()
+def envelope_codec(seed: int = 0) -> Codec:
+    return pitch_codec(seed, lookahead=1, envelope=EnvelopeConfig([0, 500, 1000, 2000, 4000], 3.0, 16))
 
 
 def band_error_db(codec: Codec, x: torch.Tensor, out: torch.Tensor) -> float:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import vowel
+from conftest import pitch_codec, vowel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +16,7 @@ from rotcodec.eval.periodicity import frame_pitch
 from rotcodec.inference import load_model
 from rotcodec.losses import GeneratorLoss, LossConfig
 from rotcodec.losses.harmonic import HarmonicAmplitudeLoss, measured_amplitudes
-from rotcodec.models import Codec, CodecConfig, save_model
+from rotcodec.models import save_model
 from rotcodec.models.harmonic import (
     AMPLITUDE_GAIN,
     PITCH_SYMBOLS,
@@ -27,7 +27,6 @@ from rotcodec.models.harmonic import (
     symbols_to_f0,
 )
 from rotcodec.models.io import model_hash
-from rotcodec.quantize import RVQConfig
 
 SR, HOP = 16000, 320
 
@@ -161,23 +160,6 @@ def test_synth_streams_like_whole_signal() -> None:
                 for i in range(0, 60, 7)
             ]
     torch.testing.assert_close(torch.cat(parts, dim=-1), whole, rtol=1e-4, atol=1e-5)
-
-
-def pitch_codec(seed: int = 0, lookahead: int = 0) -> Codec:
-    torch.manual_seed(seed)
-    q = RVQConfig(dim=16, n_q=4, codebook_size=64, kmeans_init=True, kmeans_iters=5)
-    cfg = CodecConfig(
-        sample_rate=SR,
-        base_channels=8,
-        strides=[2, 4, 5, 8],
-        latent_dim=16,
-        dilations=[1],
-        quantizer=q,
-        pitch=PitchConfig(harmonics=16, hidden=16, lookahead=lookahead),
-    )
-    codec = Codec(cfg).train()
-    codec(torch.from_numpy(vowel(SR, 2.0, seed=seed))[None, None])
-    return codec.eval()
 
 
 def test_codec_sends_pitch_first_and_counts_its_bits() -> None:
