@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from rotcodec.bitstream import decode_bytes, estimate_frequencies
 from rotcodec.inference import load_model
 from rotcodec.inference.model import RATE_MARGIN, Setting
-from rotcodec.models import Codec, save_model
+from rotcodec.models import Codec, CodecConfig, save_model
 from rotcodec.models.envelope import BandEnvelope, EnvelopeConfig
 from rotcodec.models.harmonic import PITCH_SYMBOLS
+from rotcodec.quantize import RVQConfig
 
 SR, HOP = 16000, 320
 # 3 dB steps keep the expected symbols exact in the tests below
@@ -108,6 +109,8 @@ def test_config_rejects_bad_bands() -> None:
         EnvelopeConfig(edges_hz=[0, 300, 200])
     with pytest.raises(ValueError, match="step_db"):
         EnvelopeConfig(step_db=0)
+    with pytest.raises(ValueError, match="codebook size"):
+        CodecConfig(quantizer=RVQConfig(dim=128, n_q=2, codebook_size=16), envelope=EnvelopeConfig(levels=16))
     with pytest.raises(ValueError, match="Nyquist"):
         BandEnvelope(8000, 160, EnvelopeConfig(edges_hz=[0, 1000, 4000]))
 

@@ -71,6 +71,9 @@ class CodecConfig:
                 raise ValueError(f"{name} must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
         if self.quantizer.dim != self.latent_dim:
             raise ValueError(f"quantizer.dim ({self.quantizer.dim}) must equal latent_dim ({self.latent_dim})")
+        if self.envelope is not None and self.envelope.levels == self.quantizer.codebook_size:
+            # readers tell streams with envelope rows from the row sizes in the header
+            raise ValueError(f"envelope.levels must differ from the codebook size ({self.quantizer.codebook_size})")
 
     @property
     def hop_length(self) -> int:
@@ -172,7 +175,7 @@ class Codec(StreamingModule):
 
     @property
     def side_rows(self) -> int:
-        """Code rows before the RVQ stages, sent at every bitrate: pitch, then envelope rows."""
+        """Code rows before the RVQ stages in a stream with envelope rows: pitch, then envelope rows."""
         return self.pitch_rows + self.envelope_rows
 
     def code_sizes(self, n_q: int | None = None, envelope: bool = True) -> tuple[int, ...]:
@@ -249,10 +252,10 @@ class Codec(StreamingModule):
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, n_q: int | None = None, envelope: bool = True) -> torch.Tensor:
         """wav `[batch, channels, time]` -> codes `[batch, channels, rows, ceil(time / hop)]` int64, rows =
-        `side_rows` + n_q: the pitch symbols first (models with `pitch`), the band-energy corrections (models
-        with `envelope`, unless `envelope` is False: the encoder decodes its own codes to measure them), then
-        the RVQ stages. Streaming
-        encodes and decodes each need their own `streaming()` block: both use the decoder's state."""
+        `side_rows_for(envelope)` + n_q: the pitch symbols first (models with `pitch`), the band-energy
+        corrections (models with `envelope`, unless `envelope` is False: the encoder decodes its own codes to
+        measure them), then the RVQ stages. Streamed encodes and decodes each need their own `streaming()`
+        block: both use the decoder's state."""
         n_q = self._check_n_q(n_q)
         batch = wav.shape[0]
         x = self._fold(wav)

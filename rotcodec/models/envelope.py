@@ -24,32 +24,12 @@ import torch
 from .streaming import StreamingModule
 
 # 24 bands, log-spaced from 100 Hz to 6 kHz: narrow enough below 500 Hz to reach single harmonics
+# fmt: off
 SPEECH_BAND_EDGES_HZ = [
-    0,
-    100,
-    120,
-    150,
-    170,
-    210,
-    250,
-    310,
-    370,
-    440,
-    530,
-    640,
-    770,
-    930,
-    1120,
-    1350,
-    1630,
-    1960,
-    2370,
-    2850,
-    3430,
-    4140,
-    4980,
-    6000,
+    0, 100, 120, 150, 170, 210, 250, 310, 370, 440, 530, 640, 770, 930, 1120, 1350, 1630, 1960, 2370, 2850, 3430,
+    4140, 4980, 6000,
 ]
+# fmt: on
 
 
 @dataclass
