@@ -1,6 +1,7 @@
 """The trainer on the tiny recipe: loss falls, run folder contents, exact kill/resume, NaN guard, DDP."""
 
 import json
+import math
 import os
 import signal
 import socket
@@ -205,3 +206,15 @@ def test_init_adds_a_harmonic_branch_to_weights_without_one(tmp_path: Path) -> N
     ]
     with pytest.raises(TrainingError, match="do not match"):
         train(load_recipe(TINY, wrong), tmp_path / "wrong", init=str(weights), quiet=True)
+
+
+def test_envelope_in_the_loop_trains_and_needs_an_envelope(tmp_path: Path) -> None:
+    overrides = ["train.steps=4", "train.envelope_prob=0.5", "train.log_every=1"]
+    recipe = load_recipe(TINY, [*overrides, "model.envelope.edges_hz=[0,1000,4000]"])
+    train(recipe, tmp_path / "env", quiet=True)
+    rows = [r for r in read_metrics(tmp_path / "env") if "loss/mel" in r]
+    assert len(rows) == 4 and all(math.isfinite(r["loss/mel"]) for r in rows)
+    with pytest.raises(ConfigError, match="model.envelope"):
+        load_recipe(TINY, overrides)
+    with pytest.raises(ConfigError, match="envelope_prob"):
+        load_recipe(TINY, ["train.envelope_prob=1.5", "model.envelope.edges_hz=[0,1000]"])

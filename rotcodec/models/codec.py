@@ -248,6 +248,17 @@ class Codec(StreamingModule):
         codes = q.codes.reshape(batch, self.channels, q.codes.shape[1], -1)
         return CodecOutput(audio, codes, q.loss, q.stats, z, f0, amps)
 
+    def correct_levels(self, wav: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """Training: this codec's output `audio` for `wav` (both `[batch, channels, time]`) with the envelope
+        rows' gains applied, as `encode` would measure and `decode` apply them; differentiable in `audio`
+        (the gains are constants). Without an envelope, `audio` as it is."""
+        if self.envelope is None:
+            return audio
+        length = audio.shape[-1]
+        x, y = self._fold(wav)[:, 0], self._fold(audio)[:, 0]
+        y = self.envelope(y, self.envelope.analyse(x, y.detach()))
+        return y[..., :length].reshape(audio.shape)
+
     # -- inference -----------------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, n_q: int | None = None, envelope: bool = True) -> torch.Tensor:

@@ -86,10 +86,11 @@ class _Generator(nn.Module):
         self.codec = codec
 
     def forward(
-        self, wav: torch.Tensor
+        self, wav: torch.Tensor, envelope: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
         out = self.codec(wav)
-        return out.audio, out.vq_loss, out.stats, out.harmonic
+        audio = self.codec.correct_levels(wav, out.audio) if envelope else out.audio
+        return audio, out.vq_loss, out.stats, out.harmonic
 
 
 class StepBatches:
@@ -212,8 +213,10 @@ def train(
             for group in opt_g.param_groups:
                 group["lr"] = lr
             adversarial = disc is not None and step >= cfg.adversarial_start
+            # A fixed low-discrepancy sequence picks the envelope steps: the same on every rank and on resume.
+            envelope = (step * 0.6180339887498949) % 1.0 < cfg.envelope_prob
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                audio, vq_loss, stats, harmonic = gen(wav)
+                audio, vq_loss, stats, harmonic = gen(wav, envelope)
             d_parts: dict[str, torch.Tensor] = {}
             if adversarial:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):

@@ -25,7 +25,9 @@ class TrainConfig:
     max_minutes: wall-clock budget (0 = none): once spent, the run validates, saves a checkpoint and stops
     early (checked every log_every steps), e.g. to fit a GPU lease.
     threads: torch CPU threads (0 = torch's default). valid_batches: validation batches per check.
-    audio_samples: validation reconstructions written as WAV per check.
+    audio_samples: validation reconstructions written as WAV per check. envelope_prob: share of training
+    steps whose output passes through the envelope rows' gains (measured against the input, as the encoder
+    would) before the losses, so the decoder learns what the gains leave to it; models with `envelope` only.
     """
 
     steps: int = 1000
@@ -48,6 +50,7 @@ class TrainConfig:
     threads: int = 0
     valid_batches: int = 4
     audio_samples: int = 2
+    envelope_prob: float = 0.0
     seed: int = 0
     device: str = "auto"
 
@@ -78,4 +81,8 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     recipe = from_dict(Recipe, raw, "recipe")
     if recipe.loss.harmonic > 0 and recipe.model.pitch is None:
         raise ConfigError("loss.harmonic trains the harmonic source: set model.pitch too, or loss.harmonic=0")
+    if not 0.0 <= recipe.train.envelope_prob <= 1.0:
+        raise ConfigError(f"train.envelope_prob must be in [0, 1], got {recipe.train.envelope_prob}")
+    if recipe.train.envelope_prob > 0 and recipe.model.envelope is None:
+        raise ConfigError("train.envelope_prob needs model.envelope")
     return recipe
