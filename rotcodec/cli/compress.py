@@ -328,7 +328,11 @@ def run_models(args: argparse.Namespace) -> int:
         q = cfg.get("quantizer") or {}
         sr, n_q, k = cfg.get("sample_rate", 0), q.get("n_q", 0), q.get("codebook_size", 2)
         hop = math.prod(cfg.get("strides") or [1])
-        kbps = sr / hop * math.ceil(math.log2(k)) / 1000.0
+        # plain-packing rates: one stage plus the pitch row, up to every stage, pitch and envelope row
+        pitch_bits = 7 if cfg.get("pitch") else 0
+        env = cfg.get("envelope") or {}
+        env_bits = len(env.get("edges_hz", [])) * math.ceil(math.log2(env.get("levels", 1) or 1))
+        stage_bits = math.ceil(math.log2(k))
         rows.append(
             {
                 "name": e.name,
@@ -336,8 +340,8 @@ def run_models(args: argparse.Namespace) -> int:
                 "sample_rate": sr,
                 "n_q": n_q,
                 "codebook_size": k,
-                "kbps_min": kbps,
-                "kbps_max": kbps * n_q,
+                "kbps_min": sr / hop * (stage_bits + pitch_bits) / 1000.0,
+                "kbps_max": sr / hop * (n_q * stage_bits + pitch_bits + env_bits) / 1000.0,
                 "entropy_tables": bool(e.meta.get("has_code_counts")),
                 "path": str(e.weights_path),
             }
@@ -349,7 +353,7 @@ def run_models(args: argparse.Namespace) -> int:
     for r in rows:
         print(
             f"{r['name']:<16} {r['source']:<8} {r['sample_rate']} Hz, {r['n_q']} x {r['codebook_size']} codes, "
-            f"{r['kbps_min']:.2f}-{r['kbps_max']:.2f} kbps/ch, entropy tables: "
+            f"{r['kbps_min']:.2f}-{r['kbps_max']:.2f} kbps/ch (plain), entropy tables: "
             f"{'yes' if r['entropy_tables'] else 'no'}  {r['path']}"
         )
     if not rows:
