@@ -247,9 +247,9 @@ class CodecModel:
             pending = np.pad(pending, ((0, 0), (0, (-pending.shape[1]) % hop)))
             for start in range(0, pending.shape[1], step):
                 emit(pending[:, start : start + step])
-            if (
-                self.streams and (tail := self.codec.encode_flush(setting.envelope)) is not None
-            ):  # the pitch lookahead's frame
+            # the frame the pitch tracker's lookahead held back
+            tail = self.codec.encode_flush(setting.envelope) if self.streams else None
+            if tail is not None:
                 sink(tail.reshape(rows, tail.shape[2], -1).cpu().numpy())
 
     def decode_stream(self, header: RcqHeader, chunks: Iterable[np.ndarray], sink: Sink) -> None:
