@@ -103,6 +103,15 @@ def test_kbps_picks_stages_and_size_matches_bitrate(env: Path, capsys: pytest.Ca
     assert "mono.wav: not an .rcq file" in capsys.readouterr().err
 
 
+def test_kbps_below_the_lowest_rate_warns(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src, dst = str(env / "mono.wav"), str(env / "w.rcq")
+    assert main(["compress", src, "-o", dst, "--kbps", "0.95", "--model", "tiny"]) == 0
+    assert "warning" not in capsys.readouterr().out
+    assert main(["compress", src, "-o", dst, "--kbps", "0.2", "--model", "tiny", "--force"]) == 0  # 1 stage: 0.3
+    out = capsys.readouterr()
+    assert "0.2 kbps is below this model's lowest rate" in out.out + out.err
+
+
 def test_stdin_to_stdout(env: Path, monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture) -> None:
     wav_bytes = (env / "stereo.flac").read_bytes()
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(wav_bytes)))
