@@ -212,7 +212,7 @@ def run_compress(args: argparse.Namespace) -> int:
         h = r.header
         mode = "entropy" if h.coding_mode else "plain"
         codec, envelope = model.codec, model.stream_has_envelope(h)
-        n_q = h.n_q - codec.side_rows_for(envelope)
+        n_q = h.n_q - codec.side_rows(envelope)
         note = ""
         if args.kbps is not None and model.bitrate(n_q, h.channels, envelope, bool(h.coding_mode)) > args.kbps + 1e-9:
             note = f" (warning: {args.kbps:g} kbps is below this model's lowest rate)"
@@ -329,7 +329,7 @@ def run_models(args: argparse.Namespace) -> int:
         sr, n_q, k = cfg.get("sample_rate", 0), q.get("n_q", 0), q.get("codebook_size", 2)
         hop = math.prod(cfg.get("strides") or [1])
         # plain-packing rates: one stage plus the pitch row, up to every stage, pitch and envelope row
-        pitch_bits = 7 if cfg.get("pitch") else 0
+        pitch_bits = 7 if cfg.get("pitch") else 0  # models.harmonic.PITCH_SYMBOLS = 128; not imported: no torch here
         env = cfg.get("envelope") or {}
         env_bits = len(env.get("edges_hz", [])) * math.ceil(math.log2(env.get("levels", 1) or 1))
         stage_bits = math.ceil(math.log2(k))

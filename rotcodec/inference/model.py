@@ -128,7 +128,7 @@ class CodecModel:
         """The code-frequency tables of a stream's rows: without the envelope rows when it has none."""
         if self.code_counts is None or envelope or not self.codec.envelope_rows:
             return self.code_counts
-        p, side = self.codec.pitch_rows, self.codec.side_rows
+        p, side = self.codec.pitch_rows, self.codec.side_rows()
         return np.concatenate([self.code_counts[:p], self.code_counts[side:]])
 
     def setting_for(
@@ -140,9 +140,9 @@ class CodecModel:
         envelope: bool | None = None,
     ) -> Setting:
         """`n_q` stages if given, else the most whose expected bitrate (times RATE_MARGIN when entropy-coded) is
-        <= `kbps` (else all). The envelope
-        rows (models with one; `envelope=False` leaves them out) are sent whenever at least one stage fits
-        beside them: they buy far more quality per bit than stages do (`docs/results/band_envelope`)."""
+        <= `kbps` (else all). The envelope rows (models with one; `envelope=False` leaves them out) are sent
+        whenever at least one stage fits beside them: they buy far more quality per bit than stages do
+        (`docs/results/band_envelope`)."""
         has_envelope = self.codec.envelope_rows > 0 and envelope is not False
         if n_q is not None:
             if not 1 <= int(n_q) <= self.n_q:
@@ -259,7 +259,7 @@ class CodecModel:
         if header.model_sample_rate != self.sample_rate or header.hop_length != self.hop_length:
             raise ModelMismatchError(f"file's rate/hop do not match model {self.name}")
         envelope = self.stream_has_envelope(header)
-        n_q = header.n_q - self.codec.side_rows_for(envelope)
+        n_q = header.n_q - self.codec.side_rows(envelope)
         allowed = self.codec.code_sizes(n_q, envelope) if 1 <= n_q <= self.n_q else ()
         if len(allowed) != header.n_q or any(k > a for k, a in zip(header.codebook_sizes, allowed, strict=True)):
             raise ModelMismatchError(f"file uses more stages or codes than model {self.name} has")

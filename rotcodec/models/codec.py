@@ -173,11 +173,6 @@ class Codec(StreamingModule):
         """Code rows of band-energy corrections, after the pitch row: one per band (models with `envelope`)."""
         return 0 if self.envelope is None else self.envelope.cfg.bands
 
-    @property
-    def side_rows(self) -> int:
-        """Code rows before the RVQ stages in a stream with envelope rows: pitch, then envelope rows."""
-        return self.pitch_rows + self.envelope_rows
-
     def code_sizes(self, n_q: int | None = None, envelope: bool = True) -> tuple[int, ...]:
         """Alphabet size of each row of `encode`'s codes: the pitch row (128), the envelope rows (unless
         `envelope` is False), then n_q stages of K."""
@@ -185,9 +180,9 @@ class Codec(StreamingModule):
         side = (PITCH_SYMBOLS,) * self.pitch_rows + (levels,) * (self.envelope_rows if envelope else 0)
         return side + (self.codebook_size,) * self._check_n_q(n_q)
 
-    def side_rows_for(self, envelope: bool) -> int:
-        """Rows before the stages in codes with or without the envelope rows."""
-        return self.side_rows if envelope else self.pitch_rows
+    def side_rows(self, envelope: bool = True) -> int:
+        """Code rows before the RVQ stages: the pitch row, then the envelope rows unless `envelope` is False."""
+        return self.pitch_rows + (self.envelope_rows if envelope else 0)
 
     def bits_per_frame(self, n_q: int | None = None) -> float:
         """Sum of log2(alphabet size) over the code rows, per frame per channel: n_q * log2(K), plus 7 for
@@ -263,7 +258,7 @@ class Codec(StreamingModule):
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, n_q: int | None = None, envelope: bool = True) -> torch.Tensor:
         """wav `[batch, channels, time]` -> codes `[batch, channels, rows, ceil(time / hop)]` int64, rows =
-        `side_rows_for(envelope)` + n_q: the pitch symbols first (models with `pitch`), the band-energy
+        `side_rows(envelope)` + n_q: the pitch symbols first (models with `pitch`), the band-energy
         corrections (models with `envelope`, unless `envelope` is False: the encoder decodes its own codes to
         measure them), then the RVQ stages. Streamed encodes and decodes each need their own `streaming()`
         block: both use the decoder's state."""
@@ -335,7 +330,7 @@ class Codec(StreamingModule):
             )
         batch, _, rows, frames = codes.shape
         envelope = envelope and self.envelope is not None
-        side = self.side_rows_for(envelope)
+        side = self.side_rows(envelope)
         n_q = rows - side
         if not 1 <= n_q <= self.n_q:
             raise CodecInputError(f"expected {side + 1}..{side + self.n_q} code rows, got {rows}")

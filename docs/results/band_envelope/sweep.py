@@ -68,7 +68,7 @@ def main() -> None:
             with torch.no_grad():
                 codes = codec.encode(torch.from_numpy(ref)[None, None], n_q=n_q)
                 y = codec.decode(codes)[0, 0].numpy()[: ref.size]
-            symbols.append(codes[0, 0, codec.pitch_rows : codec.side_rows].numpy())
+            symbols.append(codes[0, 0, codec.pitch_rows : codec.side_rows()].numpy())
             scores.append((pesq_wb(ref, y, 16000), stoi(ref, y, 16000), mel_distance(ref, y, 16000)))
         s = np.concatenate(symbols, axis=1)
         bits = 0.0
