@@ -26,8 +26,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", help="rotcodec model file (NAME.safetensors/NAME.json or NAME)")
     p.add_argument("--data", required=True, help="folder, glob, audio file or manifest (.tsv/.csv/.jsonl)")
-    p.add_argument("--kbps", type=float, nargs="+", default=[1.5, 3.0, 6.0, 12.0], help="model bitrates")
+    p.add_argument("--kbps", type=float, nargs="+", help="model bitrates (default: 1.5 3 6 12)")
     p.add_argument("--n-q", type=int, nargs="+", help="model stage counts instead of --kbps")
+    p.add_argument(
+        "--stage-sweep",
+        action="store_true",
+        help="the model at every stage count 1..N instead of --kbps (or at those of --n-q); settings are "
+        "labelled nqN plus the side rows sent, e.g. nq3+pitch+env",
+    )
+    p.add_argument(
+        "--envelope",
+        choices=["on", "off", "both"],
+        help="stage counts and ceiling with the envelope rows (on, the default), without them (off) or both; "
+        "for models with envelope rows",
+    )
+    p.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also decode the encoder's continuous latent (quantizer bypassed; setting 'ceiling', no kbps) "
+        "and add the quantizer-versus-decoder diagnosis to summary.md",
+    )
     p.add_argument("--baselines", nargs="*", default=[], help="classic codecs: opus codec2 mp3")
     p.add_argument(
         "--baseline-kbps", nargs="*", default=[], metavar="NAME=K,K", help="e.g. opus=6,8,12 codec2=3.2,1.6 mp3=8,16"
@@ -73,17 +91,35 @@ def _fail(exc: BaseException) -> int:
     return 2
 
 
+def _check_eval_args(args: argparse.Namespace) -> None:
+    """Option combinations that cannot work: a one-line UsageError (exit 2) before any work."""
+    from . import UsageError
+
+    stages = args.n_q is not None or args.stage_sweep
+    if args.kbps is not None and stages:
+        raise UsageError("--kbps cannot be combined with --n-q or --stage-sweep (they choose the settings)")
+    for flag, value in (("--n-q", args.n_q), ("--stage-sweep", args.stage_sweep), ("--ceiling", args.ceiling)):
+        if value and args.model is None:
+            raise UsageError(f"{flag} needs --model")
+    if args.envelope is not None and not (stages or args.ceiling):
+        raise UsageError("--envelope applies to --stage-sweep, --n-q and --ceiling; with --kbps the rate decides")
+
+
 def run_eval_cmd(args: argparse.Namespace) -> int:
     from ..eval.baselines import MissingEncoderError
-    from ..eval.runner import EvalError, EvalOptions, parse_baseline_kbps, run_eval
+    from ..eval.runner import DEFAULT_KBPS, EvalError, EvalOptions, parse_baseline_kbps, run_eval
 
+    _check_eval_args(args)
     try:
         opts = EvalOptions(
             model=args.model,
             data=args.data,
             out=args.out,
-            kbps=args.kbps,
+            kbps=DEFAULT_KBPS if args.kbps is None else args.kbps,
             n_q=args.n_q,
+            stage_sweep=args.stage_sweep,
+            envelope=args.envelope or "on",
+            ceiling=args.ceiling,
             baselines=args.baselines,
             baseline_kbps=parse_baseline_kbps(args.baseline_kbps),
             max_files=args.max_files,

@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = (
     "rotcodec.cli.evaluate",
     "rotcodec.cli.prepare",
     "rotcodec.train.export",
+    "rotcodec.train.requantize",
 )
 
 EPILOG = """exit codes:

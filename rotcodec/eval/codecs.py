@@ -1,5 +1,6 @@
 """The codecs `rotcodec eval` compares, behind one call: a rotcodec model through the real `.rcq` bitstream
-(`NeuralCodec`) and the classic command-line codecs (`run_baseline`); each encode/decode is a `CodecRun`."""
+(`NeuralCodec`), the same model with its quantizer bypassed (`NeuralCodec.run_ceiling`, no bitstream) and the
+classic command-line codecs (`run_baseline`); each encode/decode is a `CodecRun`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from rotcodec.bitstream import CodingMode
 from rotcodec.eval.baselines import get_baseline
+from rotcodec.eval.diagnosis import CEILING, Ceiling, ceiling_decode, side_rows_name, side_suffix
 
 if TYPE_CHECKING:
     from rotcodec.inference.model import Setting
@@ -25,12 +27,13 @@ class EvalError(ValueError):
 
 @dataclass
 class CodecRun:
-    """One encode/decode: decoded `[channels, time]` float32 at the evaluation rate, aligned to the input."""
+    """One encode/decode: decoded `[channels, time]` float32 at the evaluation rate, aligned to the input;
+    rates in kbps (NaN and n_bytes None when nothing is coded: the ceiling), times in seconds."""
 
     decoded: np.ndarray
     kbps_measured: float
     kbps_file: float
-    n_bytes: int
+    n_bytes: int | None
     encode_seconds: float
     decode_seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
@@ -72,11 +75,38 @@ class NeuralCodec:
             out.append((f"{float(k):g}", float(k), setting))
         return out
 
-    def settings_for_n_q(self, n_qs: Sequence[int] | None = None) -> list[tuple[str, float, Setting]]:
-        """(setting label "nqN", expected kbps, `Setting`) for the given stage counts (default 1..n_q)."""
+    def settings_for_n_q(
+        self, n_qs: Sequence[int] | None = None, envelope: Sequence[bool] = (True,)
+    ) -> list[tuple[str, float, Setting]]:
+        """(setting label, expected kbps, `Setting`) for the given stage counts (default 1..n_q), once per
+        `envelope` choice (True: the envelope rows are sent, for models that have them). Labels are "nqN" plus
+        the side rows sent (`diagnosis.side_suffix`): "nq3+pitch+env", "nq3+pitch", "nq3"; the expected kbps
+        counts them too. Repeated stage counts, and envelope choices that a model without envelope rows cannot
+        tell apart, are listed once."""
+        from rotcodec.inference.model import OptionError
+
         n_qs = list(n_qs) if n_qs else list(range(1, self.codec.n_q + 1))
-        settings = [self.model.setting_for(n_q=n) for n in n_qs]
-        return [(f"nq{s.n_q}", round(self.model.bitrate(s.n_q, envelope=s.envelope), 4), s) for s in settings]
+        out: list[tuple[str, float, Setting]] = []
+        for env in envelope:
+            for n in n_qs:
+                try:
+                    s = self.model.setting_for(n_q=n, envelope=env)
+                except OptionError as exc:
+                    raise EvalError(str(exc)) from None
+                label = f"nq{s.n_q}{side_suffix(self.codec, s.envelope)}"
+                if all(label != o[0] for o in out):
+                    out.append((label, round(self.model.bitrate(s.n_q, envelope=s.envelope), 4), s))
+        return out
+
+    def ceilings(self, envelope: Sequence[bool] = (True,)) -> list[tuple[str, float, Ceiling]]:
+        """(label "ceiling" + side suffix, NaN kbps, `Ceiling`) once per distinct `envelope` choice."""
+        out: list[tuple[str, float, Ceiling]] = []
+        for env in envelope:
+            env = env and self.codec.envelope_rows > 0
+            label = CEILING + side_suffix(self.codec, env)
+            if all(label != o[0] for o in out):
+                out.append((label, float("nan"), Ceiling(env)))
+        return out
 
     def run(self, wav: np.ndarray, setting: Setting) -> CodecRun:
         """Compress `wav` `[channels, time]` (model rate) to `.rcq` bytes with `setting` and back."""
@@ -90,6 +120,7 @@ class NeuralCodec:
         t2 = time.perf_counter()
         header = read_rcq_header(data)
         kbps = 8.0 * len(data) / seconds / 1000.0
+        latent_error = self.latent_error(wav, setting.n_q)
         plain = header.coding_mode == CodingMode.PLAIN
         return CodecRun(
             decoded.astype(np.float32),
@@ -102,6 +133,56 @@ class NeuralCodec:
                 "kbps_payload": header.plain_kbps if plain else float("nan"),
                 "coding": CodingMode(header.coding_mode).name.lower(),
                 "envelope": setting.envelope,
+                "side_rows": side_rows_name(self.codec, setting.envelope),
+                "latent_error": latent_error,
+            },
+        )
+
+    def latent_error(self, wav: np.ndarray, n_q: int) -> float:
+        """‖z − ẑ‖² / ‖z‖² over all frames of `wav` `[channels, time]`: z the encoder's latent (`embed`), ẑ its
+        n_q-stage quantization as the decoder receives it (the same codes as the bitstream's). 0: the decoder
+        gets the continuous latent; about 1 or more: the quantized latent is no approximation of z, and the
+        ceiling feeds the decoder something it was never trained on."""
+        import torch
+
+        param = next(self.codec.parameters())
+        x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).to(param.device, param.dtype)
+        with torch.no_grad():
+            z = self.codec.embed(x.reshape(-1, self.channels, x.shape[-1]))
+            if z.shape[-1] == 0:
+                return float("nan")
+            q = self.codec.quantizer.decode(self.codec.quantizer.encode(z, n_q))
+            return float((z - q).pow(2).sum() / z.pow(2).sum().clamp_min(1e-12))
+
+    def run_ceiling(self, wav: np.ndarray, ceiling: Ceiling) -> CodecRun:
+        """`wav` `[channels, time]` (model rate) decoded with the quantizer bypassed (`ceiling_decode`); no
+        bitstream, so NaN rates and no byte count. encode_seconds times `embed`; decode_seconds the rest (the
+        decoder, and the pitch tracker, harmonic source and envelope analysis where the model has them)."""
+        import torch
+
+        param = next(self.codec.parameters())
+        x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).to(param.device, param.dtype)
+        x = x.reshape(-1, self.channels, x.shape[-1])
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            z = self.codec.embed(x)
+            t1 = time.perf_counter()
+            decoded = ceiling_decode(self.codec, x, ceiling.envelope, latent=z)
+            t2 = time.perf_counter()
+        nan = float("nan")
+        return CodecRun(
+            decoded.reshape(wav.shape[0], -1).cpu().numpy().astype(np.float32),
+            nan,
+            nan,
+            None,
+            t1 - t0,
+            t2 - t1,
+            {
+                "kbps_payload": nan,
+                "coding": "none",
+                "envelope": ceiling.envelope,
+                "side_rows": side_rows_name(self.codec, ceiling.envelope),
+                "latent_error": 0.0,
             },
         )
 

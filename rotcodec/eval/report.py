@@ -10,6 +10,7 @@ import csv
 import io
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -140,11 +141,14 @@ def fmt_pm(mean: float, spread: float, digits: int = 3) -> str:
 
 
 def _group_key(row: dict[str, Any]) -> tuple[str, float, str]:
-    return str(row["codec"]), as_float(row.get("nominal_kbps")), str(row["setting"])
+    nominal = as_float(row.get("nominal_kbps"))
+    # No nominal rate (the quantizer-bypassed ceiling): inf, so that its rows share one key (NaN != NaN)
+    # and sort after the coded settings.
+    return str(row["codec"]), nominal if math.isfinite(nominal) else math.inf, str(row["setting"])
 
 
 def grouped(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, float, str], list[dict[str, Any]]]:
-    """Rows grouped by (codec, nominal kbps, setting), sorted by codec then bitrate."""
+    """Rows grouped by (codec, nominal kbps, setting), sorted by codec then bitrate (none: inf, last)."""
     groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(_group_key(row), []).append(row)
@@ -175,7 +179,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Quality versu
         for m in metrics:
             mean, half, _ = mean_ci(as_float(r.get(m)) for r in group)
             cells.append(fmt_pm(mean, half))
-        lines.append(f"| {codec} | {setting} | {nominal:g} | {len(group)} | " + " | ".join(cells) + " |")
+        rate = f"{nominal:g}" if math.isfinite(nominal) else "–"
+        lines.append(f"| {codec} | {setting} | {rate} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -186,8 +191,20 @@ def _save_figure(fig: Any, path: str | Path) -> None:
     atomic_write(path, write)
 
 
+_SWEEP_LABEL = re.compile(r"^nq\d+(?P<side>(?:\+[a-z]+)*)$")  # stage-sweep settings: "nq3+pitch+env"
+
+
+def line_label(codec: str, setting: str) -> str:
+    """Plot line of a row: the codec, and for stage-sweep settings the side rows sent ("rotcodec (pitch+env)"),
+    so that sweeps with and without the envelope rows are separate lines."""
+    m = _SWEEP_LABEL.match(setting)
+    side = m.group("side").lstrip("+") if m else ""
+    return f"{codec} ({side})" if side else codec
+
+
 def plot_quality_vs_bitrate(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
-    """One subplot per metric, one line per codec: mean (± 95% CI bars) against mean measured kbps."""
+    """One subplot per metric, one line per codec (and side-row variant of a stage sweep, `line_label`):
+    mean (± 95% CI bars) against mean measured kbps; rows without a rate (the ceiling) are not drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,12 +215,12 @@ def plot_quality_vs_bitrate(rows: Sequence[dict[str, Any]], path: str | Path) ->
     nrows = math.ceil(len(metrics) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 3.4 * nrows), squeeze=False)
     groups = grouped(rows)
-    codecs = list(dict.fromkeys(k[0] for k in groups))
+    codecs = list(dict.fromkeys(line_label(c, s) for c, _, s in groups))
     for ax, metric in zip(axes.flat, metrics, strict=False):
         for codec in codecs:
             pts = []
-            for (c, _, _), group in groups.items():
-                if c != codec:
+            for (c, _, s), group in groups.items():
+                if line_label(c, s) != codec:
                     continue
                 kbps = mean_ci(as_float(r.get("kbps_measured")) for r in group)[0]
                 mean, half, _ = mean_ci(as_float(r.get(metric)) for r in group)

@@ -2,8 +2,10 @@
 
 For every file x codec x setting: encode through the real bitstream (rotcodec: a whole `.rcq` stream;
 baselines: their command-line tools), decode, align, score with `rotcodec.eval.metrics` and time both
-directions. Files are read once, mixed to the model's channel count and resampled to its rate (16 kHz mono
-for the speech models); the classic codecs get exactly the same reference. Rows already in
+directions. For the codec-level diagnosis (`rotcodec.eval.diagnosis`) the model can also be run at every
+stage count (`stage_sweep`, with and without its envelope rows) and with its quantizer bypassed (`ceiling`).
+Files are read once, mixed to the model's channel count and resampled to its rate (16 kHz mono for the
+speech models); the classic codecs get exactly the same reference. Rows already in
 `OUT/results.csv` (keyed on file, codec, setting) are not recomputed, so an interrupted run resumes; rows
 that lack a metric this version computes (written before it existed) are computed again.
 """
@@ -24,6 +26,7 @@ from rotcodec.data.manifest import ManifestError, find_audio
 from rotcodec.eval.align import correlation_peak
 from rotcodec.eval.baselines import BaselineInputError, get_baseline
 from rotcodec.eval.codecs import EvalError, NeuralCodec, run_baseline
+from rotcodec.eval.diagnosis import Ceiling, diagnosis_markdown
 from rotcodec.eval.metrics import MetricWarning, evaluate, metric_names
 from rotcodec.eval.report import plot_quality_vs_bitrate, read_csv, summary_markdown, write_csv
 
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from rotcodec.inference.model import Setting
 
 DEFAULT_KBPS = (1.5, 3.0, 6.0, 12.0)
+ENVELOPE_CHOICES = {"on": (True,), "off": (False,), "both": (True, False)}
 CSV_FLUSH_SECONDS = 5.0  # results.csv is rewritten at most this often (and at the end)
 
 
@@ -96,13 +100,19 @@ def score(ref: np.ndarray, est: np.ndarray, sr: int, speech: bool, dnsmos: bool)
 @dataclass
 class EvalOptions:
     """Settings of one evaluation. kbps: rotcodec nominal bitrates; n_q: stage counts instead of kbps
-    (used by the ablation); baseline_kbps: per baseline the nominal kbps (defaults below)."""
+    (used by the ablation); stage_sweep: every stage count 1..N instead of kbps (or those in n_q);
+    envelope: for the stage counts and the ceiling, "on" (send the envelope rows, for models that have
+    them), "off" or "both" (a row for each); ceiling: also the quantizer-bypassed decode (no bitrate);
+    baseline_kbps: per baseline the nominal kbps (defaults below)."""
 
     model: str | Path | None
     data: str | Path | None
     out: str | Path
     kbps: Sequence[float] = DEFAULT_KBPS
     n_q: Sequence[int] | None = None
+    stage_sweep: bool = False
+    envelope: str = "on"
+    ceiling: bool = False
     baselines: Sequence[str] = ()
     baseline_kbps: dict[str, list[float]] = field(default_factory=dict)
     max_files: int | None = None
@@ -128,12 +138,26 @@ class EvalOutcome:
     out: Path
 
 
-def _jobs(opts: EvalOptions, neural: NeuralCodec | None) -> list[tuple[str, str, float, Setting | None]]:
-    """(codec, setting label, nominal kbps, rotcodec `Setting` or None) for every codec and setting."""
-    jobs: list[tuple[str, str, float, Setting | None]] = []
+Job = tuple[str, str, float, "Setting | Ceiling | None"]
+
+
+def _jobs(opts: EvalOptions, neural: NeuralCodec | None) -> list[Job]:
+    """(codec, setting label, nominal kbps, rotcodec `Setting`, `Ceiling` or None) for every codec and
+    setting (the ceiling's nominal kbps is NaN)."""
+    if opts.envelope not in ENVELOPE_CHOICES:
+        raise EvalError(f"envelope must be one of {', '.join(ENVELOPE_CHOICES)}, got {opts.envelope!r}")
+    envelope = ENVELOPE_CHOICES[opts.envelope]
+    jobs: list[Job] = []
     if neural is not None:
-        settings = neural.settings_for_n_q(opts.n_q) if opts.n_q else neural.settings_for_kbps(opts.kbps)
+        if opts.n_q or opts.stage_sweep:
+            settings = neural.settings_for_n_q(opts.n_q, envelope)
+        else:
+            settings = neural.settings_for_kbps(opts.kbps)
         jobs += [(neural.name, s, k, n) for s, k, n in settings]
+        if opts.ceiling:
+            jobs += [(neural.name, s, k, c) for s, k, c in neural.ceilings(envelope)]
+    elif opts.ceiling or opts.stage_sweep:
+        raise EvalError("the stage sweep and the ceiling need a model (--model)")
     for name in opts.baselines:
         codec = get_baseline(name)
         codec.require()  # missing tool: MissingEncoderError naming the Debian package, before any work
@@ -191,10 +215,10 @@ def run_eval(opts: EvalOptions, on_row: Callable[[dict[str, Any]], None] | None 
                     bar.update(len(pending))
                     continue
             seconds = ref.shape[-1] / sr
-            for codec, setting, nominal, n_q in pending:
+            for codec, setting, nominal, spec in pending:
                 bar.set_postfix_str(f"{codec} {setting}")
-                if n_q is not None and neural is not None:
-                    run = neural.run(ref, n_q)
+                if spec is not None and neural is not None:
+                    run = neural.run_ceiling(ref, spec) if isinstance(spec, Ceiling) else neural.run(ref, spec)
                     decoded, delay = align_estimate(ref, run.decoded, neural.codec.hop_length)
                 else:
                     run, decoded, delay = (r := run_baseline(codec, ref, sr, nominal)), r.decoded, 0
@@ -203,10 +227,10 @@ def run_eval(opts: EvalOptions, on_row: Callable[[dict[str, Any]], None] | None 
                     "codec": codec,
                     "setting": setting,
                     "nominal_kbps": nominal,
-                    "n_q": n_q.n_q if n_q is not None else "",
+                    "n_q": "" if spec is None or isinstance(spec, Ceiling) else spec.n_q,
                     "kbps_measured": run.kbps_measured,
                     "kbps_file": run.kbps_file,
-                    "bytes": run.n_bytes,
+                    "bytes": "" if run.n_bytes is None else run.n_bytes,
                     "duration_s": seconds,
                     "encode_seconds": run.encode_seconds,
                     "decode_seconds": run.decode_seconds,
@@ -235,9 +259,11 @@ def run_eval(opts: EvalOptions, on_row: Callable[[dict[str, Any]], None] | None 
 
 
 def write_report(rows: Sequence[dict[str, Any]], out: str | Path) -> None:
-    """OUT/summary.md and OUT/quality_vs_bitrate.png from result rows."""
+    """OUT/summary.md (with the diagnosis section when there are sweep or ceiling rows) and
+    OUT/quality_vs_bitrate.png from result rows."""
     from rotcodec.eval.report import atomic_write_text
 
     out = Path(out)
-    atomic_write_text(out / "summary.md", summary_markdown(rows))
+    diagnosis = diagnosis_markdown(rows)
+    atomic_write_text(out / "summary.md", summary_markdown(rows) + ("\n" + diagnosis if diagnosis else ""))
     plot_quality_vs_bitrate(rows, out / "quality_vs_bitrate.png")

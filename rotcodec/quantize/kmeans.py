@@ -39,13 +39,20 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator | None 
 
 
 @torch.no_grad()
-def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def kmeans(
+    x: torch.Tensor, k: int, iters: int, generator: torch.Generator | None = None, seed_rows: int | None = None
+) -> torch.Tensor:
     """Lloyd's k-means on `x [N, d]` from k-means++ seeds, returning `[k, d]` centroids.
 
-    An empty cluster keeps its previous centroid (dead-code replacement deals with it later).
+    seed_rows: draw the seeds from this many random rows (k-means++ is sequential in k, so seeding on all of
+    a large `x` dominates the time). An empty cluster keeps its previous centroid (dead-code replacement
+    deals with it later).
     """
     x = x.float()
-    centroids = kmeans_plus_plus(x, k, generator)
+    pool = x
+    if seed_rows is not None and seed_rows < x.shape[0]:
+        pool = x[torch.randperm(x.shape[0], generator=generator)[:seed_rows]]
+    centroids = kmeans_plus_plus(pool, k, generator)
     for _ in range(iters):
         assign = nearest(x, centroids)
         sums = torch.zeros_like(centroids).index_add_(0, assign, x)
