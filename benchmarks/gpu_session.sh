@@ -4,9 +4,10 @@
 #   OUT=/tmp/out DATA=path/to/manifest.tsv BUDGET_S=480 WHEELS=.whl bash benchmarks/gpu_session.sh
 # BUDGET_S is the training time; the script takes about 100 s more (wheels, the first test, decoding the data,
 # the last validation), and a lease call runs 600 s at most.
-# A: recipes/speech16k_pitch.yaml (spectral losses) at batch 128, lr 2e-4 with a cosine decay to 0.1x sized to
-#    the budget (RATE_A steps/s: 5.5 alone on an H100, 3.3 beside B; docs/results/gpu_lease_h100_2). This is
-#    the run that improved the shipped model (1650 steps gave PESQ-WB +0.02, STOI +0.009 at 6 kbps).
+# A: recipes/speech16k_refine.yaml (the shipped model's recipe, spectral losses) at batch 128, lr 2e-4 with a
+#    cosine decay to 0.1x sized to the budget (RATE_A steps/s: 5.5 alone on an H100, 3.3 beside B, measured with
+#    factorised codes; docs/results/gpu_lease_h100_2). With factorised codes, 1650 such steps gave PESQ-WB +0.02,
+#    STOI +0.009 at 6 kbps.
 # B (GAN=1 only): recipes/speech16k_pitch_gan.yaml at batch 64, flat lr; 925 steps made every metric worse.
 # Both stop at train.max_minutes = BUDGET_S / 60 after their last validation and checkpoint.
 # The tiny-recipe CUDA test runs first and stops the script if it fails: the runs would fail the same way, and an
@@ -53,7 +54,7 @@ STEPS_A=$(python3 -c "print(max(200, int($RATE_A * $BUDGET_S)))")
 common=(--set "data.sources=[$DATA]" --set train.threads=2 --set train.checkpoint_every=250
     --set train.keep_checkpoints=4 --set train.valid_every=500 --set train.max_minutes="$MAXMIN")
 log "A trains for $MAXMIN min (cosine over $STEPS_A steps)"
-python3 -m rotcodec train recipes/speech16k_pitch.yaml --init "$INIT" --run-dir /tmp/runs/A --quiet "${common[@]}" \
+python3 -m rotcodec train recipes/speech16k_refine.yaml --init "$INIT" --run-dir /tmp/runs/A --quiet "${common[@]}" \
     --set train.batch_size=128 --set train.lr=0.0002 --set train.warmup_steps=100 --set train.final_lr_ratio=0.1 \
     --set train.steps="$STEPS_A" --set data.num_workers=8 "${extra[@]}" > "$OUT/logs/train_A.txt" 2>&1 &
 PA=$!
@@ -99,7 +100,7 @@ tar czf "$OUT/logs.tar.gz" -C "$OUT" logs
 if [ -n "${BENCH:-}" ]; then
     for grad in rotation ste; do
         log "train_speed, speech16k_pitch batch 32, quantizer estimator: $grad"
-        python3 benchmarks/train_speed.py recipes/speech16k_pitch.yaml --steps 40 --set train.batch_size=32 \
+        python3 benchmarks/train_speed.py recipes/speech16k_refine.yaml --steps 40 --set train.batch_size=32 \
             --set model.quantizer.estimator=$grad "${extra[@]}" 2>&1 | tail -3 | tee -a "$OUT/logs/step_cost.txt"
     done
     tar czf "$OUT/logs.tar.gz" -C "$OUT" logs
