@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = (
     "rotcodec.cli.prepare",
     "rotcodec.train.export",
     "rotcodec.train.requantize",
+    "rotcodec.eval.compare",
 )
 
 EPILOG = """exit codes:
