@@ -1,0 +1,48 @@
+"""The bundled speech16k model: its stages refine, so more bits buy a closer decode (on a committed clip)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rotcodec.audio import load_audio
+from rotcodec.eval.metrics import mel_distance
+from rotcodec.inference import load_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SAMPLE = Path(__file__).parent.parent / "samples" / "librivox_16k.wav"
+
+
+@pytest.fixture(scope="module")
+def bundled():  # noqa: ANN201
+    model = load_model()
+    wav, sr = load_audio(str(SAMPLE))
+    assert sr == model.codec.sample_rate
+    return model.codec.eval(), torch.from_numpy(np.ascontiguousarray(wav[:1], dtype=np.float32))[None]
+
+
+def test_latent_error_falls_with_every_stage(bundled) -> None:  # noqa: ANN001
+    codec, wav = bundled
+    with torch.no_grad():
+        z = codec.embed(wav)
+        errors = [
+            float((z - codec.quantizer.decode(codec.quantizer.encode(z, n))).pow(2).sum() / z.pow(2).sum())
+            for n in range(1, codec.n_q + 1)
+        ]
+    assert all(b < a for a, b in zip(errors, errors[1:], strict=False)), errors
+    assert errors[0] < 0.5 and errors[-1] < 0.01 * errors[0]
+
+
+def test_more_stages_decode_closer_to_the_input(bundled) -> None:  # noqa: ANN001
+    codec, wav = bundled
+    ref = wav[0, 0].numpy()
+    mel = {}
+    for n in (2, 8, codec.n_q):
+        codes = codec.encode(wav, n, envelope=False)
+        out = codec.decode(codes, envelope=False)[0, 0, : ref.size].numpy()
+        mel[n] = mel_distance(ref, out, codec.sample_rate)
+    assert mel[8] < mel[2] and mel[codec.n_q] < mel[8], mel
