@@ -35,6 +35,14 @@ def _audio_dir(tmp_path: Path) -> Path:
     return folder
 
 
+def _requantize_cli(old_path: Path, tmp_path: Path) -> int:
+    """`rotcodec requantize OLD -o TMP/new` on three generated vowels, with few k-means iterations."""
+    data = str(_audio_dir(tmp_path))
+    return main(
+        ["requantize", str(old_path), "-o", str(tmp_path / "new"), "--data", data, "--seconds", "12", "--iters", "3"]
+    )
+
+
 def test_folded_map_makes_the_encoder_output_the_affine_image() -> None:
     torch.manual_seed(1)
     q = RVQConfig(dim=16, n_q=2, codebook_size=32)
@@ -74,20 +82,7 @@ def test_requantized_stages_refine_and_keep_the_decoder(tmp_path: Path) -> None:
 
 def test_cli_writes_a_model_that_trains_from_it(tmp_path: Path, capsys) -> None:
     old_path = _factorised_model(tmp_path / "old")
-    code = main(
-        [
-            "requantize",
-            str(old_path),
-            "-o",
-            str(tmp_path / "new"),
-            "--data",
-            str(_audio_dir(tmp_path)),
-            "--seconds",
-            "12",
-            "--iters",
-            "3",
-        ]
-    )
+    code = _requantize_cli(old_path, tmp_path)
     assert code == 0
     assert "R²" in capsys.readouterr().out
     new = read_model(tmp_path / "new").codec
@@ -100,20 +95,7 @@ def test_cli_writes_a_model_that_trains_from_it(tmp_path: Path, capsys) -> None:
 
 def test_cli_refuses_a_full_width_model(tmp_path: Path, capsys) -> None:
     old_path = _factorised_model(tmp_path / "old")
-    main(
-        [
-            "requantize",
-            str(old_path),
-            "-o",
-            str(tmp_path / "new"),
-            "--data",
-            str(_audio_dir(tmp_path)),
-            "--seconds",
-            "12",
-            "--iters",
-            "3",
-        ]
-    )
+    _requantize_cli(old_path, tmp_path)
     capsys.readouterr()
     code = main(
         [

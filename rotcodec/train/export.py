@@ -23,10 +23,9 @@ from ..models.io import STORAGE_DTYPES, ModelFileError, read_model, round_weight
 from .recipe import load_recipe
 
 
-@torch.no_grad()
-def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> torch.Tensor:  # noqa: ANN001
-    """Code histogram `[rows, K]` (int64; rows as `Codec.encode`) over `seconds` of 1-second crops of
-    `sources` at full n_q."""
+def crop_batches(codec, sources: list[str], seconds: float, seed: int = 0, batch: int = 16):  # noqa: ANN001, ANN201
+    """Batches `[batch, channels, time]` of `seconds` 1-second training crops of `sources` at the codec's rate
+    and channels (level-normalised, no gain jitter): the audio export and requantize measure the model on."""
     cfg = DataConfig(
         sources=sources,
         sample_rate=codec.sample_rate,
@@ -38,13 +37,20 @@ def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> tor
         num_workers=0,
         seed=seed,
     )
-    with warnings.catch_warnings():  # counting needs no validation split
+    with warnings.catch_warnings():  # measuring needs no validation split
         warnings.filterwarnings("ignore", message="no validation files")
         train_ds, _ = build_datasets(cfg)
+    for start in range(0, len(train_ds), batch):
+        yield torch.stack([train_ds[i] for i in range(start, min(start + batch, len(train_ds)))])
+
+
+@torch.no_grad()
+def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> torch.Tensor:  # noqa: ANN001
+    """Code histogram `[rows, K]` (int64; rows as `Codec.encode`) over `seconds` of 1-second crops of
+    `sources` at full n_q."""
     sizes = codec.code_sizes()
     counts = torch.zeros(len(sizes), max(sizes), dtype=torch.long)
-    for start in range(0, len(train_ds), 16):
-        batch = torch.stack([train_ds[i] for i in range(start, min(start + 16, len(train_ds)))])
+    for batch in crop_batches(codec, sources, seconds, seed):
         codes = codec.encode(batch, codec.n_q)  # [B, C, rows, F]: the pitch row (if any), then the stages
         for k in range(codes.shape[2]):
             counts[k] += torch.bincount(codes[:, :, k].reshape(-1), minlength=max(sizes))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +28,10 @@ import torch
 from einops import rearrange
 from torch.nn.utils import parametrize
 
-from ..data.dataset import DataConfig, build_datasets
 from ..models import Codec
 from ..models.io import read_model, save_model
 from ..quantize.kmeans import kmeans, nearest
+from .export import crop_batches
 
 
 @dataclass
@@ -51,23 +50,8 @@ def collect_latents(
     codec: Codec, sources: list[str], seconds: float, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Latent rows z `[N, dim]` and the quantizer's all-stage value y `[N, dim]` over `seconds` of 1 s crops."""
-    cfg = DataConfig(
-        sources=sources,
-        sample_rate=codec.sample_rate,
-        channels=codec.channels,
-        segment_seconds=1.0,
-        items_per_epoch=max(1, int(seconds)),
-        valid_fraction=0.0,
-        gain_jitter_db=0.0,
-        num_workers=0,
-        seed=seed,
-    )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="no validation files")
-        train_ds, _ = build_datasets(cfg)
     zs, ys = [], []
-    for start in range(0, len(train_ds), 16):
-        batch = torch.stack([train_ds[i] for i in range(start, min(start + 16, len(train_ds)))])
+    for batch in crop_batches(codec, sources, seconds, seed):
         with parametrize.cached():
             z = codec.embed(batch)
         y = codec.quantizer.decode(codec.quantizer.encode(z))
