@@ -39,9 +39,16 @@ for pkg in "${PACKAGES[@]}"; do
     fetch_deb build_game_music "$pkg" "$WORK/$pkg"
 
     n=0
+    declare -A seen=()
     while IFS= read -r -d '' src; do
         name=$(basename "${src%.*}")
         out="$dest/$name.flac"
+        # Packages with per-language or per-theme folders reuse file names: prefix the folder on a clash.
+        if [[ -n ${seen[$name]:-} ]]; then
+            name="$(basename "$(dirname "$src")")_$name"
+            out="$dest/$name.flac"
+        fi
+        seen[$name]=1
         mkdir -p "$dest"
         # Temp name first: an interrupted run never leaves a truncated file that looks complete.
         ffmpeg -nostdin -hide_banner -loglevel error -y -i "$src" -vn -ac 1 -ar "$RATE" \
