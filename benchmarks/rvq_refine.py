@@ -39,9 +39,9 @@ import soundfile as sf
 import soxr
 import torch
 import torch.nn.functional as F
-from scipy import stats as scipy_stats
 from torch import nn
 
+from rotcodec.eval.report import mean_ci
 from rotcodec.quantize import ResidualVQ, RVQOutput
 
 SR = 16000
@@ -188,13 +188,10 @@ def evaluate(model: AutoEncoder, x: torch.Tensor, counts: list[int]) -> dict[str
     }
 
 
-def mean_ci(values: list[float]) -> tuple[float, float | None]:
+def interval(values: list[float]) -> tuple[float, float | None]:
     """Mean and 95% t-interval half-width across seeds (None for a single seed)."""
-    a = np.asarray(values, dtype=float)
-    if a.size < 2:
-        return float(a.mean()), None
-    half = scipy_stats.t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size)
-    return float(a.mean()), float(half)
+    mean, half, _ = mean_ci(values)
+    return mean, half if math.isfinite(half) else None
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -207,7 +204,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     cols["perplexity"] = [float(np.mean(r["perplexity"])) for r in runs]
     cols["fallbacks"] = [r["fallback_eval"] for r in runs]
     cols["train_fallback_pct"] = [r["train_fallback_pct"] for r in runs]
-    summary = {k: mean_ci(v) for k, v in cols.items()}
+    summary = {k: interval(v) for k, v in cols.items()}
     latent = [summary[f"latent{i}"][0] for i in range(len(runs[0]["latent"]))]
     summary["refines"] = all(b < a for a, b in zip(latent, latent[1:], strict=False))
     return summary

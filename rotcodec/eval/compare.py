@@ -19,17 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .report import read_csv
+from .metrics import HIGHER_IS_BETTER
+from .report import mean_ci, read_csv
 
-HIGHER_IS_BETTER = {
-    "pesq_wb": True,
-    "stoi": True,
-    "si_sdr": True,
-    "mel_distance": False,
-    "mrstft": False,
-    "periodicity_error": False,
-    "pitch_error": False,
-}
 DEFAULT_METRICS = ("pesq_wb", "stoi", "mel_distance")
 
 
@@ -52,13 +44,6 @@ class Paired:
         """The interval lies on A's better side of zero."""
         sign = 1.0 if HIGHER_IS_BETTER[self.metric] else -1.0
         return sign * self.mean - self.half_width > 0
-
-
-def t_quantile(df: int) -> float:
-    """Two-sided 95% Student-t quantile with `df` degrees of freedom."""
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, df))
 
 
 def load_rows(sources: Sequence[str]) -> list[dict[str, Any]]:
@@ -97,12 +82,9 @@ def paired(rows: Sequence[dict[str, Any]], a: str, b: str, metrics: Sequence[str
             x, y = float(ra[f].get(metric, "nan")), float(rb[f].get(metric, "nan"))
             if math.isfinite(x) and math.isfinite(y):
                 diffs.append(x - y)
-        n = len(diffs)
+        mean, hw, n = mean_ci(diffs)
         if n == 0:
             raise CompareError(f"no file has {metric} for both {a} and {b}")
-        mean = sum(diffs) / n
-        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else float("nan")
-        hw = t_quantile(n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
         better = sum((d > 0) if HIGHER_IS_BETTER[metric] else (d < 0) for d in diffs)
         out.append(Paired(metric, mean, hw, better, n))
     return out
