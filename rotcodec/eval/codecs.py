@@ -145,10 +145,8 @@ class NeuralCodec:
         ceiling feeds the decoder something it was never trained on."""
         import torch
 
-        param = next(self.codec.parameters())
-        x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).to(param.device, param.dtype)
         with torch.no_grad():
-            z = self.codec.embed(x.reshape(-1, self.channels, x.shape[-1]))
+            z = self.codec.embed(self.model._as_batch(wav))
             if z.shape[-1] == 0:
                 return float("nan")
             q = self.codec.quantizer.decode(self.codec.quantizer.encode(z, n_q))
@@ -160,9 +158,7 @@ class NeuralCodec:
         decoder, and the pitch tracker, harmonic source and envelope analysis where the model has them)."""
         import torch
 
-        param = next(self.codec.parameters())
-        x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).to(param.device, param.dtype)
-        x = x.reshape(-1, self.channels, x.shape[-1])
+        x = self.model._as_batch(wav)
         with torch.no_grad():
             t0 = time.perf_counter()
             z = self.codec.embed(x)

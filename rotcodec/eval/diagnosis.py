@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from rotcodec.eval.metrics import HIGHER_IS_BETTER
 from rotcodec.eval.report import SUMMARY_METRICS, as_float, fmt_pm, mean_ci, present_metrics
@@ -87,20 +86,16 @@ def ceiling_decode(
 
     decoder(z) with z = `codec.embed(wav)` `[batch * channels, latent_dim, frames]`; for models with pitch, the
     harmonic source reads the same z and the tracker's symbols of the input; with `envelope` (models with
-    envelope rows) the band gains `BandEnvelope.analyse(input, that decode)` are applied. A whole-file pass,
-    like `Codec._synthesise` and `Codec._with_envelope` on quantized codes (kept here so that eval needs no
-    hook in the model). `latent`: z when the caller has it already (`codec.embed(wav)`).
+    envelope rows) the band gains `BandEnvelope.analyse(input, that decode)` are applied. A whole-file pass
+    through `Codec.synthesise`, as `decode` does with the quantized latent. `latent`: z when the caller has it
+    already (`codec.embed(wav)`).
     """
     if codec._is_streaming:
         raise RuntimeError("ceiling_decode runs whole files, not inside codec.streaming()")
     batch, channels, length = wav.shape
-    hop = codec.hop_length
-    # The fold and pad of `Codec._fold`: channels coded independently, the tail zero-padded to whole frames.
-    x = F.pad(wav.reshape(-1, 1, length), (0, (-length) % hop))
+    x = codec._fold(wav)  # channels coded independently, the tail zero-padded to whole frames
     z = codec.embed(wav) if latent is None else latent
-    y = codec.decoder(z)
-    if codec.harmonic is not None and codec.pitch_tracker is not None:
-        y = codec.harmonic(z, codec.pitch_tracker(x[:, 0]), y)
+    y = codec.synthesise(z, None if codec.pitch_tracker is None else codec.pitch_tracker(x[:, 0]))
     if envelope and codec.envelope is not None:
         y = codec.envelope(y[:, 0], codec.envelope.analyse(x[:, 0], y[:, 0])).unsqueeze(1)
     return y[..., :length].reshape(batch, channels, length).float()

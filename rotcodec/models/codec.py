@@ -299,10 +299,14 @@ class Codec(StreamingModule):
         frames * hop]`."""
         p = self.pitch_rows
         with parametrize.cached():
-            z = self.quantizer.decode(codes[:, p:])
-            wav = self.decoder(z)
-            if self.harmonic is not None:
-                wav = self.harmonic(z, codes[:, 0], wav)
+            return self.synthesise(self.quantizer.decode(codes[:, p:]), codes[:, 0] if p else None)
+
+    def synthesise(self, z: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
+        """Latent `[batch, latent_dim, frames]` (quantized, or the continuous one for eval's ceiling) and, for
+        models with pitch, the pitch symbols `[batch, frames]` -> uncorrected decode `[batch, 1, frames * hop]`."""
+        wav = self.decoder(z)
+        if self.harmonic is not None:
+            wav = self.harmonic(z, pitch, wav)
         return wav
 
     @torch.no_grad()
