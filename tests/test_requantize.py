@@ -112,3 +112,14 @@ def test_cli_refuses_a_full_width_model(tmp_path: Path, capsys) -> None:
     assert code == 1
     err = capsys.readouterr().err.strip()
     assert "already has full-width codes" in err and "\n" not in err
+
+
+def test_cli_keeps_an_existing_output_without_force(tmp_path: Path, capsys) -> None:
+    old_path = _factorised_model(tmp_path / "old")
+    before = (tmp_path / "old.safetensors").read_bytes()
+    data = str(_audio_dir(tmp_path))
+    code = main(["requantize", str(old_path), "-o", str(old_path), "--data", data, "--seconds", "12"])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert "--force" in err and "\n" not in err
+    assert (tmp_path / "old.safetensors").read_bytes() == before

@@ -29,7 +29,7 @@ from einops import rearrange
 from torch.nn.utils import parametrize
 
 from ..models import Codec
-from ..models.io import read_model, save_model
+from ..models.io import _paths, read_model, save_model
 from ..quantize.kmeans import kmeans, nearest
 from .export import crop_batches
 
@@ -140,10 +140,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=600.0, help="seconds of 1 s crops to fit on")
     p.add_argument("--iters", type=int, default=20, help="k-means iterations per stage")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite an existing output model")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    existing = [str(p) for p in _paths(args.out) if p.exists()]
+    if existing and not args.force:
+        raise ValueError(f"{existing[0]} exists: pass --force to overwrite it")
     codec, report = requantize(args.model, args.data, args.seconds, args.iters, args.seed)
     meta = {"requantized_from": str(args.model), "requantize_r2": round(report.r2, 4)}
     weights, json_path = save_model(codec, args.out, extra_meta=meta)
