@@ -55,8 +55,9 @@ def vowel(sr: int = 16000, seconds: float = 3.0, seed: int = 0) -> np.ndarray:
     return (0.5 * x / np.abs(x).max()).astype(np.float32)
 
 
-def pitch_codec(seed: int = 0, lookahead: int = 0, envelope=None):  # noqa: ANN001, ANN201
-    """A tiny 16 kHz codec with a pitch row (and envelope rows with `envelope`, an EnvelopeConfig), after one
+def pitch_codec(seed: int = 0, lookahead: int = 0, envelope=None, tiers=()):  # noqa: ANN001, ANN201
+    """A tiny 16 kHz codec with a pitch row (and envelope rows with `envelope`, an EnvelopeConfig, and further
+    envelope tiers `tiers`), after one
     training-mode pass on a vowel (k-means init), in eval mode."""
     from rotcodec.models import Codec, CodecConfig
     from rotcodec.models.harmonic import PitchConfig
@@ -73,6 +74,7 @@ def pitch_codec(seed: int = 0, lookahead: int = 0, envelope=None):  # noqa: ANN0
         quantizer=q,
         pitch=PitchConfig(harmonics=16, hidden=16, lookahead=lookahead),
         envelope=envelope,
+        envelope_tiers=list(tiers),
     )
     codec = Codec(cfg).train()
     codec(torch.from_numpy(vowel(16000, 2.0, seed=seed))[None, None])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import struct
@@ -18,6 +19,7 @@ from rotcodec.bitstream import (
     RcqHeader,
     RcqReader,
     RcqWriter,
+    UnsupportedVersionError,
     code_bits,
     decode_bytes,
     encode_bytes,
@@ -27,6 +29,7 @@ from rotcodec.bitstream import (
     weights_hash,
     write_rcq,
 )
+from rotcodec.bitstream.layout import StreamLayout
 
 RECORD = 10
 DATA = Path(__file__).parent / "data"
@@ -133,18 +136,36 @@ def test_entropy_chunks_fall_back_to_plain_packing_per_chunk():
     mixed = np.concatenate([typical[:, :, :16], odd, typical[:, :, 16:32]], axis=2)
     got_header, got = decode_bytes(encode_bytes(header, mixed, freqs), freqs)
     np.testing.assert_array_equal(got, mixed)
-    assert got_header.format_version == 2
+    assert got_header.format_version == 3
 
 
-def test_version_1_entropy_files_still_decode():
-    """A stream written by the version-1 writer (committed fixture): every entropy chunk is range coded."""
+def test_older_versions_are_refused_with_a_re_encode_message():
+    """Versions 1 and 2 did not store which rows were pitch, band gains or stages: they are refused by name."""
     data = (DATA / "entropy_v1.rcq").read_bytes()
-    with np.load(DATA / "entropy_v1_codes.npz", allow_pickle=False) as z:
-        codes, freqs = z["codes"], z["freqs"]
     assert data[4] == 1
-    header, got = decode_bytes(data, freqs)
-    assert header.format_version == 1 and header.codebook_sizes == (16, 1024, 300)
-    np.testing.assert_array_equal(got, codes)
+    with pytest.raises(UnsupportedVersionError, match="older rotcodec.*re-encode"):
+        decode_bytes(data, np.ones((3, 1024), np.int64))
+
+
+def test_header_stores_the_layout_explicitly():
+    header = RcqHeader(
+        model_id="m",
+        model_hash=b"h" * 16,
+        model_sample_rate=16000,
+        original_sample_rate=16000,
+        channels=1,
+        num_samples=320,
+        hop_length=320,
+        codebook_sizes=(128, 5, 5, 5, 1024, 1024),
+        pitch_rows=1,
+        envelope_tier=2,
+        envelope_rows=3,
+    )
+    got = decode_bytes(encode_bytes(header, np.zeros((1, 6, 1), np.int64)))[0]
+    assert got == header and got.layout == StreamLayout(2, 2, 1, 3) and got.rows == 6 and got.n_q == 2
+    for bad in ({"envelope_tier": None}, {"envelope_rows": 0}, {"pitch_rows": 3, "envelope_rows": 3}):
+        with pytest.raises(BitstreamError):
+            dataclasses.replace(header, **bad)
 
 
 class OneByteAtATime(io.RawIOBase):
@@ -319,3 +340,51 @@ def test_header_accepts_numpy_ints_and_refuses_floats():
         make_header(hop_length=320.0)
     with pytest.raises(BitstreamError, match="channels must be an int"):
         make_header(channels=True)
+
+
+def test_format_doc_header_table_matches_the_writer():
+    """Every fixed integer field in docs/format.md's header table sits where the writer puts it, and the
+    doc's typical header (pitch, 48 band gains, 9 stages, 9-byte id) has the size it states."""
+    import re
+
+    doc = (Path(__file__).parent.parent / "docs" / "format.md").read_text()
+    sizes = (128, *[13] * 48, *[1024] * 9)
+    header = RcqHeader(
+        model_id="speech16k",
+        model_hash=bytes(range(16)),
+        model_sample_rate=16000,
+        original_sample_rate=44100,
+        channels=2,
+        num_samples=123457,
+        hop_length=320,
+        codebook_sizes=sizes,
+        coding_mode=CodingMode.ENTROPY,
+        chunk_frames=77,
+        pitch_rows=1,
+        envelope_tier=4,
+        envelope_rows=48,
+    )
+    data = encode_bytes(header, np.zeros((2, len(sizes), 0), np.int64), np.ones((len(sizes), 1024), np.int64))
+    expected = {
+        "version": 3,
+        "coding_mode": 1,
+        "header_len": 186,
+        "model_sample_rate": 16000,
+        "original_sample_rate": 44100,
+        "num_samples": 123457,
+        "hop_length": 320,
+        "channels": 2,
+        "chunk_frames": 77,
+        "rows": len(sizes),
+        "id_len": 9,
+        "pitch_rows": 1,
+        "envelope_tier": 4,
+        "envelope_rows": 48,
+    }
+    kinds = {"u8": "<B", "u16": "<H", "u32": "<I", "u64": "<Q"}
+    found = {}
+    for off, size, kind, name in re.findall(r"^\| (\d+) \| (\d+) \| (u\d+) \| (\w+) \|", doc, re.M):
+        assert struct.calcsize(kinds[kind]) == int(size), name
+        found[name] = struct.unpack_from(kinds[kind], data, int(off))[0]
+    assert found.items() >= expected.items() and set(expected) <= set(found)
+    assert "is 186 bytes" in doc

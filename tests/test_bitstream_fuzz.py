@@ -152,13 +152,27 @@ def test_payload_decoders_behind_the_crc_are_safe(payload, sizes, frames, skewed
         assert all(((codes[:, s] >= 0) & (codes[:, s] < k)).all() for s, k in enumerate(sizes))
 
 
-def raw_header(channels=1, sizes=(1024,), chunk=16, version=1, mode=0, table_crc=0, model_id=b"m"):
-    n_q = len(sizes)
-    length = _FIXED.size + 2 * n_q + len(model_id) + 4
+def raw_header(channels=1, sizes=(1024,), chunk=16, version=3, mode=0, table_crc=0, model_id=b"m", side=(0, 255, 0)):
+    rows = len(sizes)
+    length = _FIXED.size + 2 * rows + len(model_id) + 4
     body = _FIXED.pack(
-        MAGIC, version, mode, length, 16000, 16000, 0, 320, channels, chunk, n_q, len(model_id), bytes(16), table_crc
+        MAGIC,
+        version,
+        mode,
+        length,
+        16000,
+        16000,
+        0,
+        320,
+        channels,
+        chunk,
+        rows,
+        len(model_id),
+        bytes(16),
+        table_crc,
+        *side,
     )
-    body += struct.pack(f"<{n_q}H", *(k - 1 for k in sizes)) + model_id
+    body += struct.pack(f"<{rows}H", *(k - 1 for k in sizes)) + model_id
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -174,6 +188,10 @@ def raw_header(channels=1, sizes=(1024,), chunk=16, version=1, mode=0, table_crc
         (dict(mode=7), "coding_mode"),
         (dict(model_id=b"\xff\xfe"), "UTF-8"),
         (dict(table_crc=5), "entropy table CRC"),
+        (dict(sizes=(5, 1024), side=(2, 255, 0)), "pitch_rows"),
+        (dict(sizes=(5, 1024), side=(0, 0, 2)), "envelope_rows"),
+        (dict(sizes=(5, 1024), side=(0, 255, 1)), "envelope_tier"),
+        (dict(version=2), "older rotcodec"),
     ],
 )
 def test_absurd_headers_are_refused_by_reader(kw, msg):
@@ -184,8 +202,8 @@ def test_absurd_headers_are_refused_by_reader(kw, msg):
 
 def test_newer_version_is_a_clear_error():
     data = bytearray(FILES[0][0])
-    data[4] = 3
-    with pytest.raises(UnsupportedVersionError, match=r"version 3 is newer.*up to 2.*upgrade"):
+    data[4] = 4
+    with pytest.raises(UnsupportedVersionError, match=r"version 4 is newer.*up to 3.*upgrade"):
         decode_bytes(bytes(data))
     assert issubclass(UnsupportedVersionError, BitstreamError) and issubclass(BitstreamError, ValueError)
 

@@ -93,7 +93,7 @@ def test_kbps_picks_stages_and_size_matches_bitrate(env: Path, capsys: pytest.Ca
     assert info["n_q"] == 3 and info["model_id"] == "tiny" and info["coding"] == "plain"
     assert info["nominal_kbps"] == pytest.approx(0.9)
     payload = math.ceil(75 * 3 * 6 / 8)  # 75 frames of 3 six-bit codes
-    overhead = (58 + 2 * 3 + 4) + 10 * 2  # header + one chunk record + end record
+    overhead = (61 + 2 * 3 + 4) + 10 * 2  # header + one chunk record + end record
     assert info["size_bytes"] == payload + overhead
     assert info["actual_kbps"] == pytest.approx((payload + overhead) * 8 / 1.5 / 1000)
     assert main(["info", str(env / "mono.rcq")]) == 0

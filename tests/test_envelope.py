@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rotcodec.bitstream import decode_bytes, estimate_frequencies
+from rotcodec.bitstream.layout import StreamLayout
 from rotcodec.inference import load_model
-from rotcodec.inference.model import RATE_MARGIN, Setting
+from rotcodec.inference.model import RATE_MARGIN
 from rotcodec.models import Codec, CodecConfig, save_model
 from rotcodec.models.envelope import BandEnvelope, EnvelopeConfig
 from rotcodec.models.harmonic import PITCH_SYMBOLS
@@ -109,14 +110,16 @@ def test_config_rejects_bad_bands() -> None:
         EnvelopeConfig(edges_hz=[0, 300, 200])
     with pytest.raises(ValueError, match="step_db"):
         EnvelopeConfig(step_db=0)
-    with pytest.raises(ValueError, match="codebook size"):
-        CodecConfig(quantizer=RVQConfig(dim=128, n_q=2, codebook_size=16), envelope=EnvelopeConfig(levels=16))
+    with pytest.raises(ValueError, match="need an envelope"):
+        CodecConfig(quantizer=RVQConfig(dim=128, n_q=2, codebook_size=16), envelope_tiers=[EnvelopeConfig()])
     with pytest.raises(ValueError, match="Nyquist"):
         BandEnvelope(8000, 160, EnvelopeConfig(edges_hz=[0, 1000, 4000]))
 
 
 def envelope_codec(seed: int = 0) -> Codec:
-    return pitch_codec(seed, lookahead=1, envelope=EnvelopeConfig([0, 500, 1000, 2000, 4000], 3.0, 16))
+    """Tier 0: 5 bands in 3 dB steps; tier 1: 3 bands in 6 dB steps."""
+    tiers = [EnvelopeConfig([0, 1000, 3000], 6.0, 5)]
+    return pitch_codec(seed, lookahead=1, envelope=EnvelopeConfig([0, 500, 1000, 2000, 4000], 3.0, 16), tiers=tiers)
 
 
 def band_error_db(codec: Codec, x: torch.Tensor, out: torch.Tensor) -> float:
@@ -134,60 +137,88 @@ def test_codec_sends_envelope_rows_after_the_pitch_and_they_bring_the_decode_clo
     codes = codec.encode(wav, n_q=2)
     assert codes.shape == (1, 1, 1 + 5 + 2, SR // HOP)
     assert codec.code_sizes(2) == (PITCH_SYMBOLS, 16, 16, 16, 16, 16, 64, 64)
-    assert codec.code_sizes(2, envelope=False) == (PITCH_SYMBOLS, 64, 64)
+    assert codec.code_sizes(2, envelope=None) == (PITCH_SYMBOLS, 64, 64)
+    assert codec.code_sizes(2, envelope=1) == (PITCH_SYMBOLS, 5, 5, 5, 64, 64)
     assert codec.bitrate(2) == pytest.approx(50 * (7 + 5 * 4 + 2 * 6) / 1000)
-    bare = codec.encode(wav, n_q=2, envelope=False)
+    bare = codec.encode(wav, n_q=2, envelope=None)
     assert torch.equal(bare, torch.cat([codes[:, :, :1], codes[:, :, 6:]], 2))
-    corrected, uncorrected = codec.decode(codes), codec.decode(bare, envelope=False)
+    corrected, uncorrected = codec.decode(codes), codec.decode(bare, envelope=None)
     assert corrected.shape == uncorrected.shape == (1, 1, SR)
     # An untrained decoder's levels are far off; the sent gains pull every band towards the input's.
     assert band_error_db(codec, wav, corrected) < 0.5 * band_error_db(codec, wav, uncorrected)
     with pytest.raises(ValueError, match="code rows"):
         codec.decode(codes[:, :, :6])
+    coarse = codec.encode(wav, n_q=2, envelope=1)
+    assert torch.equal(torch.cat([coarse[:, :, :1], coarse[:, :, 4:]], 2), bare)
+    assert band_error_db(codec, wav, codec.decode(coarse, envelope=1)) < band_error_db(codec, wav, uncorrected)
+    for bad in (True, 2, -1):  # True is not tier 1: a bool is refused, as is a tier the model lacks
+        with pytest.raises(ValueError, match="envelope"):
+            codec.encode(wav, n_q=2, envelope=bad)
 
 
-def test_codec_with_envelope_streams_like_whole_file() -> None:
+def test_table_rows_pick_each_layouts_rows_from_the_model_tables() -> None:
+    codec = envelope_codec()
+    assert codec.table_sizes() == (PITCH_SYMBOLS, *[16] * 5, *[5] * 3, *[64] * 4)
+    assert codec.table_rows(codec.layout(1, None)) == [0, 9]
+    assert codec.table_rows(codec.layout(2, 0)) == [0, 1, 2, 3, 4, 5, 9, 10]
+    assert codec.table_rows(codec.layout(2, 1)) == [0, 6, 7, 8, 9, 10]
+    for tier in (None, 0, 1):
+        lay = codec.layout(2, tier)
+        assert [codec.table_sizes()[r] for r in codec.table_rows(lay)] == list(codec.code_sizes(2, tier))
+        assert lay.rows == len(codec.code_sizes(2, tier))
+
+
+@pytest.mark.parametrize("tier", [0, 1])
+def test_codec_with_envelope_streams_like_whole_file(tier: int) -> None:
     codec = envelope_codec(1)
     wav = torch.from_numpy(vowel(SR, 1.2, seed=2))[None, None]
-    whole_codes = codec.encode(wav)
-    whole = codec.decode(whole_codes)
+    whole_codes = codec.encode(wav, envelope=tier)
+    whole = codec.decode(whole_codes, envelope=tier)
     with codec.streaming():
-        parts = [codec.encode(wav[..., i : i + 3 * HOP]) for i in range(0, wav.shape[-1], 3 * HOP)]
-        codes = torch.cat(parts + [codec.encode_flush()], -1)
+        parts = [codec.encode(wav[..., i : i + 3 * HOP], envelope=tier) for i in range(0, wav.shape[-1], 3 * HOP)]
+        codes = torch.cat(parts + [codec.encode_flush(tier)], -1)
     assert torch.equal(codes, whole_codes)
     with codec.streaming():
-        audio = [codec.decode(codes[..., i : i + 4]) for i in range(0, codes.shape[-1], 4)]
+        audio = [codec.decode(codes[..., i : i + 4], envelope=tier) for i in range(0, codes.shape[-1], 4)]
         assert audio[0].shape[-1] == 3 * HOP  # one frame behind
         audio.append(codec.decode_flush())
         assert codec.decode_flush() is None
     torch.testing.assert_close(torch.cat(audio, -1), whole, rtol=1e-4, atol=1e-5)
 
 
-def test_rcq_streams_with_and_without_envelope_rows(tmp_path: Path) -> None:
+def test_rcq_streams_carry_their_layout_and_the_plan_prefers_band_gains(tmp_path: Path) -> None:
     codec = envelope_codec(2)
     wav = vowel(SR, 2.0, seed=5)
-    codes = codec.encode(torch.from_numpy(wav)[None, None]).numpy()[0]
-    counts = estimate_frequencies([codes], codec.code_sizes())
+    x = torch.from_numpy(wav)[None, None]
+    counts = np.zeros((len(codec.table_sizes()), max(codec.table_sizes())), np.int64)
+    for t in (None, 0, 1):  # the pitch and stage rows are the same in every layout
+        found = estimate_frequencies([codec.encode(x, envelope=t).numpy()[0]], codec.code_sizes(None, t))
+        counts[codec.table_rows(codec.layout(None, t))] = found
     save_model(codec, tmp_path / "m", code_counts=torch.from_numpy(counts))
     model = load_model(tmp_path / "m")
-    # The envelope rows go in as soon as one stage fits beside them, at the rates the tables predict.
-    lowest = model.bitrate(1, envelope=True) * RATE_MARGIN
-    assert lowest < model.bitrate(1, envelope=True, entropy=False) == pytest.approx(50 * (7 + 20 + 6) / 1000)
-    high, low = model.setting_for(kbps=lowest), model.setting_for(kbps=lowest - 1e-3)
-    assert high == Setting(1, True) and not low.envelope
-    assert model.setting_for(kbps=lowest, entropy=False).envelope is False  # plain packing: 4 bits a band
-    assert model.setting_for(kbps=100, envelope=False) == Setting(4, False)
-    for setting in (low, high):
+    cost = {t: model.bitrate(codec.layout(1, t)) for t in (None, 0, 1)}
+    assert cost[None] < cost[1] < cost[0]  # 3 bands of 5 levels cost less than 5 bands of 16
+    assert cost[0] < model.bitrate(codec.layout(1, 0), entropy=False) == pytest.approx(50 * (7 + 20 + 6) / 1000)
+    # --kbps: the costliest band gains that fit beside one stage, then as many stages as fit
+    assert model.plan(kbps=cost[0] * RATE_MARGIN) == codec.layout(1, 0)
+    assert model.plan(kbps=cost[0] * RATE_MARGIN - 1e-3).envelope == 1
+    low = cost[1] * RATE_MARGIN - 1e-3
+    fits = [n for n in range(1, 5) if model.bitrate(codec.layout(n, None)) * RATE_MARGIN <= low]
+    assert model.plan(kbps=low) == codec.layout(max(fits), None)
+    assert model.plan(kbps=100) == codec.layout(4, 0) and model.plan() == codec.layout(4, 0)
+    assert model.plan(kbps=100, envelope=False) == StreamLayout(4, None, 1, 0)
+    assert model.plan(n_q=2) == codec.layout(2, 0)  # --n-q: the trained tier
+    for lay in (codec.layout(1, None), codec.layout(1, 1), codec.layout(3, 0)):
         for entropy in (True, False):
-            data = model.compress(wav, SR, n_q=setting.n_q, envelope=setting.envelope, entropy=entropy)
-            header, stream = decode_bytes(data, model.tables(setting.envelope))
-            assert model.stream_has_envelope(header) == setting.envelope
-            assert header.codebook_sizes == codec.code_sizes(setting.n_q, setting.envelope)
-            expected = codec.encode(torch.from_numpy(wav)[None, None], setting.n_q, setting.envelope)[0]
+            data = model.compress(wav, SR, entropy=entropy, layout=lay)
+            header, stream = decode_bytes(data, model.tables(lay))
+            assert header.layout == lay
+            assert header.codebook_sizes == codec.code_sizes(lay.n_q, lay.envelope)
+            expected = codec.encode(x, lay.n_q, lay.envelope)[0]
             np.testing.assert_array_equal(stream, expected.numpy())
             out, sr = model.decompress(data)
             assert sr == SR and out.shape == (1, wav.size)
-            decoded = codec.decode(expected[None], setting.envelope)[0].numpy()
+            decoded = codec.decode(expected[None], lay.envelope)[0].numpy()
             np.testing.assert_allclose(out, decoded[:, : wav.size], atol=1e-5)
 
 

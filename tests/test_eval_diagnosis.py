@@ -19,7 +19,7 @@ from rotcodec.eval.codecs import NeuralCodec
 from rotcodec.eval.diagnosis import PERFECT, ceiling_decode, diagnosis_markdown, gap_closed, parse_label
 from rotcodec.eval.metrics import evaluate
 from rotcodec.eval.report import read_csv
-from rotcodec.eval.runner import EvalOptions, align_estimate, run_eval, score
+from rotcodec.eval.runner import EvalError, EvalOptions, align_estimate, run_eval, score
 from rotcodec.models.codec import Codec
 from rotcodec.models.envelope import EnvelopeConfig
 from rotcodec.models.io import save_model
@@ -84,13 +84,15 @@ def test_ceiling_with_pitch_and_envelope_is_forward_with_an_identity_quantizer()
 
 def test_sweep_labels_side_rows_and_collapses_duplicates(models: dict[str, Path]) -> None:
     pe = NeuralCodec(models["pe"])
-    both = pe.settings_for_n_q([1, 2, 2], envelope=(True, False))
+    both = pe.settings_for_n_q([1, 2, 2], envelope=(0, None))
     assert [label for label, _, _ in both] == ["nq1+pitch+env", "nq2+pitch+env", "nq1+pitch", "nq2+pitch"]
-    assert [(s.n_q, s.envelope) for _, _, s in both] == [(1, True), (2, True), (1, False), (2, False)]
-    assert [label for label, _, _ in pe.ceilings((True, False))] == ["ceiling+pitch+env", "ceiling+pitch"]
+    assert [(s.n_q, s.envelope) for _, _, s in both] == [(1, 0), (2, 0), (1, None), (2, None)]
+    assert [label for label, _, _ in pe.ceilings((0, None))] == ["ceiling+pitch+env", "ceiling+pitch"]
     tiny = NeuralCodec(models["tiny"])  # no envelope rows: "both" cannot differ
-    assert [label for label, _, _ in tiny.settings_for_n_q(None, (True, False))] == ["nq1", "nq2", "nq3", "nq4"]
-    assert [label for label, _, _ in tiny.ceilings((True, False))] == ["ceiling"]
+    assert [label for label, _, _ in tiny.settings_for_n_q(None, (0, None))] == ["nq1", "nq2", "nq3", "nq4"]
+    assert [label for label, _, _ in tiny.ceilings((0, None))] == ["ceiling"]
+    with pytest.raises(EvalError, match="tier 1"):  # pe has only tier 0
+        pe.settings_for_n_q([1], (1,))
 
 
 def test_stage_sweep_and_ceiling_rows(models: dict[str, Path], tmp_path: Path) -> None:

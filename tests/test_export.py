@@ -91,11 +91,12 @@ def test_export_takes_weightless_settings_from_a_recipe(tmp_path: Path, capsys) 
     recipe = tmp_path / "recipe.yaml"
     model = "model: {base_channels: 8, strides: [2, 4, 5, 8], latent_dim: 16, dilations: [1], "
     quantizer = "quantizer: {dim: 16, n_q: 4, codebook_size: 64, kmeans_init: true, kmeans_iters: 3}"
-    recipe.write_text(f"{model}{quantizer}, envelope: {{edges_hz: [0, 1000, 3000]}}}}\n")
+    tiers = "envelope_tiers: [{edges_hz: [0, 2000], levels: 3}]"
+    recipe.write_text(f"{model}{quantizer}, envelope: {{edges_hz: [0, 1000, 3000]}}, {tiers}}}\n")
     out = tmp_path / "with_envelope"
     assert main(["export", str(tmp_path / "ckpt"), "-o", str(out), "--recipe", str(recipe)]) == 0
     shipped = read_model(out).codec
-    assert shipped.envelope_rows == 3 and shipped.code_sizes(1) == (5, 5, 5, 64)
+    assert shipped.code_sizes(1) == (5, 5, 5, 64) and shipped.code_sizes(1, 1) == (3, 3, 64)
     before = read_model(tmp_path / "ckpt" / "model").codec.state_dict()
     for k, t in shipped.state_dict().items():  # the checkpoint's weights, rounded to float16
         assert k.endswith("embed_avg") or torch.equal(

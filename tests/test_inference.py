@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from rotcodec.audio import AudioError
 from rotcodec.bitstream import CodingMode, decode_bytes, estimate_frequencies
+from rotcodec.bitstream.layout import StreamLayout
 from rotcodec.inference import (
     ModelMismatchError,
     OptionError,
@@ -24,7 +25,6 @@ from rotcodec.inference import (
     load_model,
     read_rcq_header,
 )
-from rotcodec.inference.model import Setting
 from rotcodec.models import Codec, CodecConfig, save_model
 from rotcodec.pretrained import ModelNotFoundError
 from rotcodec.quantize import RVQConfig
@@ -103,9 +103,9 @@ def test_round_trip_on_samples_keeps_length_rate_and_bitrate(model, index: int) 
     assert codes.shape == (wav.shape[0], 3, frames)
     # Plain mode: exactly header + chunk records + 6 bits per code.
     chunks = math.ceil(frames / header.chunk_frames)
-    header_len = 58 + 2 * 3 + len("tiny")
+    header_len = 61 + 2 * 3 + len("tiny")
     assert len(data) == header_len + 10 * (chunks + 1) + payload_bytes(frames, header.chunk_frames, 3 * 6)
-    nominal = model.bitrate(3) * 1000 / 8 * wav.shape[1] / sr  # bytes
+    nominal = model.bitrate(model.codec.layout(3)) * 1000 / 8 * wav.shape[1] / sr  # bytes
     assert nominal <= len(data) <= nominal + header_len + 10 * (chunks + 1) + 3  # + one partly filled frame
 
 
@@ -168,7 +168,7 @@ def test_encode_stream_is_lazy(model) -> None:
             yield speechlike(1.0, 16000, seed=i)
 
     model.step_seconds = 1.0
-    model.encode_stream(blocks(), 16000, 1, Setting(2, False), lambda c: emitted.append(c.shape[2]))
+    model.encode_stream(blocks(), 16000, 1, model.codec.layout(2, None), lambda c: emitted.append(c.shape[2]))
     model.step_seconds = 5.0
     assert seen_before[-1] >= 4 and sum(emitted) == 300
 
@@ -181,14 +181,15 @@ def test_compress_many_batches_equal_single(model) -> None:
 
 
 def test_kbps_picks_stages(model) -> None:
-    assert model.bitrate(1) == pytest.approx(0.3)
-    assert model.setting_for(kbps=0.95) == Setting(3, False)
-    assert model.setting_for(kbps=0.95, channels=2) == Setting(1, False)
-    assert model.setting_for(kbps=100).n_q == 4
-    assert model.setting_for().n_q == 4
+    layout = model.codec.layout
+    assert model.bitrate(layout(1)) == pytest.approx(0.3)
+    assert model.plan(kbps=0.95) == layout(3) == StreamLayout(3)
+    assert model.plan(kbps=0.95, channels=2) == layout(1)
+    assert model.plan(kbps=100).n_q == 4
+    assert model.plan().n_q == 4
     assert read_rcq_header(model.compress(speechlike(0.5, 16000), 16000, kbps=0.65)).n_q == 2
     with pytest.raises(OptionError):
-        model.setting_for(n_q=5)
+        model.plan(n_q=5)
     with pytest.raises(OptionError):
         model.compress(speechlike(0.5, 16000), 16000, entropy=True)  # no tables
 

@@ -6,10 +6,10 @@ so corrupted, reordered, dropped or spliced chunks are all detected. The end rec
 carries the total frame count in place of the byte count; a stream without it is reported as truncated.
 All chunks hold exactly `chunk_frames` frames except the last, which may hold fewer.
 
-Entropy mode (version 2 on): a chunk whose range-coded payload would not be shorter than plain bit packing
+Entropy mode: a chunk whose range-coded payload would not be shorter than plain bit packing
 is stored plain-packed instead, so entropy coding never costs more than plain packing (audio unlike the
 model's training data, e.g. singing through a speech model). The reader tells the two apart by length:
-a payload of exactly the plain-packed size is plain. Version 1 files are always range coded.
+a payload of exactly the plain-packed size is plain.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class RcqWriter:
         self._file = fileobj
         self._file.write(raw)
         self._sizes = np.asarray(header.codebook_sizes, dtype=np.int64)
-        self._pending = np.zeros((header.channels, header.n_q, 0), dtype=np.int64)
+        self._pending = np.zeros((header.channels, header.rows, 0), dtype=np.int64)
         self._index = 0
         self.total_frames = 0
         self.closed = False
@@ -75,8 +75,8 @@ class RcqWriter:
         h = self.header
         if not np.issubdtype(arr.dtype, np.integer):
             raise BitstreamError(f"codes must be integers, got dtype {arr.dtype}")
-        if arr.ndim != 3 or arr.shape[:2] != (h.channels, h.n_q):
-            raise BitstreamError(f"codes must be shaped [{h.channels}, {h.n_q}, frames], got {arr.shape}")
+        if arr.ndim != 3 or arr.shape[:2] != (h.channels, h.rows):
+            raise BitstreamError(f"codes must be shaped [{h.channels}, {h.rows}, frames], got {arr.shape}")
         if arr.shape[2]:
             if arr.min() < 0:
                 raise BitstreamError("codes must be non-negative")
@@ -165,7 +165,7 @@ class RcqReader:
         if self._tables is None:
             return self._plain_size(frames)
         # 24-bit tables cost at most ~24 bits per code; plain fallback chunks (<= 16 bits per code) fit too
-        return 4 * self.header.channels * self.header.n_q * frames + 8
+        return 4 * self.header.channels * self.header.rows * frames + 8
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._started:
@@ -202,7 +202,7 @@ class RcqReader:
                 raise BitstreamError(f"truncated .rcq stream: chunk {index} payload is cut short")
             if crc != _record_crc(self._seed, index, frames, count, payload):
                 raise BitstreamError(f"corrupt .rcq chunk {index}: CRC mismatch")
-            if self._tables is None or (h.format_version >= 2 and count == self._plain_size(frames)):
+            if self._tables is None or count == self._plain_size(frames):
                 codes = unpack_codes(payload, h.channels, frames, h.codebook_sizes)
             else:
                 codes = self._tables.decode(payload, h.channels, frames)
@@ -214,7 +214,7 @@ class RcqReader:
         """All remaining codes as one int64 array [channels, n_q, total_frames]."""
         chunks = list(self)
         if not chunks:
-            return np.zeros((self.header.channels, self.header.n_q, 0), dtype=np.int64)
+            return np.zeros((self.header.channels, self.header.rows, 0), dtype=np.int64)
         return np.concatenate(chunks, axis=2)
 
 

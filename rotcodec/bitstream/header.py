@@ -1,12 +1,17 @@
 """The `.rcq` file header: fields, limits, and its byte layout (see docs/format.md for the table).
 
-Layout (little-endian), versions 1 and 2 (2 only changes how entropy-mode chunks may be stored)::
+Layout (little-endian), version 3::
 
     0  4s  magic b"\\x89RCQ"       4  u8  version        5  u8  coding_mode   6  u16 header_len
     8  u32 model_sample_rate      12  u32 original_sample_rate               16  u64 num_samples
-    24 u32 hop_length             28  u16 channels      30  u16 chunk_frames  32  u8  n_q
+    24 u32 hop_length             28  u16 channels      30  u16 chunk_frames  32  u8  rows
     33 u8  model_id_len           34  16s model_hash    50  u32 table_crc
-    54 u16[n_q] codebook_size - 1, then model_id (UTF-8), then u32 CRC32 of all preceding header bytes.
+    54 u8  pitch_rows             55  u8  envelope_tier (255: none)          56  u8  envelope_rows
+    57 u16[rows] alphabet size - 1, then model_id (UTF-8), then u32 CRC32 of all preceding header bytes.
+
+The rows of each frame are `pitch_rows` pitch symbols, `envelope_rows` band gains of the model's envelope
+tier `envelope_tier`, then the RVQ stages (`StreamLayout`). Versions 1 and 2 did not say which rows were
+which; this reader refuses them (re-encode with this version).
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rotcodec.bitstream.errors import BitstreamError, UnsupportedVersionError
+from rotcodec.bitstream.layout import StreamLayout
 from rotcodec.bitstream.packing import code_bits
 
 MAGIC = b"\x89RCQ"
-VERSION = 2  # written by this library; every version from 1 up is read
+VERSION = 3  # the only version written and read
+NO_ENVELOPE = 255  # envelope_tier byte of a stream without band gains
 HASH_BYTES = 16
 
 MAX_SAMPLE_RATE = 1_000_000
@@ -35,7 +42,7 @@ MAX_CHUNK_FRAMES = 0xFFFF
 MAX_CHUNK_CODES = 1 << 22  # bounds one chunk's int64 buffer (32 MiB) whatever the header claims
 MAX_ID_BYTES = 255
 
-_FIXED = struct.Struct("<4sBBHIIQIHHBB16sI")
+_FIXED = struct.Struct("<4sBBHIIQIHHBB16sIBBB")
 _PREFIX = 8  # magic, version, coding_mode, header_len: enough to decide whether to read on
 _CRC = struct.Struct("<I")
 MIN_HEADER_LEN = _FIXED.size + 2 + _CRC.size
@@ -75,8 +82,9 @@ class RcqHeader:
     model_sample_rate / original_sample_rate: Hz; the decoder resamples back to the original rate.
     channels: audio channels, each coded separately; num_samples: length at the original rate.
     hop_length: model-rate samples per frame (frame rate = model_sample_rate / hop_length Hz).
-    codebook_sizes: K per RVQ stage actually stored (n_q = its length, 2 <= K <= 65536).
-    coding_mode: 0 plain bit packing, 1 entropy coded. chunk_frames: frames per payload chunk.
+    codebook_sizes: the alphabet size of every code row stored (rows = its length, 2 <= K <= 65536).
+    pitch_rows, envelope_tier (None: no band gains), envelope_rows: which rows come before the RVQ stages
+    (see `layout`). coding_mode: 0 plain bit packing, 1 entropy coded. chunk_frames: frames per chunk.
     format_version: the version a parsed header was read from (writers always write `VERSION`).
     """
 
@@ -90,6 +98,9 @@ class RcqHeader:
     codebook_sizes: tuple[int, ...]
     coding_mode: int = CodingMode.PLAIN
     chunk_frames: int = 64
+    pitch_rows: int = 0
+    envelope_tier: int | None = None
+    envelope_rows: int = 0
     format_version: int = field(default=VERSION, compare=False)
 
     def __post_init__(self) -> None:
@@ -100,7 +111,7 @@ class RcqHeader:
             raw_sizes = tuple(self.codebook_sizes)
         except TypeError:
             raise BitstreamError("codebook_sizes must be a sequence of ints") from None
-        _as_int("n_q", len(raw_sizes), 1, MAX_STAGES)
+        _as_int("rows", len(raw_sizes), 1, MAX_STAGES)
         sizes = tuple(_as_int(f"codebook_sizes[{s}]", k, MIN_CODEBOOK, MAX_CODEBOOK) for s, k in enumerate(raw_sizes))
         object.__setattr__(self, "codebook_sizes", sizes)
         if not isinstance(self.model_id, str):
@@ -120,7 +131,13 @@ class RcqHeader:
         put("hop_length", 1, MAX_HOP)
         put("coding_mode", 0, len(CodingMode) - 1)
         put("chunk_frames", 1, MAX_CHUNK_FRAMES)
-        put("format_version", 1, VERSION)
+        put("format_version", VERSION, VERSION)
+        put("pitch_rows", 0, len(sizes) - 1)
+        put("envelope_rows", 0, len(sizes) - 1 - self.pitch_rows)
+        if self.envelope_tier is not None:
+            put("envelope_tier", 0, NO_ENVELOPE - 1)
+        if (self.envelope_tier is None) != (self.envelope_rows == 0):
+            raise BitstreamError(f"envelope_tier {self.envelope_tier} with {self.envelope_rows} envelope rows")
         codes = self.channels * len(sizes) * self.chunk_frames
         if codes > MAX_CHUNK_CODES:
             raise BitstreamError(
@@ -128,9 +145,19 @@ class RcqHeader:
             )
 
     @property
-    def n_q(self) -> int:
-        """Number of RVQ stages stored in the file."""
+    def rows(self) -> int:
+        """Code rows per channel and frame: side rows and RVQ stages."""
         return len(self.codebook_sizes)
+
+    @property
+    def n_q(self) -> int:
+        """RVQ stages stored in the file."""
+        return self.rows - self.pitch_rows - self.envelope_rows
+
+    @property
+    def layout(self) -> StreamLayout:
+        """The stream's rows as a `StreamLayout`."""
+        return StreamLayout(self.n_q, self.envelope_tier, self.pitch_rows, self.envelope_rows)
 
     @property
     def frame_rate(self) -> float:
@@ -151,7 +178,7 @@ class RcqHeader:
 def pack_header(header: RcqHeader, table_crc: int) -> bytes:
     """Serialize `header`; `table_crc` fingerprints the entropy tables (0 in plain mode)."""
     model_id = header.model_id.encode("utf-8")
-    length = _FIXED.size + 2 * header.n_q + len(model_id) + _CRC.size
+    length = _FIXED.size + 2 * header.rows + len(model_id) + _CRC.size
     fixed = _FIXED.pack(
         MAGIC,
         VERSION,
@@ -163,12 +190,15 @@ def pack_header(header: RcqHeader, table_crc: int) -> bytes:
         header.hop_length,
         header.channels,
         header.chunk_frames,
-        header.n_q,
+        header.rows,
         len(model_id),
         header.model_hash,
         table_crc,
+        header.pitch_rows,
+        NO_ENVELOPE if header.envelope_tier is None else header.envelope_tier,
+        header.envelope_rows,
     )
-    body = fixed + struct.pack(f"<{header.n_q}H", *(k - 1 for k in header.codebook_sizes)) + model_id
+    body = fixed + struct.pack(f"<{header.rows}H", *(k - 1 for k in header.codebook_sizes)) + model_id
     return body + _CRC.pack(zlib.crc32(body))
 
 
@@ -192,6 +222,10 @@ def read_header(read: Callable[[int], bytes]) -> tuple[RcqHeader, int, int]:
         )
     if version < 1:
         raise BitstreamError(f"invalid .rcq format version {version}")
+    if version < VERSION:
+        raise UnsupportedVersionError(
+            f".rcq format version {version} was written by an older rotcodec and is no longer read; re-encode it"
+        )
     if not MIN_HEADER_LEN <= length <= MAX_HEADER_LEN:
         raise BitstreamError(f"corrupt .rcq header: header length {length} is impossible")
     rest = read(length - _PREFIX)
@@ -203,11 +237,12 @@ def read_header(read: Callable[[int], bytes]) -> tuple[RcqHeader, int, int]:
     if stored_crc != header_crc:
         raise BitstreamError("corrupt .rcq header: CRC mismatch")
     fields = _FIXED.unpack_from(raw)
-    (_, _, mode, _, model_sr, orig_sr, n_samples, hop, channels, chunk, n_q, id_len, mhash, table_crc) = fields
-    if length != _FIXED.size + 2 * n_q + id_len + _CRC.size:
-        raise BitstreamError("corrupt .rcq header: length does not match n_q and model id size")
-    sizes = struct.unpack_from(f"<{n_q}H", raw, _FIXED.size)
-    id_start = _FIXED.size + 2 * n_q
+    (_, _, mode, _, model_sr, orig_sr, n_samples, hop, channels, chunk, rows, id_len, mhash, table_crc) = fields[:14]
+    pitch_rows, tier, envelope_rows = fields[14:]
+    if length != _FIXED.size + 2 * rows + id_len + _CRC.size:
+        raise BitstreamError("corrupt .rcq header: length does not match the row count and model id size")
+    sizes = struct.unpack_from(f"<{rows}H", raw, _FIXED.size)
+    id_start = _FIXED.size + 2 * rows
     try:
         model_id = raw[id_start : id_start + id_len].decode("utf-8")
     except UnicodeDecodeError:
@@ -223,6 +258,9 @@ def read_header(read: Callable[[int], bytes]) -> tuple[RcqHeader, int, int]:
         codebook_sizes=tuple(k + 1 for k in sizes),
         coding_mode=mode,
         chunk_frames=chunk,
+        pitch_rows=pitch_rows,
+        envelope_tier=None if tier == NO_ENVELOPE else tier,
+        envelope_rows=envelope_rows,
         format_version=version,
     )
     return header, table_crc, header_crc

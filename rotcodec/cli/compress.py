@@ -195,10 +195,11 @@ def run_compress(args: argparse.Namespace) -> int:
     jobs = plan_jobs(args.inputs, args.output, AUDIO_SUFFIXES, ".rcq")
     model = _load(args, args.model)
     try:
-        model.setting_for(args.kbps, args.n_q, entropy=args.entropy, envelope=args.envelope)  # option errors first
         model.coding_mode(args.entropy)
+        mono = model.plan(args.kbps, args.n_q, 1, args.entropy, args.envelope)  # option errors before any file
     except OptionError as exc:
         raise UsageError(str(exc)) from None
+    layouts = {1: mono}  # planned once per channel count (--kbps is for all channels together)
 
     def seconds(src: str) -> float:
         try:
@@ -208,22 +209,35 @@ def run_compress(args: argparse.Namespace) -> int:
             return 0.0
 
     def work(src: str, dst: str, bar: Any) -> str:
-        r = model.compress_file(src, dst, args.kbps, args.n_q, args.entropy, args.force, bar.update, args.envelope)
+        channels = _channels(src)
+        if channels not in layouts:
+            layouts[channels] = model.plan(args.kbps, args.n_q, channels, args.entropy, args.envelope)
+        lay = layouts[channels]
+        r = model.compress_file(src, dst, entropy=args.entropy, force=args.force, progress=bar.update, layout=lay)
         h = r.header
         mode = "entropy" if h.coding_mode else "plain"
-        codec, envelope = model.codec, model.stream_has_envelope(h)
-        n_q = h.n_q - codec.side_rows(envelope)
         note = ""
-        if args.kbps is not None and model.bitrate(n_q, h.channels, envelope, bool(h.coding_mode)) > args.kbps + 1e-9:
+        if args.kbps is not None and model.bitrate(lay, h.channels, bool(h.coding_mode)) > args.kbps + 1e-9:
             note = f" (warning: {args.kbps:g} kbps is below this model's lowest rate)"
-        stages = f"n_q {n_q}" + (" + pitch" if codec.pitch_rows else "")
-        stages += f" + {codec.envelope_rows} band gains" if envelope else ""
+        stages = lay.describe()
         return (
             f"{src} -> {dst}: {r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch, {stages}, "
             f"nominal {h.plain_kbps:.2f} kbps, actual {r.kbps:.2f} kbps ({r.size} bytes, {mode}){note}"
         )
 
     return _run_jobs(args, jobs, work, lambda s: 0.0 if s == "-" else seconds(s))
+
+
+def _channels(src: str) -> int:
+    """Channels of an audio input (stdin: the model's 1 until read; the real open reports problems)."""
+    import soundfile as sf
+
+    if src == "-":
+        return 1
+    try:
+        return int(sf.info(src).channels)
+    except Exception:
+        return 1
 
 
 def run_decompress(args: argparse.Namespace) -> int:
@@ -275,6 +289,10 @@ def rcq_info(path: str) -> dict[str, Any]:
         "frame_rate_hz": h.frame_rate,
         "chunk_frames": h.chunk_frames,
         "n_q": h.n_q,
+        "pitch_rows": h.pitch_rows,
+        "envelope_tier": h.envelope_tier,
+        "envelope_rows": h.envelope_rows,
+        "layout": h.layout.describe(),
         "codebook_sizes": list(h.codebook_sizes),
         "nominal_kbps": h.plain_kbps,
         "actual_kbps": size * 8 / max(duration, 1e-9) / 1000.0,
@@ -311,6 +329,7 @@ def run_info(args: argparse.Namespace) -> int:
             f"{info['num_samples']} samples ({info['duration_s']:.3f} s)\n"
             f"  codes            {' + '.join(f'{n} x {k}' for n, k in runs)} codes per frame, "
             f"{info['frame_rate_hz']:g} Hz frames at {info['model_sample_rate']} Hz, {info['coding']} coding\n"
+            f"  rows             {info['layout']}\n"
             f"  bitrate          nominal {info['nominal_kbps']:.3f} kbps, actual {info['actual_kbps']:.3f} kbps "
             f"({info['size_bytes']} bytes)"
         )

@@ -41,6 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "for models with envelope rows",
     )
     p.add_argument(
+        "--envelope-tier",
+        type=int,
+        nargs="+",
+        dest="envelope_tiers",
+        metavar="T",
+        help="stage counts with these envelope tiers' band gains instead of --envelope (0: the trained tier; "
+        "models list theirs in model.envelope_tiers), labelled nqN+pitch+envT",
+    )
+    p.add_argument(
         "--ceiling",
         action="store_true",
         help="also decode the encoder's continuous latent (quantizer bypassed; setting 'ceiling', no kbps) "
@@ -101,6 +110,8 @@ def _check_eval_args(args: argparse.Namespace) -> None:
     for flag, value in (("--n-q", args.n_q), ("--stage-sweep", args.stage_sweep), ("--ceiling", args.ceiling)):
         if value and args.model is None:
             raise UsageError(f"{flag} needs --model")
+    if args.envelope_tiers is not None and (args.envelope is not None or not stages):
+        raise UsageError("--envelope-tier applies to --stage-sweep and --n-q, instead of --envelope")
     if args.envelope is not None and not (stages or args.ceiling):
         raise UsageError("--envelope applies to --stage-sweep, --n-q and --ceiling; with --kbps the rate decides")
 
@@ -119,6 +130,7 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
             n_q=args.n_q,
             stage_sweep=args.stage_sweep,
             envelope=args.envelope or "on",
+            envelope_tiers=args.envelope_tiers,
             ceiling=args.ceiling,
             baselines=args.baselines,
             baseline_kbps=parse_baseline_kbps(args.baseline_kbps),

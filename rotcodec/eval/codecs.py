@@ -18,7 +18,7 @@ from rotcodec.eval.baselines import get_baseline
 from rotcodec.eval.diagnosis import CEILING, Ceiling, ceiling_decode, side_rows_name, side_suffix
 
 if TYPE_CHECKING:
-    from rotcodec.inference.model import Setting
+    from rotcodec.bitstream.layout import StreamLayout
 
 
 class EvalError(ValueError):
@@ -63,12 +63,12 @@ class NeuralCodec:
     def channels(self) -> int:
         return self.codec.channels
 
-    def settings_for_kbps(self, kbps: Sequence[float]) -> list[tuple[str, float, Setting]]:
-        """(setting label, nominal kbps, `Setting`) per requested kbps, chosen as `rotcodec compress --kbps`
-        does; a kbps that maps to an already listed setting is dropped with a warning (identical streams)."""
-        out: list[tuple[str, float, Setting]] = []
+    def settings_for_kbps(self, kbps: Sequence[float]) -> list[tuple[str, float, StreamLayout]]:
+        """(setting label, nominal kbps, `StreamLayout`) per requested kbps, planned as `rotcodec compress
+        --kbps` does; a kbps that maps to an already listed layout is dropped with a warning (identical streams)."""
+        out: list[tuple[str, float, StreamLayout]] = []
         for k in kbps:
-            setting = self.model.setting_for(float(k))
+            setting = self.model.plan(float(k))
             if any(s == setting for _, _, s in out):
                 warnings.warn(f"{k:g} kbps maps to {setting} like a lower setting; skipped", stacklevel=2)
                 continue
@@ -76,45 +76,45 @@ class NeuralCodec:
         return out
 
     def settings_for_n_q(
-        self, n_qs: Sequence[int] | None = None, envelope: Sequence[bool] = (True,)
-    ) -> list[tuple[str, float, Setting]]:
-        """(setting label, expected kbps, `Setting`) for the given stage counts (default 1..n_q), once per
-        `envelope` choice (True: the envelope rows are sent, for models that have them). Labels are "nqN" plus
-        the side rows sent (`diagnosis.side_suffix`): "nq3+pitch+env", "nq3+pitch", "nq3"; the expected kbps
-        counts them too. Repeated stage counts, and envelope choices that a model without envelope rows cannot
-        tell apart, are listed once."""
-        from rotcodec.inference.model import OptionError
-
+        self, n_qs: Sequence[int] | None = None, envelope: Sequence[int | None] = (0,)
+    ) -> list[tuple[str, float, StreamLayout]]:
+        """(setting label, expected kbps, `StreamLayout`) for the given stage counts (default 1..n_q), once per
+        `envelope` tier (None: no band gains; tier 0 on a model without an envelope means none too). Labels are
+        "nqN" plus the side rows sent (`diagnosis.side_suffix`): "nq3+pitch+env", "nq3+pitch+env2", "nq3+pitch",
+        "nq3"; the expected kbps counts them too. Repeated stage counts, and tiers that a model cannot tell
+        apart, are listed once."""
         n_qs = list(n_qs) if n_qs else list(range(1, self.codec.n_q + 1))
-        out: list[tuple[str, float, Setting]] = []
+        out: list[tuple[str, float, StreamLayout]] = []
         for env in envelope:
             for n in n_qs:
                 try:
-                    s = self.model.setting_for(n_q=n, envelope=env)
-                except OptionError as exc:
+                    self.model.plan(n_q=n)  # the same message as compress for a stage count the model lacks
+                    s = self.codec.layout(n, env)
+                except ValueError as exc:
                     raise EvalError(str(exc)) from None
                 label = f"nq{s.n_q}{side_suffix(self.codec, s.envelope)}"
                 if all(label != o[0] for o in out):
-                    out.append((label, round(self.model.bitrate(s.n_q, envelope=s.envelope), 4), s))
+                    out.append((label, round(self.model.bitrate(s), 4), s))
         return out
 
-    def ceilings(self, envelope: Sequence[bool] = (True,)) -> list[tuple[str, float, Ceiling]]:
-        """(label "ceiling" + side suffix, NaN kbps, `Ceiling`) once per distinct `envelope` choice."""
+    def ceilings(self, envelope: Sequence[int | None] = (0,)) -> list[tuple[str, float, Ceiling]]:
+        """(label "ceiling" + side suffix, NaN kbps, `Ceiling`) once per distinct `envelope` choice (tier 0's
+        gains applied or none: the ceiling has no other tiers)."""
         out: list[tuple[str, float, Ceiling]] = []
         for env in envelope:
-            env = env and self.codec.envelope_rows > 0
-            label = CEILING + side_suffix(self.codec, env)
+            on = env is not None and self.codec.envelope is not None
+            label = CEILING + side_suffix(self.codec, 0 if on else None)
             if all(label != o[0] for o in out):
-                out.append((label, float("nan"), Ceiling(env)))
+                out.append((label, float("nan"), Ceiling(on)))
         return out
 
-    def run(self, wav: np.ndarray, setting: Setting) -> CodecRun:
-        """Compress `wav` `[channels, time]` (model rate) to `.rcq` bytes with `setting` and back."""
+    def run(self, wav: np.ndarray, setting: StreamLayout) -> CodecRun:
+        """Compress `wav` `[channels, time]` (model rate) to `.rcq` bytes with layout `setting` and back."""
         from rotcodec.inference import read_rcq_header
 
         seconds = wav.shape[-1] / self.sample_rate
         t0 = time.perf_counter()
-        data = self.model.compress(wav, self.sample_rate, n_q=setting.n_q, envelope=setting.envelope)
+        data = self.model.compress(wav, self.sample_rate, layout=setting)
         t1 = time.perf_counter()
         decoded, _ = self.model.decompress(data)
         t2 = time.perf_counter()
@@ -132,7 +132,7 @@ class NeuralCodec:
             {
                 "kbps_payload": header.plain_kbps if plain else float("nan"),
                 "coding": CodingMode(header.coding_mode).name.lower(),
-                "envelope": setting.envelope,
+                "envelope": setting.envelope is not None,
                 "side_rows": side_rows_name(self.codec, setting.envelope),
                 "latent_error": latent_error,
             },
@@ -177,7 +177,7 @@ class NeuralCodec:
                 "kbps_payload": nan,
                 "coding": "none",
                 "envelope": ceiling.envelope,
-                "side_rows": side_rows_name(self.codec, ceiling.envelope),
+                "side_rows": side_rows_name(self.codec, 0 if ceiling.envelope else None),
                 "latent_error": 0.0,
             },
         )

@@ -49,23 +49,25 @@ PERFECT: dict[str, float] = {
     "periodicity_error": 0.0,
     "pitch_error": 0.0,
 }
-_LABEL = re.compile(r"^(?:nq(?P<n>\d+)|(?P<ceiling>ceiling))(?P<side>(?:\+[a-z]+)*)$")
+_LABEL = re.compile(r"^(?:nq(?P<n>\d+)|(?P<ceiling>ceiling))(?P<side>(?:\+[a-z]+\d*)*)$")
 
 
 class Ceiling(NamedTuple):
-    """The quantizer-bypassed decode as an eval job (beside `Setting`): envelope gains applied or not."""
+    """The quantizer-bypassed decode as an eval job (beside `StreamLayout`): envelope tier 0's gains applied or
+    not."""
 
     envelope: bool
 
 
-def side_suffix(codec: Codec, envelope: bool) -> str:
+def side_suffix(codec: Codec, envelope: int | None) -> str:
     """Setting-label suffix naming the side rows sent beside the stages: "+pitch" for models with a pitch row,
-    "+env" when the envelope rows are sent (models with them and `envelope`); "" for neither."""
-    return ("+pitch" if codec.pitch_rows else "") + ("+env" if envelope and codec.envelope_rows else "")
+    "+env" when envelope tier 0's rows are sent, "+envT" for tier T; "" for neither."""
+    env = "" if envelope is None or not codec.envelopes else "+env" + (str(envelope) if envelope else "")
+    return ("+pitch" if codec.pitch_rows else "") + env
 
 
-def side_rows_name(codec: Codec, envelope: bool) -> str:
-    """The `side_rows` column: "pitch+env", "pitch", "env" or "none"."""
+def side_rows_name(codec: Codec, envelope: int | None) -> str:
+    """The `side_rows` column: "pitch+env", "pitch+env2", "pitch", "env" or "none"."""
     return side_suffix(codec, envelope).lstrip("+") or "none"
 
 
@@ -120,7 +122,12 @@ def _variants(rows: Sequence[dict[str, Any]]) -> dict[_Variant, dict[str, list[d
 def _describe(side: str) -> str:
     parts = [p for p in side.split("+") if p]
     names = {"pitch": "pitch row", "env": "envelope rows"}
-    return " + ".join(names.get(p, p) for p in parts) + " sent" if parts else "no side rows"
+
+    def name(part: str) -> str:
+        tier = part[3:] if part.startswith("env") and part[3:].isdigit() else None
+        return f"envelope tier {tier} rows" if tier else names.get(part, part)
+
+    return " + ".join(name(p) for p in parts) + " sent" if parts else "no side rows"
 
 
 def _fmt_perfect(value: float | None) -> str:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from rotcodec.inference.model import Setting
 
 DEFAULT_KBPS = (1.5, 3.0, 6.0, 12.0)
-ENVELOPE_CHOICES = {"on": (True,), "off": (False,), "both": (True, False)}
+ENVELOPE_CHOICES: dict[str, tuple[int | None, ...]] = {"on": (0,), "off": (None,), "both": (0, None)}
 CSV_FLUSH_SECONDS = 5.0  # results.csv is rewritten at most this often (and at the end)
 
 
@@ -102,7 +102,8 @@ class EvalOptions:
     """Settings of one evaluation. kbps: rotcodec nominal bitrates; n_q: stage counts instead of kbps
     (used by the ablation); stage_sweep: every stage count 1..N instead of kbps (or those in n_q);
     envelope: for the stage counts and the ceiling, "on" (send the envelope rows, for models that have
-    them), "off" or "both" (a row for each); ceiling: also the quantizer-bypassed decode (no bitrate);
+    them), "off" or "both" (a row for each); envelope_tiers: for the stage counts, these envelope tiers'
+    band gains instead (one row each); ceiling: also the quantizer-bypassed decode (no bitrate);
     baseline_kbps: per baseline the nominal kbps (defaults below)."""
 
     model: str | Path | None
@@ -112,6 +113,7 @@ class EvalOptions:
     n_q: Sequence[int] | None = None
     stage_sweep: bool = False
     envelope: str = "on"
+    envelope_tiers: Sequence[int] | None = None
     ceiling: bool = False
     baselines: Sequence[str] = ()
     baseline_kbps: dict[str, list[float]] = field(default_factory=dict)
@@ -150,7 +152,7 @@ def _jobs(opts: EvalOptions, neural: NeuralCodec | None) -> list[Job]:
     jobs: list[Job] = []
     if neural is not None:
         if opts.n_q or opts.stage_sweep:
-            settings = neural.settings_for_n_q(opts.n_q, envelope)
+            settings = neural.settings_for_n_q(opts.n_q, tuple(opts.envelope_tiers or envelope))
         else:
             settings = neural.settings_for_kbps(opts.kbps)
         jobs += [(neural.name, s, k, n) for s, k, n in settings]

@@ -8,7 +8,7 @@ import io
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -19,6 +19,7 @@ from ..audio import AudioError, as_2d, check_finite, check_sample_rate
 from ..bitstream import BitstreamError, CodingMode, RcqHeader, RcqReader, RcqWriter
 from ..bitstream.entropy import expected_bits
 from ..bitstream.header import read_header
+from ..bitstream.layout import StreamLayout
 from ..models.io import ModelFile
 from ..pretrained import ModelEntry
 from .files import FileResult, Progress, atomic_output, open_audio, open_rcq
@@ -38,13 +39,6 @@ class OptionError(ValueError):
 # predict: 5.75 measured against 5.50 kbps expected at `--kbps 6` on the test speakers, and more at low rates,
 # where the header weighs more. `--kbps` aims 5% lower (docs/results/band_envelope).
 RATE_MARGIN = 1.05
-
-
-class Setting(NamedTuple):
-    """What a stream sends: n_q RVQ stages, and the envelope rows or not (models with an envelope)."""
-
-    n_q: int
-    envelope: bool
 
 
 def _resampler(sr_in: int, sr_out: int, rows: int) -> soxr.ResampleStream | None:
@@ -70,7 +64,7 @@ class CodecModel:
     block_seconds: audio read per block; step_seconds: audio per model call (rounded to whole frames). Both
     bound memory. Codes depend on neither the block size nor how a file is split on input; step_seconds
     is fixed so that even exact near-ties in the quantizer's float arithmetic (whose rounding depends on
-    how many frames are scored together) resolve the same way every time. `bitrate`/`setting_for` are in kbps
+    how many frames are scored together) resolve the same way every time. `bitrate`/`plan` are in kbps
     for all channels of a file together. Non-causal (music) models cannot stream: they code each file in one
     model call, so their memory grows with the file's length.
     """
@@ -110,58 +104,63 @@ class CodecModel:
     def has_entropy_tables(self) -> bool:
         return self.code_counts is not None
 
-    def bitrate(
-        self, n_q: int | None = None, channels: int = 1, envelope: bool = True, entropy: bool | None = None
-    ) -> float:
-        """Expected payload bitrate in kbps for `channels` audio channels, side rows included: whole bits per
-        code with plain packing, the tables' entropy per row with entropy coding (`entropy`: as in
+    def bitrate(self, layout: StreamLayout, channels: int = 1, entropy: bool | None = None) -> float:
+        """Expected payload bitrate in kbps of a stream with `layout` for `channels` audio channels: whole bits
+        per code with plain packing, the tables' entropy per row with entropy coding (`entropy`: as in
         `coding_mode`). Actual entropy-coded sizes vary by file around it."""
-        sizes = self.codec.code_sizes(n_q or self.n_q, envelope)
+        sizes = self.codec.code_sizes(layout.n_q, layout.envelope)
         if self.coding_mode(entropy) == CodingMode.ENTROPY:
-            counts = self.tables(envelope)
+            counts = self.tables(layout)
             bits = sum(expected_bits(counts[r], k) for r, k in enumerate(sizes))
         else:
             bits = sum(math.ceil(math.log2(k)) for k in sizes)
         return self.codec.frame_rate * bits * channels / 1000.0
 
-    def tables(self, envelope: bool = True) -> np.ndarray | None:
-        """The code-frequency tables of a stream's rows: without the envelope rows when it has none."""
-        if self.code_counts is None or envelope or not self.codec.envelope_rows:
-            return self.code_counts
-        p, side = self.codec.pitch_rows, self.codec.side_rows()
-        return np.concatenate([self.code_counts[:p], self.code_counts[side:]])
+    def tables(self, layout: StreamLayout) -> np.ndarray | None:
+        """The code-frequency tables of the rows a stream with `layout` carries (None: the model has none)."""
+        return None if self.code_counts is None else self.code_counts[self.codec.table_rows(layout)]
 
-    def setting_for(
+    def layouts(self, envelope: bool | None = None) -> list[StreamLayout]:
+        """Every layout a stream of this model may have (`envelope` False: none with band gains)."""
+        tiers = [None] if envelope is False else [None, *range(len(self.codec.envelopes))]
+        if envelope and len(tiers) > 1:
+            tiers = tiers[1:]
+        return [self.codec.layout(n, t) for t in tiers for n in range(1, self.n_q + 1)]
+
+    def plan(
         self,
         kbps: float | None = None,
         n_q: int | None = None,
         channels: int = 1,
         entropy: bool | None = None,
         envelope: bool | None = None,
-    ) -> Setting:
-        """`n_q` stages if given, else the most whose expected bitrate (times RATE_MARGIN when entropy-coded) is
-        <= `kbps` (else all). The envelope rows (models with one; `envelope=False` leaves them out) are sent
-        whenever at least one stage fits beside them: they buy far more quality per bit than stages do
-        (`docs/results/band_envelope`)."""
-        has_envelope = self.codec.envelope_rows > 0 and envelope is not False
+    ) -> StreamLayout:
+        """The rows a stream sends, planned once per file (`envelope` False: no band gains; True: always some).
+
+        - `n_q`: that many stages with envelope tier 0 (the one the decoder was trained with).
+        - `kbps`: of the layouts whose expected bitrate (times RATE_MARGIN when entropy-coded) fits, the one
+          whose band gains cost the most, then the most stages: on the shipped model finer band gains buy far
+          more quality per bit than stages past the first few (`docs/results/envelope_tiers`). If none fits,
+          the cheapest layout.
+        - neither: all stages and the costliest (finest) tier: the model's best quality.
+        """
+        has_envelope = len(self.codec.envelopes) > 0 and envelope is not False
         if n_q is not None:
             if not 1 <= int(n_q) <= self.n_q:
                 raise OptionError(f"--n-q must be in 1..{self.n_q} for model {self.name}, got {n_q}")
-            return Setting(int(n_q), has_envelope)
-        if kbps is None:
-            return Setting(self.n_q, has_envelope)
-        if not kbps > 0:
+            return self.codec.layout(int(n_q), 0 if has_envelope else None)
+        if kbps is not None and not kbps > 0:
             raise OptionError(f"--kbps must be positive, got {kbps}")
         margin = RATE_MARGIN if self.coding_mode(entropy) == CodingMode.ENTROPY else 1.0
-        for envelope in (True, False) if has_envelope else (False,):
-            fits = [
-                n
-                for n in range(1, self.n_q + 1)
-                if self.bitrate(n, channels, envelope, entropy) * margin <= kbps + 1e-9
-            ]
-            if fits:
-                return Setting(max(fits), envelope)
-        return Setting(1, False)
+        options = [(self.bitrate(lay, channels, entropy), lay) for lay in self.layouts(has_envelope and envelope)]
+        fits = [(rate, lay) for rate, lay in options if kbps is None or rate * margin <= kbps + 1e-9]
+        if not fits:
+            return min(options, key=lambda o: o[0])[1]
+
+        def side_cost(lay: StreamLayout) -> float:
+            return self.bitrate(self.codec.layout(1, lay.envelope), 1, entropy)
+
+        return max(fits, key=lambda o: (side_cost(o[1]), o[1].n_q))[1]
 
     def coding_mode(self, entropy: bool | None = None) -> CodingMode:
         """Plain or entropy coding for the `--entropy` choice (None: entropy if the model has tables)."""
@@ -171,11 +170,10 @@ class CodecModel:
         return CodingMode.ENTROPY if use else CodingMode.PLAIN
 
     def make_header(
-        self, sr: int, channels: int, num_samples: int, setting: Setting, entropy: bool | None
+        self, sr: int, channels: int, num_samples: int, layout: StreamLayout, entropy: bool | None
     ) -> RcqHeader:
-        """Header for `channels` x `num_samples` audio at `sr` Hz coded with `setting`."""
-        n_q = setting.n_q
-        chunk = max(1, min(256, (1 << 22) // (channels * n_q)))
+        """Header for `channels` x `num_samples` audio at `sr` Hz coded with `layout`."""
+        chunk = max(1, min(256, (1 << 22) // (channels * layout.rows)))
         return RcqHeader(
             model_id=self.name,
             model_hash=self.fingerprint,
@@ -184,9 +182,12 @@ class CodecModel:
             channels=channels,
             num_samples=num_samples,
             hop_length=self.hop_length,
-            codebook_sizes=self.codec.code_sizes(n_q, setting.envelope),
+            codebook_sizes=self.codec.code_sizes(layout.n_q, layout.envelope),
             coding_mode=self.coding_mode(entropy),
             chunk_frames=chunk,
+            pitch_rows=layout.pitch_rows,
+            envelope_tier=layout.envelope,
+            envelope_rows=layout.envelope_rows,
         )
 
     def check_header(self, header: RcqHeader) -> None:
@@ -217,7 +218,7 @@ class CodecModel:
         if rows % self.codec.channels:
             raise AudioError(f"model {self.name} codes {self.codec.channels} channels at a time, got {rows}")
 
-    def encode_stream(self, blocks: Iterable[np.ndarray], sr: int, rows: int, setting: Setting, sink: Sink) -> None:
+    def encode_stream(self, blocks: Iterable[np.ndarray], sr: int, rows: int, layout: StreamLayout, sink: Sink) -> None:
         """Encode consecutive float32 blocks [rows, t] at `sr` Hz; `sink` gets int64 codes [rows, code rows,
         frames] (as `Codec.encode`).
 
@@ -231,7 +232,7 @@ class CodecModel:
         pending = np.zeros((rows, 0), np.float32)
 
         def emit(x: np.ndarray) -> None:
-            codes = self.codec.encode(self._as_batch(x), setting.n_q, setting.envelope)
+            codes = self.codec.encode(self._as_batch(x), layout.n_q, layout.envelope)
             sink(codes.reshape(rows, codes.shape[2], -1).cpu().numpy())
 
         with self._streaming():
@@ -248,7 +249,7 @@ class CodecModel:
             for start in range(0, pending.shape[1], step):
                 emit(pending[:, start : start + step])
             # the frame the pitch tracker's lookahead held back
-            tail = self.codec.encode_flush(setting.envelope) if self.streams else None
+            tail = self.codec.encode_flush(layout.envelope) if self.streams else None
             if tail is not None:
                 sink(tail.reshape(rows, tail.shape[2], -1).cpu().numpy())
 
@@ -258,10 +259,15 @@ class CodecModel:
         self.check_header(header)
         if header.model_sample_rate != self.sample_rate or header.hop_length != self.hop_length:
             raise ModelMismatchError(f"file's rate/hop do not match model {self.name}")
-        envelope = self.stream_has_envelope(header)
-        n_q = header.n_q - self.codec.side_rows(envelope)
-        allowed = self.codec.code_sizes(n_q, envelope) if 1 <= n_q <= self.n_q else ()
-        if len(allowed) != header.n_q or any(k > a for k, a in zip(header.codebook_sizes, allowed, strict=True)):
+        lay = header.layout
+        try:
+            fits = self.codec.layout(lay.n_q, lay.envelope) == lay
+        except ValueError:  # more stages or envelope tiers than the model has
+            fits = False
+        if not fits:
+            raise ModelMismatchError(f"file's rows ({lay.describe()}) do not fit model {self.name}")
+        allowed = self.codec.code_sizes(lay.n_q, lay.envelope)
+        if any(k > a for k, a in zip(header.codebook_sizes, allowed, strict=True)):
             raise ModelMismatchError(f"file uses more stages or codes than model {self.name} has")
         self._check_rows(header.channels)
         rs = _resampler(self.sample_rate, header.original_sample_rate, header.channels)
@@ -285,7 +291,7 @@ class CodecModel:
                 frames += chunk.shape[2]
                 for start in range(0, chunk.shape[2], max_frames):
                     codes = torch.from_numpy(chunk[:, :, start : start + max_frames]).to(self.device)
-                    wav = self.codec.decode(codes.reshape(-1, self.codec.channels, *codes.shape[1:]), envelope)
+                    wav = self.codec.decode(codes.reshape(-1, self.codec.channels, *codes.shape[1:]), lay.envelope)
                     put(_run_resampler(rs, wav.reshape(header.channels, -1).cpu().numpy(), last=False))
             if self.streams and (tail := self.codec.decode_flush()) is not None:  # the envelope's last frame
                 put(_run_resampler(rs, tail.reshape(header.channels, -1).cpu().numpy(), last=False))
@@ -296,14 +302,6 @@ class CodecModel:
         while left > 0:  # rounding in the resampler can leave a few samples short
             put(np.zeros((header.channels, min(left, 1 << 16)), np.float32))
 
-    def stream_has_envelope(self, header: RcqHeader) -> bool:
-        """Whether a stream's rows include the envelope rows: its row alphabets after the pitch row say so."""
-        p, e = self.codec.pitch_rows, self.codec.envelope_rows
-        if not e or header.n_q <= p + e:
-            return False
-        levels = self.codec.envelope.cfg.levels
-        return all(k == levels for k in header.codebook_sizes[p : p + e]) and header.codebook_sizes[p + e] != levels
-
     # -- bytes API ----------------------------------------------------------------------------------
     def compress(
         self,
@@ -313,9 +311,10 @@ class CodecModel:
         n_q: int | None = None,
         entropy: bool | None = None,
         envelope: bool | None = None,
+        layout: StreamLayout | None = None,
     ) -> bytes:
-        """Audio [channels, time] or [time] (float, any rate in Hz) -> `.rcq` bytes."""
-        return self.compress_many([wav], sr, kbps=kbps, n_q=n_q, entropy=entropy, envelope=envelope)[0]
+        """Audio [channels, time] or [time] (float, any rate in Hz) -> `.rcq` bytes (`layout`: as `compress_many`)."""
+        return self.compress_many([wav], sr, kbps, n_q, entropy, envelope, layout=layout)[0]
 
     def compress_many(
         self,
@@ -326,9 +325,11 @@ class CodecModel:
         entropy: bool | None = None,
         envelope: bool | None = None,
         max_rows: int = 16,
+        layout: StreamLayout | None = None,
     ) -> list[bytes]:
         """Compress many clips with one model; clips of equal rate, channels and length are encoded as one
-        batch (up to `max_rows` channels in total), which is what makes GPUs pay off. Returns `.rcq` bytes."""
+        batch (up to `max_rows` channels in total), which is what makes GPUs pay off. Each stream has `layout`
+        (None: `plan(kbps, n_q, channels, entropy, envelope)`). Returns `.rcq` bytes."""
         rates = [sample_rates] * len(wavs) if isinstance(sample_rates, (int, np.integer)) else list(sample_rates)
         if len(rates) != len(wavs):
             raise AudioError(f"got {len(wavs)} clips but {len(rates)} sample rates")
@@ -342,8 +343,8 @@ class CodecModel:
             for g in range(0, len(idx), per):
                 part = idx[g : g + per]
                 bufs = [io.BytesIO() for _ in part]
-                q = self.setting_for(kbps, n_q, c, entropy, envelope)
-                tables = self.tables(q.envelope)
+                q = self.plan(kbps, n_q, c, entropy, envelope) if layout is None else layout
+                tables = self.tables(q)
                 writers = [RcqWriter(b, self.make_header(r, c, length, q, entropy), tables) for b in bufs]
                 stacked = np.concatenate([clips[i][0] for i in part], axis=0)
                 blocks = _array_blocks(stacked, max(1, int(self.block_seconds * r)))
@@ -374,7 +375,7 @@ class CodecModel:
         header = read_header(fileobj.read)[0]
         self.check_header(header)
         fileobj.seek(pos)
-        return RcqReader(fileobj, self.tables(self.stream_has_envelope(header)))
+        return RcqReader(fileobj, self.tables(header.layout))
 
     # -- files ---------------------------------------------------------------------------------------
     def compress_file(
@@ -387,14 +388,16 @@ class CodecModel:
         force: bool = False,
         progress: Progress | None = None,
         envelope: bool | None = None,
+        layout: StreamLayout | None = None,
     ) -> FileResult:
-        """Stream an audio file (or "-" for stdin) into an `.rcq` file (or "-" for stdout), atomically.
+        """Stream an audio file (or "-" for stdin) into an `.rcq` file (or "-" for stdout), atomically, with
+        `layout` (None: `plan(kbps, n_q, channels, entropy, envelope)`); the result's header holds the layout.
         `progress(seconds)` is called after each block read."""
         with open_audio(src) as source:
-            q = self.setting_for(kbps, n_q, source.channels, entropy, envelope)
+            q = self.plan(kbps, n_q, source.channels, entropy, envelope) if layout is None else layout
             header = self.make_header(source.sr, source.channels, source.frames, q, entropy)
             with atomic_output(dst, force, src) as out:
-                with RcqWriter(out, header, self.tables(q.envelope)) as writer:
+                with RcqWriter(out, header, self.tables(q)) as writer:
                     blocks = source.blocks(max(1, int(self.block_seconds * source.sr)), progress)
                     self.encode_stream(blocks, source.sr, source.channels, q, writer.write_chunk)
                 size = out.seek(0, io.SEEK_END)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
+from ..bitstream.layout import StreamLayout
 from ..quantize import ResidualVQ, RVQConfig
 from .activations import ACTIVATIONS
 from .envelope import BandEnvelope, EnvelopeConfig
@@ -39,7 +40,8 @@ class CodecConfig:
     decoder_base_channels (None: same as the encoder), activation ("elu" or "snake", see
     `models/activations.py`), decoder_activation (None: same as the encoder); quantizer: the residual VQ;
     pitch: a sent pitch track and harmonic source (`models/harmonic.py`); envelope: sent band-energy
-    corrections (`models/envelope.py`)."""
+    corrections (`models/envelope.py`), the tier training applies (tier 0); envelope_tiers: finer or coarser
+    corrections a stream may send instead (tiers 1, 2, ...), chosen by rate (`CodecModel.plan`)."""
 
     sample_rate: int = 16000
     channels: int = 1
@@ -59,6 +61,7 @@ class CodecConfig:
     quantizer: RVQConfig = field(default_factory=lambda: RVQConfig(dim=128, n_q=8, codebook_size=1024))
     pitch: PitchConfig | None = None
     envelope: EnvelopeConfig | None = None
+    envelope_tiers: list[EnvelopeConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.channels <= 0:
@@ -71,9 +74,13 @@ class CodecConfig:
                 raise ValueError(f"{name} must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
         if self.quantizer.dim != self.latent_dim:
             raise ValueError(f"quantizer.dim ({self.quantizer.dim}) must equal latent_dim ({self.latent_dim})")
-        if self.envelope is not None and self.envelope.levels == self.quantizer.codebook_size:
-            # readers tell streams with envelope rows from the row sizes in the header
-            raise ValueError(f"envelope.levels must differ from the codebook size ({self.quantizer.codebook_size})")
+        if self.envelope_tiers and self.envelope is None:
+            raise ValueError("envelope_tiers need an envelope (tier 0)")
+
+    @property
+    def envelopes(self) -> list[EnvelopeConfig]:
+        """All envelope tiers: `envelope`, then `envelope_tiers` (empty without an envelope)."""
+        return [] if self.envelope is None else [self.envelope, *self.envelope_tiers]
 
     @property
     def hop_length(self) -> int:
@@ -132,9 +139,14 @@ class Codec(StreamingModule):
         if cfg.pitch is not None:
             self.pitch_tracker = PitchTracker(cfg.sample_rate, cfg.hop_length, cfg.pitch)
             self.harmonic = HarmonicSynth(cfg.latent_dim, cfg.sample_rate, cfg.hop_length, cfg.pitch)
-        self.envelope: BandEnvelope | None = None
-        if cfg.envelope is not None:
-            self.envelope = BandEnvelope(cfg.sample_rate, cfg.hop_length, cfg.envelope)
+        self.envelopes = torch.nn.ModuleList(
+            BandEnvelope(cfg.sample_rate, cfg.hop_length, tier) for tier in cfg.envelopes
+        )
+
+    @property
+    def envelope(self) -> BandEnvelope | None:
+        """Envelope tier 0, the one training applies (None without an envelope)."""
+        return self.envelopes[0] if len(self.envelopes) else None
 
     # -- arithmetic ----------------------------------------------------------------------------------
     @property
@@ -168,21 +180,42 @@ class Codec(StreamingModule):
         """Code rows before the RVQ stages: 1 (the pitch symbols) for models with `pitch`, else 0."""
         return 0 if self.harmonic is None else 1
 
-    @property
-    def envelope_rows(self) -> int:
-        """Code rows of band-energy corrections, after the pitch row: one per band (models with `envelope`)."""
-        return 0 if self.envelope is None else self.envelope.cfg.bands
+    def layout(self, n_q: int | None = None, envelope: int | None = 0) -> StreamLayout:
+        """The rows of a stream with n_q stages (None: all) and the band gains of envelope tier `envelope`
+        (None: none). Tier 0 on a model without an envelope means none: every model accepts the default."""
+        if isinstance(envelope, bool) or not (envelope is None or isinstance(envelope, int)):
+            raise CodecInputError(f"envelope must be a tier index or None, got {envelope!r}")
+        if envelope == 0 and not len(self.envelopes):
+            envelope = None
+        if envelope is not None and not 0 <= envelope < len(self.envelopes):
+            raise CodecInputError(f"envelope tier {envelope} is not one of this model's {len(self.envelopes)}")
+        rows = 0 if envelope is None else self.envelopes[envelope].cfg.bands
+        return StreamLayout(self._check_n_q(n_q), envelope, self.pitch_rows, rows)
 
-    def code_sizes(self, n_q: int | None = None, envelope: bool = True) -> tuple[int, ...]:
-        """Alphabet size of each row of `encode`'s codes: the pitch row (128), the envelope rows (unless
-        `envelope` is False), then n_q stages of K."""
-        levels = 0 if self.envelope is None else self.envelope.cfg.levels
-        side = (PITCH_SYMBOLS,) * self.pitch_rows + (levels,) * (self.envelope_rows if envelope else 0)
-        return side + (self.codebook_size,) * self._check_n_q(n_q)
+    def code_sizes(self, n_q: int | None = None, envelope: int | None = 0) -> tuple[int, ...]:
+        """Alphabet size of each row of `encode(wav, n_q, envelope)`'s codes: the pitch row (128), the band
+        gains of envelope tier `envelope` (its `levels`), then n_q stages of K."""
+        lay = self.layout(n_q, envelope)
+        levels = 0 if lay.envelope is None else self.envelopes[lay.envelope].cfg.levels
+        return (PITCH_SYMBOLS,) * lay.pitch_rows + (levels,) * lay.envelope_rows + (self.codebook_size,) * lay.n_q
 
-    def side_rows(self, envelope: bool = True) -> int:
-        """Code rows before the RVQ stages: the pitch row, then the envelope rows unless `envelope` is False."""
-        return self.pitch_rows + (self.envelope_rows if envelope else 0)
+    def side_rows(self, envelope: int | None = 0) -> int:
+        """Code rows before the RVQ stages: the pitch row, then the band gains of envelope tier `envelope`."""
+        return self.layout(1, envelope).side_rows
+
+    def table_sizes(self) -> tuple[int, ...]:
+        """Alphabet sizes of the rows of the model's code-frequency tables: the pitch row, every envelope
+        tier's band gains in tier order, then all n_q stages."""
+        tiers = tuple(t.cfg.levels for t in self.envelopes for _ in range(t.cfg.bands))
+        return (PITCH_SYMBOLS,) * self.pitch_rows + tiers + (self.codebook_size,) * self.n_q
+
+    def table_rows(self, layout: StreamLayout) -> list[int]:
+        """Indices into `table_sizes()`'s rows of the rows `layout` carries, in stream order."""
+        p = self.pitch_rows
+        start = p + sum(t.cfg.bands for t in self.envelopes[: layout.envelope or 0])
+        envelope = range(start, start + layout.envelope_rows)
+        stages = p + sum(t.cfg.bands for t in self.envelopes)
+        return [*range(p), *envelope, *range(stages, stages + layout.n_q)]
 
     def bits_per_frame(self, n_q: int | None = None) -> float:
         """Sum of log2(alphabet size) over the code rows, per frame per channel: n_q * log2(K), plus 7 for
@@ -256,13 +289,14 @@ class Codec(StreamingModule):
 
     # -- inference -----------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, wav: torch.Tensor, n_q: int | None = None, envelope: bool = True) -> torch.Tensor:
-        """wav `[batch, channels, time]` -> codes `[batch, channels, rows, ceil(time / hop)]` int64, rows =
-        `side_rows(envelope)` + n_q: the pitch symbols first (models with `pitch`), the band-energy
-        corrections (models with `envelope`, unless `envelope` is False: the encoder decodes its own codes to
-        measure them), then the RVQ stages. Streamed encodes and decodes each need their own `streaming()`
+    def encode(self, wav: torch.Tensor, n_q: int | None = None, envelope: int | None = 0) -> torch.Tensor:
+        """wav `[batch, channels, time]` -> codes `[batch, channels, rows, ceil(time / hop)]` int64, rows as
+        `layout(n_q, envelope)`: the pitch symbols first (models with `pitch`), the band-energy corrections of
+        envelope tier `envelope` (None: none; the encoder decodes its own codes to measure them), then the
+        RVQ stages. Streamed encodes and decodes each need their own `streaming()`
         block: both use the decoder's state."""
-        n_q = self._check_n_q(n_q)
+        lay = self.layout(n_q, envelope)
+        n_q = lay.n_q
         batch = wav.shape[0]
         x = self._fold(wav)
         with parametrize.cached():  # weight norm computed once per call, not per layer use
@@ -279,18 +313,16 @@ class Codec(StreamingModule):
                 self._streaming_state["held_codes"] = codes[..., symbols.shape[-1] :]
                 codes = codes[..., : symbols.shape[-1]]
             codes = torch.cat([symbols.unsqueeze(1), codes], dim=1)
-        if envelope:
-            codes = self._with_envelope(x[:, 0], codes)
+        if lay.envelope is not None:
+            codes = self._with_envelope(x[:, 0], codes, lay.envelope)
         return codes.reshape(batch, self.channels, codes.shape[1], -1)
 
-    def _with_envelope(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Insert the envelope rows after the pitch row: x `[batch, time]` the input (in streaming, the new
-        samples), codes `[batch, pitch + n_q rows, frames]` for the frames this call emits."""
-        if self.envelope is None:
-            return codes
+    def _with_envelope(self, x: torch.Tensor, codes: torch.Tensor, tier: int) -> torch.Tensor:
+        """Insert envelope tier `tier`'s rows after the pitch row: x `[batch, time]` the input (in streaming,
+        the new samples), codes `[batch, pitch + n_q rows, frames]` for the frames this call emits."""
         frames = codes.shape[-1]
         y = self._synthesise(codes)[:, 0] if frames else x.new_zeros(x.shape[0], 0)
-        symbols = self.envelope.analyse(x, y)
+        symbols = self.envelopes[tier].analyse(x, y)
         p = self.pitch_rows
         return torch.cat([codes[:, :p], symbols, codes[:, p:]], dim=1)
 
@@ -310,7 +342,7 @@ class Codec(StreamingModule):
         return wav
 
     @torch.no_grad()
-    def encode_flush(self, envelope: bool = True) -> torch.Tensor | None:
+    def encode_flush(self, envelope: int | None = 0) -> torch.Tensor | None:
         """End of a streamed encode: codes `[batch, channels, rows, frames]` of the frames held back for the
         pitch tracker's lookahead (it reads zeros past the end, as the whole-file pass pads), or None."""
         held = self._streaming_state.get("held_codes") if self._is_streaming else None
@@ -319,12 +351,13 @@ class Codec(StreamingModule):
         symbols = self.pitch_tracker.flush(held.shape[0]).to(held.device)
         codes = torch.cat([symbols.unsqueeze(1), held[..., : symbols.shape[-1]]], dim=1)
         self._streaming_state["held_codes"] = held[..., symbols.shape[-1] :]
-        if envelope:
-            codes = self._with_envelope(held.new_zeros(held.shape[0], 0, dtype=torch.float32), codes)
+        tier = self.layout(1, envelope).envelope
+        if tier is not None:
+            codes = self._with_envelope(held.new_zeros(held.shape[0], 0, dtype=torch.float32), codes, tier)
         return codes.reshape(-1, self.channels, codes.shape[1], codes.shape[-1])
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor, envelope: bool = True) -> torch.Tensor:
+    def decode(self, codes: torch.Tensor, envelope: int | None = 0) -> torch.Tensor:
         """codes `[batch, channels, rows, frames]` (as `encode(..., envelope)` gives them) -> wav `[batch,
         channels, frames * hop]`. Streaming with envelope rows, the output runs one frame behind;
         `decode_flush` ends it."""
@@ -333,7 +366,6 @@ class Codec(StreamingModule):
                 f"expected codes [batch, {self.channels}, rows, frames], got shape {tuple(codes.shape)}"
             )
         batch, _, rows, frames = codes.shape
-        envelope = envelope and self.envelope is not None
         side = self.side_rows(envelope)
         n_q = rows - side
         if not 1 <= n_q <= self.n_q:
@@ -348,13 +380,15 @@ class Codec(StreamingModule):
             raise CodecInputError(f"codes out of range: row alphabet sizes are {self.code_sizes(n_q, envelope)}")
         p = self.pitch_rows
         wav = self._synthesise(torch.cat([flat[:, :p], flat[:, side:]], dim=1))
-        if envelope:
-            wav = self.envelope(wav[:, 0], flat[:, p:side]).unsqueeze(1)
+        tier = self.layout(n_q, envelope).envelope
+        if tier is not None:
+            wav = self.envelopes[tier](wav[:, 0], flat[:, p:side]).unsqueeze(1)
         return wav.reshape(batch, self.channels, -1)
 
     @torch.no_grad()
     def decode_flush(self) -> torch.Tensor | None:
         """End of a streamed decode: the last frame's audio `[batch, channels, hop]` held back by the envelope's
         overlap-add, or None (no envelope, or nothing decoded)."""
-        tail = None if self.envelope is None else self.envelope.flush()
+        tails = [t for t in (tier.flush() for tier in self.envelopes) if t is not None]  # the tier that decoded
+        tail = tails[0] if tails else None
         return None if tail is None else tail.reshape(-1, self.channels, tail.shape[-1])

@@ -115,7 +115,7 @@ def save_model(
     storage_dtype: torch.dtype | None = None,
 ) -> tuple[Path, Path]:
     """Write `NAME.safetensors` and `NAME.json` atomically (path with or without extension); returns both
-    paths. code_counts: optional `[code rows, largest alphabet]` code-frequency tables (`Codec.code_sizes`).
+    paths. code_counts: optional `[code rows, largest alphabet]` code-frequency tables (`Codec.table_sizes`).
     inference_only: leave out the EMA codebook sums (halves a shipped model; fine-tuning from it restarts them
     from the codebook).
     storage_dtype: store float tensors in this dtype (float16 halves the file again; loading casts back to
@@ -138,7 +138,7 @@ def save_model(
     if inference_only:  # EMA sums are training state (as large as the codebooks); loading rebuilds them
         tensors = {k: v for k, v in tensors.items() if not k.endswith(TRAINING_ONLY_SUFFIX)}
     if code_counts is not None:
-        expected = (len(codec.code_sizes()), max(codec.code_sizes()))
+        expected = (len(codec.table_sizes()), max(codec.table_sizes()))
         if tuple(code_counts.shape) != expected:
             raise ModelFileError(f"code_counts must have shape {expected}, got {tuple(code_counts.shape)}")
         tensors[CODE_COUNTS_KEY] = code_counts.detach().cpu().contiguous().clone()
@@ -195,6 +195,9 @@ def read_model(path: str | Path, device: str | torch.device = "cpu") -> ModelFil
         raise ModelFileError(f"{weights_path}: unreadable safetensors file ({exc})") from None
     code_counts = tensors.pop(CODE_COUNTS_KEY, None)
     codec = Codec(cfg)
+    sizes = codec.table_sizes()
+    if code_counts is not None and tuple(code_counts.shape) != (len(sizes), max(sizes)):
+        raise ModelFileError(f"{weights_path}: code tables of shape {tuple(code_counts.shape)} do not fit the config")
     try:
         codec.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:

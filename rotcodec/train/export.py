@@ -46,14 +46,23 @@ def crop_batches(codec, sources: list[str], seconds: float, seed: int = 0, batch
 
 @torch.no_grad()
 def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> torch.Tensor:  # noqa: ANN001
-    """Code histogram `[rows, K]` (int64; rows as `Codec.encode`) over `seconds` of 1-second crops of
-    `sources` at full n_q."""
-    sizes = codec.code_sizes()
+    """Code histogram `[rows, K]` (int64; rows as `Codec.table_sizes`: the pitch row, every envelope tier's band
+    gains, all stages) over `seconds` of 1-second crops of `sources`. Band gains are measured on the full-n_q
+    decode, as a stream with every stage would send them."""
+    sizes = codec.table_sizes()
     counts = torch.zeros(len(sizes), max(sizes), dtype=torch.long)
+    p, tiers = codec.pitch_rows, list(codec.envelopes)
     for batch in crop_batches(codec, sources, seconds, seed):
-        codes = codec.encode(batch, codec.n_q)  # [B, C, rows, F]: the pitch row (if any), then the stages
-        for k in range(codes.shape[2]):
-            counts[k] += torch.bincount(codes[:, :, k].reshape(-1), minlength=max(sizes))
+        codes = codec.encode(batch, codec.n_q, None)  # [B, C, pitch + n_q, F]
+        rows = [codes[:, :, k] for k in range(p)]
+        if tiers:
+            flat = codes.reshape(-1, codes.shape[2], codes.shape[3])
+            x = codec._fold(batch)[:, 0]
+            y = codec._synthesise(flat)[:, 0]
+            rows += [symbols[:, b] for t in tiers for symbols in [t.analyse(x, y)] for b in range(t.cfg.bands)]
+        rows += [codes[:, :, k] for k in range(p, codes.shape[2])]
+        for k, row in enumerate(rows):
+            counts[k] += torch.bincount(row.reshape(-1), minlength=max(sizes))
     return counts
 
 

@@ -1,0 +1,47 @@
+"""`StreamLayout`: which code rows one stream carries, in order. The model plans it from `--kbps` or
+`--n-q` once (`CodecModel.plan`), the `.rcq` header stores it, and encode, decode and the entropy tables
+all read their rows from it; nothing is guessed back from alphabet sizes.
+
+Rows, per channel and frame: `pitch_rows` pitch symbols (models with `pitch`), then the `envelope_rows`
+band gains of envelope tier `envelope` (None: no band gains), then `n_q` RVQ stages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StreamLayout:
+    """n_q: RVQ stages sent (>= 1); envelope: the envelope tier whose band gains are sent, or None;
+    pitch_rows / envelope_rows: how many rows of each kind come before the stages."""
+
+    n_q: int
+    envelope: int | None = None
+    pitch_rows: int = 0
+    envelope_rows: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_q < 1:
+            raise ValueError(f"a stream carries at least one RVQ stage, got n_q={self.n_q}")
+        if (self.envelope is None) != (self.envelope_rows == 0):
+            raise ValueError(f"envelope tier {self.envelope} does not match {self.envelope_rows} envelope rows")
+        if self.pitch_rows < 0 or self.envelope_rows < 0 or (self.envelope is not None and self.envelope < 0):
+            raise ValueError(f"negative row counts or tier in {self}")
+
+    @property
+    def side_rows(self) -> int:
+        """Rows before the RVQ stages."""
+        return self.pitch_rows + self.envelope_rows
+
+    @property
+    def rows(self) -> int:
+        """All code rows per channel and frame."""
+        return self.side_rows + self.n_q
+
+    def describe(self) -> str:
+        """E.g. "n_q 2 + pitch + 48 band gains (tier 2)"."""
+        text = f"n_q {self.n_q}" + (" + pitch" if self.pitch_rows else "")
+        return text + (
+            f" + {self.envelope_rows} band gains (tier {self.envelope})" if self.envelope is not None else ""
+        )
