@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="audio files -> .rcq",
         description="Compress audio (any format soundfile reads, any sample rate, any channel count) to .rcq. "
         "IN may be files, folders (recursed; the tree is mirrored under -o) or - (stdin -> stdout). Without -o, "
-        "X.wav becomes X.rcq beside it. Prints the nominal and actual (file size) bitrate.",
+        "X.wav becomes X.rcq beside it. Prints the rows sent and the requested, planned (expected from the "
+        "model's code tables) and actual (file size) bitrate.",
         epilog=EXIT_HELP,
     )
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio file, folder, or - for stdin")
@@ -71,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--envelope",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="send band-energy corrections (default: for models that have them, whenever --kbps leaves room)",
+        help="send band-energy corrections (default: for models that have them, the finest envelope tier that "
+        "--kbps leaves room for; --no-envelope: none)",
     )
     p.set_defaults(func=run_compress)
 
@@ -220,9 +222,11 @@ def run_compress(args: argparse.Namespace) -> int:
         if args.kbps is not None and model.bitrate(lay, h.channels, bool(h.coding_mode)) > args.kbps + 1e-9:
             note = f" (warning: {args.kbps:g} kbps is below this model's lowest rate)"
         stages = lay.describe()
+        requested = "" if args.kbps is None else f"requested {args.kbps:g} kbps, "
         return (
             f"{src} -> {dst}: {r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch, {stages}, "
-            f"nominal {h.plain_kbps:.2f} kbps, actual {r.kbps:.2f} kbps ({r.size} bytes, {mode}){note}"
+            f"{requested}planned {model.bitrate(lay, h.channels, bool(h.coding_mode)):.2f} kbps, "
+            f"actual {r.kbps:.2f} kbps ({r.size} bytes, {mode}){note}"
         )
 
     return _run_jobs(args, jobs, work, lambda s: 0.0 if s == "-" else seconds(s))
