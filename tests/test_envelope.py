@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from rotcodec.bitstream import decode_bytes, estimate_frequencies
 from rotcodec.bitstream.layout import StreamLayout
-from rotcodec.inference import load_model
+from rotcodec.inference import load_model, read_rcq_header
 from rotcodec.inference.model import RATE_MARGIN
 from rotcodec.models import Codec, CodecConfig, save_model
 from rotcodec.models.envelope import BandEnvelope, EnvelopeConfig
@@ -231,3 +231,25 @@ def test_training_sees_the_corrected_output_and_its_gradient() -> None:
     assert band_error_db(codec, wav, corrected) < 0.5 * band_error_db(codec, wav, audio)
     corrected.pow(2).sum().backward()
     assert audio.grad is not None and torch.isfinite(audio.grad).all() and audio.grad.abs().sum() > 0
+
+
+def test_kbps_is_a_ceiling_for_files_of_ten_seconds_or_more(tmp_path: Path) -> None:
+    """Planned from the file's own first seconds (band gains priced at the stage count sent), header and
+    chunk records included, the whole file stays within the requested rate, on audio unlike the tables'."""
+    codec = envelope_codec(4)
+    table_audio = torch.from_numpy(vowel(SR, 3.0, seed=1))[None, None]
+    rows = codec.table_codes(table_audio)
+    counts = np.zeros((len(codec.table_sizes()), max(codec.table_sizes())), np.int64)
+    for r, (codes, k) in enumerate(zip(rows, codec.table_sizes(), strict=True)):
+        counts[r, :k] = np.bincount(codes.reshape(-1).numpy(), minlength=k)
+    save_model(codec, tmp_path / "m", code_counts=torch.from_numpy(counts))
+    model = load_model(tmp_path / "m")
+    rng = np.random.default_rng(0)
+    for seconds, seed in ((10.0, 8), (14.0, 9)):
+        wav = vowel(SR, seconds, seed=seed) + 0.05 * rng.standard_normal(int(SR * seconds)).astype(np.float32)
+        sent = set()
+        for kbps in (1.0, 1.5, 2.0, 3.0, 4.0):
+            data = model.compress(wav, SR, kbps=kbps)
+            assert len(data) * 8 / seconds / 1000 <= kbps
+            sent.add(read_rcq_header(data).layout)
+        assert len(sent) >= 3  # the rates chose different layouts

@@ -187,7 +187,13 @@ def test_kbps_picks_stages(model) -> None:
     assert model.plan(kbps=0.95, channels=2) == layout(1)
     assert model.plan(kbps=100).n_q == 4
     assert model.plan().n_q == 4
-    assert read_rcq_header(model.compress(speechlike(0.5, 16000), 16000, kbps=0.65)).n_q == 2
+    # A file's plan counts its header and chunk records, spread over at least 10 s: 2 stages (0.6 kbps) fit
+    # 0.7 kbps for 20 s and for 1 s, and the 1 s file exceeds 0.7 kbps only by its header and records.
+    for seconds in (20.0, 1.0):
+        data = model.compress(speechlike(seconds, 16000), 16000, kbps=0.7)
+        assert read_rcq_header(data).n_q == 2
+    header_and_records = 61 + 2 * 2 + len("tiny") + 2 * 10
+    assert len(data) * 8 / 1000 > 0.7 >= (len(data) - header_and_records) * 8 / 1000
     with pytest.raises(OptionError):
         model.plan(n_q=5)
     with pytest.raises(OptionError):

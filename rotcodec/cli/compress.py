@@ -198,10 +198,9 @@ def run_compress(args: argparse.Namespace) -> int:
     model = _load(args, args.model)
     try:
         model.coding_mode(args.entropy)
-        mono = model.plan(args.kbps, args.n_q, 1, args.entropy, args.envelope)  # option errors before any file
+        model.plan(args.kbps, args.n_q, 1, args.entropy, args.envelope)  # option errors before any file
     except OptionError as exc:
         raise UsageError(str(exc)) from None
-    layouts = {1: mono}  # planned once per channel count (--kbps is for all channels together)
 
     def seconds(src: str) -> float:
         try:
@@ -211,16 +210,15 @@ def run_compress(args: argparse.Namespace) -> int:
             return 0.0
 
     def work(src: str, dst: str, bar: Any) -> str:
-        channels = _channels(src)
-        if channels not in layouts:
-            layouts[channels] = model.plan(args.kbps, args.n_q, channels, args.entropy, args.envelope)
-        lay = layouts[channels]
-        r = model.compress_file(src, dst, entropy=args.entropy, force=args.force, progress=bar.update, layout=lay)
-        h = r.header
+        r = model.compress_file(src, dst, args.kbps, args.n_q, args.entropy, args.force, bar.update, args.envelope)
+        h, lay = r.header, r.header.layout  # planned from the file's own first seconds
         mode = "entropy" if h.coding_mode else "plain"
         note = ""
-        if args.kbps is not None and model.bitrate(lay, h.channels, bool(h.coding_mode)) > args.kbps + 1e-9:
+        lowest = min(model.bitrate(o, h.channels, bool(h.coding_mode)) for o in model.layouts())
+        if args.kbps is not None and lowest > args.kbps + 1e-9:
             note = f" (warning: {args.kbps:g} kbps is below this model's lowest rate)"
+        elif args.kbps is not None and r.kbps > args.kbps * 1.05:
+            note = f" (warning: more than the {args.kbps:g} kbps asked: a file this short pays for its header)"
         stages = lay.describe()
         requested = "" if args.kbps is None else f"requested {args.kbps:g} kbps, "
         return (
@@ -230,18 +228,6 @@ def run_compress(args: argparse.Namespace) -> int:
         )
 
     return _run_jobs(args, jobs, work, lambda s: 0.0 if s == "-" else seconds(s))
-
-
-def _channels(src: str) -> int:
-    """Channels of an audio input (stdin: the model's 1 until read; the real open reports problems)."""
-    import soundfile as sf
-
-    if src == "-":
-        return 1
-    try:
-        return int(sf.info(src).channels)
-    except Exception:
-        return 1
 
 
 def run_decompress(args: argparse.Namespace) -> int:

@@ -5,11 +5,10 @@ classic command-line codecs (`run_baseline`); each encode/decode is a `CodecRun`
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -19,6 +18,12 @@ from rotcodec.eval.diagnosis import CEILING, Ceiling, ceiling_decode, side_rows_
 
 if TYPE_CHECKING:
     from rotcodec.bitstream.layout import StreamLayout
+
+
+class RateTarget(NamedTuple):
+    """An eval job that plans each file at `kbps` as `rotcodec compress --kbps` does (beside `StreamLayout`)."""
+
+    kbps: float
 
 
 class EvalError(ValueError):
@@ -63,17 +68,10 @@ class NeuralCodec:
     def channels(self) -> int:
         return self.codec.channels
 
-    def settings_for_kbps(self, kbps: Sequence[float]) -> list[tuple[str, float, StreamLayout]]:
-        """(setting label, nominal kbps, `StreamLayout`) per requested kbps, planned as `rotcodec compress
-        --kbps` does; a kbps that maps to an already listed layout is dropped with a warning (identical streams)."""
-        out: list[tuple[str, float, StreamLayout]] = []
-        for k in kbps:
-            setting = self.model.plan(float(k))
-            if any(s == setting for _, _, s in out):
-                warnings.warn(f"{k:g} kbps maps to {setting} like a lower setting; skipped", stacklevel=2)
-                continue
-            out.append((f"{float(k):g}", float(k), setting))
-        return out
+    def settings_for_kbps(self, kbps: Sequence[float]) -> list[tuple[str, float, RateTarget]]:
+        """(setting label, nominal kbps, `RateTarget`) per requested kbps: each file is then planned as
+        `rotcodec compress --kbps` plans it, from its own audio (`CodecModel.plan_file`)."""
+        return [(f"{float(k):g}", float(k), RateTarget(float(k))) for k in kbps]
 
     def settings_for_n_q(
         self, n_qs: Sequence[int] | None = None, envelope: Sequence[int | None] = (0,)
@@ -108,19 +106,24 @@ class NeuralCodec:
                 out.append((label, float("nan"), Ceiling(on)))
         return out
 
-    def run(self, wav: np.ndarray, setting: StreamLayout) -> CodecRun:
-        """Compress `wav` `[channels, time]` (model rate) to `.rcq` bytes with layout `setting` and back."""
+    def run(self, wav: np.ndarray, setting: StreamLayout | RateTarget) -> CodecRun:
+        """Compress `wav` `[channels, time]` (model rate) to `.rcq` bytes with layout `setting` (or planned for
+        the file at a `RateTarget`) and back."""
         from rotcodec.inference import read_rcq_header
 
         seconds = wav.shape[-1] / self.sample_rate
         t0 = time.perf_counter()
-        data = self.model.compress(wav, self.sample_rate, layout=setting)
+        if isinstance(setting, RateTarget):
+            data = self.model.compress(wav, self.sample_rate, kbps=setting.kbps)
+        else:
+            data = self.model.compress(wav, self.sample_rate, layout=setting)
         t1 = time.perf_counter()
         decoded, _ = self.model.decompress(data)
         t2 = time.perf_counter()
         header = read_rcq_header(data)
+        lay = header.layout
         kbps = 8.0 * len(data) / seconds / 1000.0
-        latent_error = self.latent_error(wav, setting.n_q)
+        latent_error = self.latent_error(wav, lay.n_q)
         plain = header.coding_mode == CodingMode.PLAIN
         return CodecRun(
             decoded.astype(np.float32),
@@ -132,8 +135,9 @@ class NeuralCodec:
             {
                 "kbps_payload": header.plain_kbps if plain else float("nan"),
                 "coding": CodingMode(header.coding_mode).name.lower(),
-                "envelope": setting.envelope is not None,
-                "side_rows": side_rows_name(self.codec, setting.envelope),
+                "n_q": lay.n_q,
+                "envelope": lay.envelope is not None,
+                "side_rows": side_rows_name(self.codec, lay.envelope),
                 "latent_error": latent_error,
             },
         )

@@ -31,7 +31,8 @@ from rotcodec.eval.metrics import MetricWarning, evaluate, metric_names
 from rotcodec.eval.report import plot_quality_vs_bitrate, read_csv, summary_markdown, write_csv
 
 if TYPE_CHECKING:
-    from rotcodec.inference.model import Setting
+    from rotcodec.bitstream.layout import StreamLayout
+    from rotcodec.eval.codecs import RateTarget
 
 DEFAULT_KBPS = (1.5, 3.0, 6.0, 12.0)
 ENVELOPE_CHOICES: dict[str, tuple[int | None, ...]] = {"on": (0,), "off": (None,), "both": (0, None)}
@@ -140,12 +141,12 @@ class EvalOutcome:
     out: Path
 
 
-Job = tuple[str, str, float, "Setting | Ceiling | None"]
+Job = tuple[str, str, float, "StreamLayout | RateTarget | Ceiling | None"]
 
 
 def _jobs(opts: EvalOptions, neural: NeuralCodec | None) -> list[Job]:
-    """(codec, setting label, nominal kbps, rotcodec `Setting`, `Ceiling` or None) for every codec and
-    setting (the ceiling's nominal kbps is NaN)."""
+    """(codec, setting label, nominal kbps, rotcodec `StreamLayout` or `RateTarget`, `Ceiling` or None) for
+    every codec and setting (the ceiling's nominal kbps is NaN)."""
     if opts.envelope not in ENVELOPE_CHOICES:
         raise EvalError(f"envelope must be one of {', '.join(ENVELOPE_CHOICES)}, got {opts.envelope!r}")
     envelope = ENVELOPE_CHOICES[opts.envelope]
@@ -229,7 +230,7 @@ def run_eval(opts: EvalOptions, on_row: Callable[[dict[str, Any]], None] | None 
                     "codec": codec,
                     "setting": setting,
                     "nominal_kbps": nominal,
-                    "n_q": "" if spec is None or isinstance(spec, Ceiling) else spec.n_q,
+                    "n_q": "",  # rotcodec runs say how many stages their stream sent
                     "kbps_measured": run.kbps_measured,
                     "kbps_file": run.kbps_file,
                     "bytes": "" if run.n_bytes is None else run.n_bytes,

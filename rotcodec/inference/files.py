@@ -71,6 +71,17 @@ class AudioSource:
     channels: int
     frames: int
 
+    def head(self, count: int) -> np.ndarray:
+        """The first `count` samples `[channels, <= count]` (float32); `blocks` still starts from the beginning."""
+        try:
+            self.handle.seek(0)
+            data = self.handle.read(count, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            msg = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise AudioError(f"{self.name}: audio data unreadable ({msg})") from None
+        check_finite(data, self.name)
+        return np.ascontiguousarray(data.T)
+
     def blocks(self, block: int, progress: Progress | None = None) -> Iterator[np.ndarray]:
         """float32 blocks [channels, <= block] from the start; AudioError on NaN/Inf or a length change."""
         seen = 0

@@ -342,6 +342,23 @@ class Codec(StreamingModule):
         return wav
 
     @torch.no_grad()
+    def table_codes(self, wav: torch.Tensor, gains_n_q: int | None = None) -> list[torch.Tensor]:
+        """wav `[batch, channels, time]` (whole file, not streaming) -> the codes of every row of the model's
+        tables (`table_sizes`), each `[batch * channels, frames]`: the pitch row, every envelope tier's band
+        gains (measured on the decode of `gains_n_q` stages, default all, as a stream with that many stages
+        sends them), all stages. For code tables and per-file rate planning."""
+        codes = self.encode(wav, self.n_q, None).flatten(0, 1)  # [batch * channels, pitch + n_q, frames]
+        p = self.pitch_rows
+        rows = [codes[:, k] for k in range(p)]
+        if len(self.envelopes):
+            sent = codes[:, : p + self._check_n_q(gains_n_q)]  # a stage's codes do not depend on later stages
+            x, y = self._fold(wav)[:, 0], self._synthesise(sent)[:, 0]
+            rows += [
+                gains[:, b] for tier in self.envelopes for gains in [tier.analyse(x, y)] for b in range(tier.cfg.bands)
+            ]
+        return rows + [codes[:, k] for k in range(p, codes.shape[1])]
+
+    @torch.no_grad()
     def encode_flush(self, envelope: int | None = 0) -> torch.Tensor | None:
         """End of a streamed encode: codes `[batch, channels, rows, frames]` of the frames held back for the
         pitch tracker's lookahead (it reads zeros past the end, as the whole-file pass pads), or None."""

@@ -51,17 +51,8 @@ def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> tor
     decode, as a stream with every stage would send them."""
     sizes = codec.table_sizes()
     counts = torch.zeros(len(sizes), max(sizes), dtype=torch.long)
-    p, tiers = codec.pitch_rows, list(codec.envelopes)
     for batch in crop_batches(codec, sources, seconds, seed):
-        codes = codec.encode(batch, codec.n_q, None)  # [B, C, pitch + n_q, F]
-        rows = [codes[:, :, k] for k in range(p)]
-        if tiers:
-            flat = codes.reshape(-1, codes.shape[2], codes.shape[3])
-            x = codec._fold(batch)[:, 0]
-            y = codec._synthesise(flat)[:, 0]
-            rows += [symbols[:, b] for t in tiers for symbols in [t.analyse(x, y)] for b in range(t.cfg.bands)]
-        rows += [codes[:, :, k] for k in range(p, codes.shape[2])]
-        for k, row in enumerate(rows):
+        for k, row in enumerate(codec.table_codes(batch)):
             counts[k] += torch.bincount(row.reshape(-1), minlength=max(sizes))
     return counts
 
