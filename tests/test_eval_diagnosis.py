@@ -213,8 +213,11 @@ def _eval_argv(model: Path | None, data: Path, out: Path, *extra: str) -> list[s
     [
         (["--stage-sweep", "--kbps", "3"], "--kbps cannot be combined", True),
         (["--n-q", "2", "--kbps", "3"], "--kbps cannot be combined", True),
-        (["--ceiling"], "--ceiling needs --model", False),
-        (["--stage-sweep", "--baselines"], "--stage-sweep needs --model", False),
+        (["--no-model", "--ceiling", "--baselines", "opus"], "--ceiling needs a model", False),
+        (["--no-model", "--stage-sweep", "--baselines", "opus"], "--stage-sweep needs a model", False),
+        (["--no-model", "--kbps", "3", "--baselines", "opus"], "--kbps needs a model", False),
+        (["--no-model"], "nothing else to evaluate", False),
+        (["--no-model"], "contradict", True),
         (["--envelope", "off"], "--envelope applies to", True),
         (["--stage-sweep", "--envelope", "sometimes"], "invalid choice", True),
         (["--n-q", "9"], "--n-q must be in 1..4", True),
@@ -249,3 +252,14 @@ def test_cli_stage_sweep_and_ceiling(models: dict[str, Path], tmp_path: Path) ->
     rows = read_csv(out / "results.csv")
     assert [(r["setting"], r["n_q"]) for r in rows] == [("nq1", "1"), ("nq3", "3"), ("ceiling", "")]
     assert "### rotcodec, no side rows (1 file)" in (out / "summary.md").read_text()
+
+
+def test_eval_without_model_scores_the_default_model(tmp_path: Path) -> None:
+    """`rotcodec eval --data D --kbps 3` scores speech16k, as `rotcodec compress` would use it."""
+    data = tmp_path / "x.wav"
+    sf.write(data, vowel(16000, 1.0), 16000)
+    out = tmp_path / "out"
+    assert main(["eval", "--data", str(data), "--out", str(out), "--kbps", "3", "--quiet", "--music"]) == 0
+    rows = read_csv(out / "results.csv")
+    assert [(r["codec"], r["setting"]) for r in rows] == [("rotcodec", "3")]
+    assert int(rows[0]["n_q"]) >= 1 and float(rows[0]["kbps_measured"]) > 0

@@ -24,7 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Encode/decode every file with the model (real .rcq bitstream) and baselines, score "
         "SI-SDR, mel, MR-STFT, PESQ-WB, STOI; write results.csv, summary.md, quality_vs_bitrate.png.",
     )
-    p.add_argument("--model", help="rotcodec model file (NAME.safetensors/NAME.json or NAME)")
+    p.add_argument(
+        "--model", help="rotcodec model name or file (NAME.safetensors/NAME.json or NAME; default: speech16k)"
+    )
+    p.add_argument("--no-model", action="store_true", help="score only the --baselines, no rotcodec model")
     p.add_argument("--data", required=True, help="folder, glob, audio file or manifest (.tsv/.csv/.jsonl)")
     p.add_argument("--kbps", type=float, nargs="+", help="model bitrates (default: 1.5 3 6 12)")
     p.add_argument("--n-q", type=int, nargs="+", help="model stage counts instead of --kbps")
@@ -64,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-seconds", type=float, help="cut every file to this many seconds")
     p.add_argument("--music", action="store_true", help="not speech: skip PESQ and STOI")
     p.add_argument("--dnsmos", action="store_true", help="also DNSMOS (optional `speechmos` package)")
-    p.add_argument("--sample-rate", type=int, default=16000, help="evaluation rate (Hz) when no --model")
+    p.add_argument("--sample-rate", type=int, default=16000, help="evaluation rate (Hz) with --no-model")
     p.add_argument("--name", default="rotcodec", help="codec label of the model in the tables")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval_cmd)
@@ -107,9 +110,14 @@ def _check_eval_args(args: argparse.Namespace) -> None:
     stages = args.n_q is not None or args.stage_sweep
     if args.kbps is not None and stages:
         raise UsageError("--kbps cannot be combined with --n-q or --stage-sweep (they choose the settings)")
-    for flag, value in (("--n-q", args.n_q), ("--stage-sweep", args.stage_sweep), ("--ceiling", args.ceiling)):
-        if value and args.model is None:
-            raise UsageError(f"{flag} needs --model")
+    if args.no_model and args.model is not None:
+        raise UsageError("--model and --no-model contradict each other")
+    model_flags = (("--kbps", args.kbps), ("--n-q", args.n_q), ("--stage-sweep", args.stage_sweep))
+    for flag, value in (*model_flags, ("--ceiling", args.ceiling)):
+        if value and args.no_model:
+            raise UsageError(f"{flag} needs a model (drop --no-model; baselines take --baseline-kbps)")
+    if args.no_model and not args.baselines:
+        raise UsageError("--no-model needs --baselines: there is nothing else to evaluate")
     if args.envelope_tiers is not None and (args.envelope is not None or not stages):
         raise UsageError("--envelope-tier applies to --stage-sweep and --n-q, instead of --envelope")
     if args.envelope is not None and not (stages or args.ceiling):
@@ -119,11 +127,12 @@ def _check_eval_args(args: argparse.Namespace) -> None:
 def run_eval_cmd(args: argparse.Namespace) -> int:
     from ..eval.baselines import MissingEncoderError
     from ..eval.runner import DEFAULT_KBPS, EvalError, EvalOptions, parse_baseline_kbps, run_eval
+    from ..pretrained import DEFAULT_MODEL
 
     _check_eval_args(args)
     try:
         opts = EvalOptions(
-            model=args.model,
+            model=None if args.no_model else (args.model or DEFAULT_MODEL),
             data=args.data,
             out=args.out,
             kbps=DEFAULT_KBPS if args.kbps is None else args.kbps,
