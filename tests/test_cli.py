@@ -267,3 +267,20 @@ def test_models_lists_local_models(env: Path, capsys: pytest.CaptureFixture[str]
     assert by_name["tiny"]["kbps_max"] == pytest.approx(1.2) and by_name["tiny"]["source"] == "local"
     assert main(["compress", str(env / "mono.wav"), "--model", str(env / "nope" / "m.safetensors")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_threads_option_sets_torch_threads_and_refuses_zero(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        src = str(env / "mono.wav")
+        out = str(env / "t.rcq")
+        assert main(["compress", src, "-o", out, "--model", "tiny", "--threads", "2", "-q"]) == 0
+        assert torch.get_num_threads() == 2
+        assert main(["decompress", out, "-o", str(env / "t.wav"), "-q"]) == 0  # default: one thread
+        assert torch.get_num_threads() == 1
+        assert main(["compress", src, "-o", out, "--model", "tiny", "--threads", "0", "--force"]) == 2
+        assert "at least 1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

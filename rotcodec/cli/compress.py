@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import EXIT_ERROR, EXIT_OK, UsageError
+from . import EXIT_ERROR, EXIT_OK, UsageError, add_threads_option, use_threads
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".w64", ".caf"}
 Job = tuple[str, str | None, str | None]  # (input, output, error found while planning)
@@ -44,6 +44,7 @@ def _add_common(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("--device", type=_device, default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or per-file summary")
+    add_threads_option(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -195,6 +196,7 @@ def run_compress(args: argparse.Namespace) -> int:
     from ..inference import OptionError
 
     jobs = plan_jobs(args.inputs, args.output, AUDIO_SUFFIXES, ".rcq")
+    use_threads(args.threads)
     model = _load(args, args.model)
     try:
         model.coding_mode(args.entropy)
@@ -235,6 +237,7 @@ def run_decompress(args: argparse.Namespace) -> int:
 
     out_fmt = args.format or ("flac" if (args.output or "").lower().endswith(".flac") else "wav")
     jobs = plan_jobs(args.inputs, args.output, {".rcq"}, "." + out_fmt)
+    use_threads(args.threads)
     fixed = _load(args, args.model) if args.model else None
 
     def seconds(src: str) -> float:

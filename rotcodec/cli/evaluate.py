@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import add_threads_option, use_threads
+
 
 def _sets(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -64,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output folder (resumable)")
     p.add_argument("--max-files", type=int, help="evaluate at most this many files")
+    add_threads_option(p)
     p.add_argument("--max-seconds", type=float, help="cut every file to this many seconds")
     p.add_argument("--music", action="store_true", help="not speech: skip PESQ and STOI")
     p.add_argument("--dnsmos", action="store_true", help="also DNSMOS (optional `speechmos` package)")
@@ -130,6 +133,7 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
     from ..pretrained import DEFAULT_MODEL
 
     _check_eval_args(args)
+    use_threads(args.threads)
     try:
         opts = EvalOptions(
             model=None if args.no_model else (args.model or DEFAULT_MODEL),
