@@ -296,3 +296,21 @@ def test_non_causal_model_codes_whole_files(tmp_path: Path) -> None:
 def _wav_file(path: Path, wav: np.ndarray) -> Path:
     sf.write(path, wav.T, 16000, subtype="FLOAT")
     return path
+
+
+def test_python_api_takes_soundfile_layout_and_int_pcm(model) -> None:
+    """[time, channels] (what soundfile returns) and int16/int32 PCM code like the float [channels, time] array;
+    a square array is refused as ambiguous; input beyond ±1 warns."""
+    wav = speechlike(1.0, 16000, 2, seed=3) * 0.5  # [2, time]
+    reference = model.compress(wav, 16000, n_q=2)
+    assert model.compress(wav.T.copy(), 16000, n_q=2) == reference
+    pcm16 = np.round(wav * 32768).astype(np.int16)
+    assert model.compress(pcm16, 16000, n_q=2) == model.compress(pcm16.astype(np.float32) / 32768, 16000, n_q=2)
+    pcm32 = pcm16.astype(np.int32) << 16
+    assert model.compress(pcm32, 16000, n_q=2) == model.compress(pcm16, 16000, n_q=2)
+    with pytest.raises(AudioError, match="ambiguous"):
+        model.compress(np.zeros((2, 2), np.float32), 16000, n_q=2)
+    with pytest.raises(AudioError, match="int16 or int32"):
+        model.compress(np.zeros(100, np.uint8), 16000, n_q=2)
+    with pytest.warns(UserWarning, match="beyond ±1"):
+        model.compress(wav * 10, 16000, n_q=2)

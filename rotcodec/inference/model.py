@@ -7,6 +7,7 @@ import contextlib
 import io
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import BinaryIO
 
@@ -386,7 +387,8 @@ class CodecModel:
         envelope: bool | None = None,
         layout: StreamLayout | None = None,
     ) -> bytes:
-        """Audio [channels, time] or [time] (float, any rate in Hz) -> `.rcq` bytes (`layout`: as `compress_many`)."""
+        """Audio (`as_audio`: [channels, time], [time] or [time, channels]; float or int16/int32 PCM; any rate in
+        Hz) -> `.rcq` bytes (`layout`: as `compress_many`)."""
         return self.compress_many([wav], sr, kbps, n_q, entropy, envelope, layout=layout)[0]
 
     def compress_many(
@@ -514,12 +516,39 @@ class CodecModel:
         return FileResult(os.fspath(src) if isinstance(src, (str, os.PathLike)) else "-", os.fspath(dst), h, size)
 
 
+# Integer PCM is scaled to [-1, 1) as soundfile reads it: full scale is 2 ** (bits - 1).
+_PCM_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
+
+
+def as_audio(wav: np.ndarray, name: str = "audio") -> np.ndarray:
+    """The Python API's audio: `[time]`, `[channels, time]` or soundfile's `[time, channels]` (the longer axis
+    is time; a square array is refused as ambiguous), float or int16/int32 PCM (scaled to [-1, 1)) ->
+    float32 `[channels, time]`."""
+    x = np.asarray(wav)
+    if x.dtype.kind in "iu":
+        if x.dtype not in _PCM_SCALE:
+            raise AudioError(f"{name}: integer audio must be int16 or int32 PCM, got {x.dtype}")
+        x = x.astype(np.float32) / np.float32(_PCM_SCALE[x.dtype])
+    elif x.dtype.kind != "f":
+        raise AudioError(f"{name}: audio must be float or int16/int32 PCM, got dtype {x.dtype}")
+    if x.ndim == 2 and x.shape[0] == x.shape[1] and x.shape[0] > 1:
+        raise AudioError(
+            f"{name}: audio of shape {x.shape} is ambiguous; pass [channels, time] with more samples than channels"
+        )
+    if x.ndim == 2 and x.shape[0] > x.shape[1] > 0:
+        x = x.T  # soundfile's [time, channels]
+    return as_2d(x.astype(np.float32, copy=False))
+
+
 def _checked_clip(wav: np.ndarray, sr: int, name: str) -> tuple[np.ndarray, int]:
-    x = as_2d(np.asarray(wav, dtype=np.float32))
+    x = as_audio(wav, name)
     sr = check_sample_rate(sr, f"{name}: sample rate")
     if x.shape[1] == 0:
         raise AudioError(f"{name}: contains no audio samples (zero length)")
     check_finite(x, name)
+    over = float(np.mean(np.abs(x) > 1.0))
+    if over > 0:  # coded as given; the decoder's output is clipped to [-1, 1]
+        warnings.warn(f"{name}: {over:.2%} of samples lie beyond ±1 (clipping input?)", stacklevel=4)
     return x, sr
 
 
