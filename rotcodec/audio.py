@@ -153,6 +153,30 @@ def as_2d(wav: np.ndarray) -> np.ndarray:
     return wav
 
 
+# Integer PCM is scaled to [-1, 1) as soundfile reads it: full scale is 2 ** (bits - 1).
+_PCM_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
+
+
+def as_audio(wav: np.ndarray, name: str = "audio") -> np.ndarray:
+    """The Python API's audio: `[time]`, `[channels, time]` or soundfile's `[time, channels]` (the longer axis
+    is time; a square array is refused as ambiguous), float or int16/int32 PCM (scaled to [-1, 1)) ->
+    float32 `[channels, time]`."""
+    x = np.asarray(wav)
+    if x.dtype.kind in "iu":
+        if x.dtype not in _PCM_SCALE:
+            raise AudioError(f"{name}: integer audio must be int16 or int32 PCM, got {x.dtype}")
+        x = x.astype(np.float32) / np.float32(_PCM_SCALE[x.dtype])
+    elif x.dtype.kind != "f":
+        raise AudioError(f"{name}: audio must be float or int16/int32 PCM, got dtype {x.dtype}")
+    if x.ndim == 2 and x.shape[0] == x.shape[1] and x.shape[0] > 1:
+        raise AudioError(
+            f"{name}: audio of shape {x.shape} is ambiguous; pass [channels, time] with more samples than channels"
+        )
+    if x.ndim == 2 and x.shape[0] > x.shape[1] > 0:
+        x = x.T  # soundfile's [time, channels]
+    return as_2d(x.astype(np.float32, copy=False))
+
+
 def resample(wav: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Resample with soxr HQ.
 

@@ -4,6 +4,7 @@ streaming encode/decode, in-memory `compress`/`decompress` and file `compress_fi
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import os
@@ -16,7 +17,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from ..audio import AudioError, as_2d, check_finite, check_sample_rate
+from ..audio import AudioError, as_audio, check_finite, check_sample_rate
 from ..bitstream import BitstreamError, CodingMode, RcqHeader, RcqReader, RcqWriter
 from ..bitstream.entropy import TABLE_BITS, expected_bits, quantize_counts
 from ..bitstream.header import pack_header, read_header
@@ -117,19 +118,34 @@ class CodecModel:
         per code with plain packing; with entropy coding (`entropy`: as in `coding_mode`) the bits per code
         `costs` measured on the audio (`row_costs`), else the tables' entropy per row. Actual entropy-coded
         sizes vary by file around the tables' figure."""
-        sizes = self.codec.code_sizes(layout.n_q, layout.envelope)
-        if self.coding_mode(entropy) == CodingMode.ENTROPY and costs is not None:
-            bits = float(sum(costs[layout.n_q, r] for r in self.codec.table_rows(layout)))
-        elif self.coding_mode(entropy) == CodingMode.ENTROPY:
-            counts = self.tables(layout)
-            bits = sum(expected_bits(counts[r], k) for r, k in enumerate(sizes))
+        if self.coding_mode(entropy) == CodingMode.ENTROPY:
+            per_row = self._row_bits if costs is None else costs[layout.n_q]
+            bits = float(sum(per_row[r] for r in self.codec.table_rows(layout)))
         else:
-            bits = sum(math.ceil(math.log2(k)) for k in sizes)
+            bits = sum(math.ceil(math.log2(k)) for k in self.codec.code_sizes(layout.n_q, layout.envelope))
         return self.codec.frame_rate * bits * channels / 1000.0
 
     def tables(self, layout: StreamLayout) -> np.ndarray | None:
         """The code-frequency tables of the rows a stream with `layout` carries (None: the model has none)."""
         return None if self.code_counts is None else self.code_counts[self.codec.table_rows(layout)]
+
+    @functools.cached_property
+    def _code_bits(self) -> list[np.ndarray]:
+        """Per table row (`Codec.table_sizes`), the bits range coding charges for each code: -log2 of its
+        probability in the quantized table (entropy coding only)."""
+        assert self.code_counts is not None
+        scale = float(1 << TABLE_BITS)
+        return [
+            -np.log2(quantize_counts(self.code_counts[r, :k], k) / scale)
+            for r, k in enumerate(self.codec.table_sizes())
+        ]
+
+    @functools.cached_property
+    def _row_bits(self) -> np.ndarray:
+        """Per table row, the expected bits per code of its quantized table (its entropy), computed once: plans
+        price hundreds of layouts from them."""
+        assert self.code_counts is not None
+        return np.array([expected_bits(self.code_counts[r], k) for r, k in enumerate(self.codec.table_sizes())])
 
     def row_costs(self, x: np.ndarray, sr: int) -> np.ndarray | None:
         """What the model's tables charge for the codes of audio x `[channels, t]` at `sr` Hz: mean range-coded
@@ -142,18 +158,14 @@ class CodecModel:
             x = soxr.resample(np.ascontiguousarray(x.T), sr, self.sample_rate, quality="HQ").T
         pad = (-x.shape[1]) % self.hop_length  # whole frames, as the stream pads the end
         batch = self._as_batch(np.pad(x, ((0, 0), (0, pad))))
-        sizes = self.codec.table_sizes()
-        tables = [
-            -np.log2(quantize_counts(self.code_counts[r, :k], k) / float(1 << TABLE_BITS)) for r, k in enumerate(sizes)
-        ]
-        costs = np.zeros((self.n_q + 1, len(sizes)))
+        costs = np.zeros((self.n_q + 1, len(self._code_bits)))
         measured = sorted({min(n, self.n_q) for n in (1, 2, 4, self.n_q)})  # past 4 stages the gains barely change
         for n in measured if self.codec.envelopes else [self.n_q]:
             with torch.no_grad():
                 rows = self.codec.table_codes(batch, n)
             costs[n:] = [
                 bits[c.reshape(-1).cpu().numpy()].mean() if c.numel() else 0.0
-                for bits, c in zip(tables, rows, strict=True)
+                for bits, c in zip(self._code_bits, rows, strict=True)
             ]
         return costs
 
@@ -387,7 +399,7 @@ class CodecModel:
         envelope: bool | None = None,
         layout: StreamLayout | None = None,
     ) -> bytes:
-        """Audio (`as_audio`: [channels, time], [time] or [time, channels]; float or int16/int32 PCM; any rate in
+        """Audio (`audio.as_audio`: [channels, time], [time] or [time, channels]; float or int16/int32 PCM; any rate in
         Hz) -> `.rcq` bytes (`layout`: as `compress_many`)."""
         return self.compress_many([wav], sr, kbps, n_q, entropy, envelope, layout=layout)[0]
 
@@ -514,30 +526,6 @@ class CodecModel:
                     self.decode_stream(h, reader, sink)
                 size = out.seek(0, io.SEEK_END)
         return FileResult(os.fspath(src) if isinstance(src, (str, os.PathLike)) else "-", os.fspath(dst), h, size)
-
-
-# Integer PCM is scaled to [-1, 1) as soundfile reads it: full scale is 2 ** (bits - 1).
-_PCM_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
-
-
-def as_audio(wav: np.ndarray, name: str = "audio") -> np.ndarray:
-    """The Python API's audio: `[time]`, `[channels, time]` or soundfile's `[time, channels]` (the longer axis
-    is time; a square array is refused as ambiguous), float or int16/int32 PCM (scaled to [-1, 1)) ->
-    float32 `[channels, time]`."""
-    x = np.asarray(wav)
-    if x.dtype.kind in "iu":
-        if x.dtype not in _PCM_SCALE:
-            raise AudioError(f"{name}: integer audio must be int16 or int32 PCM, got {x.dtype}")
-        x = x.astype(np.float32) / np.float32(_PCM_SCALE[x.dtype])
-    elif x.dtype.kind != "f":
-        raise AudioError(f"{name}: audio must be float or int16/int32 PCM, got dtype {x.dtype}")
-    if x.ndim == 2 and x.shape[0] == x.shape[1] and x.shape[0] > 1:
-        raise AudioError(
-            f"{name}: audio of shape {x.shape} is ambiguous; pass [channels, time] with more samples than channels"
-        )
-    if x.ndim == 2 and x.shape[0] > x.shape[1] > 0:
-        x = x.T  # soundfile's [time, channels]
-    return as_2d(x.astype(np.float32, copy=False))
 
 
 def _checked_clip(wav: np.ndarray, sr: int, name: str) -> tuple[np.ndarray, int]:

@@ -392,9 +392,10 @@ class Codec(StreamingModule):
         flat = codes.reshape(batch * self.channels, rows, frames).long()
         if frames == 0:
             return codes.new_zeros(batch, self.channels, 0, dtype=torch.float32)
-        sizes = torch.tensor(self.code_sizes(n_q, envelope), device=codes.device)[None, :, None]
+        alphabet = self.code_sizes(n_q, envelope)
+        sizes = torch.tensor(alphabet, device=codes.device)[None, :, None]
         if bool((flat < 0).any()) or bool((flat >= sizes).any()):
-            raise CodecInputError(f"codes out of range: row alphabet sizes are {self.code_sizes(n_q, envelope)}")
+            raise CodecInputError(f"codes out of range: row alphabet sizes are {alphabet}")
         p = self.pitch_rows
         wav = self._synthesise(torch.cat([flat[:, :p], flat[:, side:]], dim=1))
         tier = self.layout(n_q, envelope).envelope
