@@ -82,7 +82,7 @@ def default_model(workdir: Path) -> str:
 
 def speed_table(model_path: str, seconds: float, repeats: int) -> list[str]:
     """Markdown rows: rotcodec encode/decode real-time factor for every number of stages."""
-    from rotcodec.inference import load_model
+    from rotcodec.inference import load_model, read_rcq_header
 
     model = load_model(model_path)
     rng = np.random.default_rng(1)
@@ -101,7 +101,7 @@ def speed_table(model_path: str, seconds: float, repeats: int) -> list[str]:
             enc, dec = min(enc, t1 - t0), min(dec, t2 - t1)
         actual = len(data) * 8 / seconds / 1000
         rows.append(
-            f"| rotcodec {model.name} n_q={n_q} | {model.bitrate(n_q):.2f} | {actual:.2f} | "
+            f"| rotcodec {model.name} n_q={n_q} | {model.bitrate(read_rcq_header(data).layout):.2f} | {actual:.2f} | "
             f"{seconds / enc:.1f} | {seconds / dec:.1f} |"
         )
     return rows
@@ -119,7 +119,7 @@ def opus_speed(wav: Path, seconds: float, kbps: float, sr: int, workdir: Path) -
     enc = seconds / timed(["opusenc", "--quiet", "--hard-cbr", "--bitrate", f"{kbps:g}", str(wav), opus])
     dec = seconds / timed(["opusdec", "--quiet", "--rate", str(sr), opus, out])
     actual = (workdir / "o.opus").stat().st_size * 8 / seconds / 1000
-    return f"| Opus (opusenc --hard-cbr; actual incl. Ogg) | {kbps:g} | {actual:.2f} | {enc:.1f} | {dec:.1f} |"
+    return f"| Opus (opusenc --hard-cbr; measured size incl. Ogg) | {kbps:g} | {actual:.2f} | {enc:.1f} | {dec:.1f} |"
 
 
 def memory_rows(model_path: str, minutes: list[float], sr: int, workdir: Path, threads: int) -> list[str]:
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
         sr = load_model(model_path).sample_rate
         print(f"## Speed ({args.seconds:g} s of audio, {args.threads} CPU threads, best of {args.repeats})\n")
-        print("| codec | nominal kbps | actual kbps | encode x real time | decode x real time |")
+        print("| codec | planned kbps | measured kbps | encode x real time | decode x real time |")
         print("|---|---|---|---|---|")
         for row in speed_table(model_path, args.seconds, args.repeats):
             print(row)

@@ -139,7 +139,7 @@ def test_codec_sends_envelope_rows_after_the_pitch_and_they_bring_the_decode_clo
     assert codec.code_sizes(2) == (PITCH_SYMBOLS, 16, 16, 16, 16, 16, 64, 64)
     assert codec.code_sizes(2, envelope=None) == (PITCH_SYMBOLS, 64, 64)
     assert codec.code_sizes(2, envelope=1) == (PITCH_SYMBOLS, 5, 5, 5, 64, 64)
-    assert codec.bitrate(2) == pytest.approx(50 * (7 + 5 * 4 + 2 * 6) / 1000)
+    assert codec.bitrate(codec.layout(2)) == pytest.approx(50 * (7 + 5 * 4 + 2 * 6) / 1000)
     bare = codec.encode(wav, n_q=2, envelope=None)
     assert torch.equal(bare, torch.cat([codes[:, :, :1], codes[:, :, 6:]], 2))
     corrected, uncorrected = codec.decode(codes), codec.decode(bare, envelope=None)

@@ -169,7 +169,7 @@ def test_codec_sends_pitch_first_and_counts_its_bits() -> None:
     assert codes.shape == (1, 1, 3, SR // HOP)
     assert codes[0, 0, 0].max() < PITCH_SYMBOLS and (codes[0, 0, 0] > 0).float().mean() > 0.5
     assert codec.code_sizes(2) == (PITCH_SYMBOLS, 64, 64)
-    assert codec.bitrate(2) == pytest.approx(50 * (7 + 2 * 6) / 1000)
+    assert codec.bitrate(codec.layout(2)) == pytest.approx(50 * (7 + 2 * 6) / 1000)
     assert codec.decode(codes).shape == (1, 1, SR)
     with pytest.raises(ValueError, match="code rows"):
         codec.decode(codes[:, :, 1:2])

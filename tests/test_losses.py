@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rotcodec.config import ConfigError, from_dict
+from rotcodec.dsp.pitch import frame_periodicity
 from rotcodec.losses import (
     AdversarialLossError,
     AutocorrelationLoss,
@@ -22,7 +23,6 @@ from rotcodec.losses import (
     feature_matching_loss,
     generator_adversarial_loss,
 )
-from rotcodec.losses.periodicity import frame_periodicity
 from rotcodec.models import Codec, CodecConfig, Discriminator, DiscriminatorConfig
 from rotcodec.quantize import RVQConfig
 

@@ -53,12 +53,8 @@ def test_rate_arithmetic(sr: int, strides: list[int], n_q: int, k: int, frame_ra
     codec = Codec(CodecConfig(sample_rate=sr, base_channels=2, strides=strides, latent_dim=8, quantizer=q))
     assert codec.hop_length == math.prod(strides)
     assert codec.frame_rate == pytest.approx(frame_rate)
-    assert codec.bits_per_frame(n_q) == pytest.approx(n_q * math.log2(k))
-    assert codec.bitrate(n_q) == pytest.approx(kbps)
-    assert codec.n_q_for_kbps(kbps) == n_q
-    assert codec.n_q_for_kbps(kbps - 1e-3) == n_q - 1 or n_q == 1
-    assert codec.n_q_for_kbps(0.001) == 1
-    assert codec.n_q_for_kbps(1e6) == n_q
+    assert codec.bitrate() == pytest.approx(kbps)
+    assert codec.bitrate(codec.layout(1)) == pytest.approx(frame_rate * math.log2(k) / 1000)
 
 
 def test_default_config_is_the_small_speech_model() -> None:

@@ -2,7 +2,7 @@
 
 A codec whose decoder reproduces the spectral envelope but not the voice's harmonics (a noise-excited,
 whispery output) scores well on mel distance and badly on PESQ/STOI; this metric names that failure. It
-is the RMS difference of frame periodicity (`rotcodec.losses.periodicity`: the largest normalised
+is the RMS difference of frame periodicity (`rotcodec.dsp.pitch`: the largest normalised
 autocorrelation over 60..400 Hz pitch lags, 40 ms frames, 10 ms hop) over the reference's active frames,
 after CARGAN's periodicity metric (Morrison et al. 2022, there computed with CREPE). Audio is resampled
 to 16 kHz first so that every codec is measured on the same frames.
@@ -19,8 +19,8 @@ import numpy as np
 import soxr
 import torch
 
-from rotcodec.losses.periodicity import active_frames, normalised_autocorrelation, peak_lag
-from rotcodec.losses.periodicity import frame_periodicity as _frame_periodicity
+from rotcodec.dsp.pitch import active_frames, normalised_autocorrelation, peak_lag
+from rotcodec.dsp.pitch import frame_periodicity as _frame_periodicity
 
 ANALYSIS_SR = 16000
 VOICED = 0.5  # a frame whose autocorrelation peak is above this counts as voiced for the pitch error
@@ -42,7 +42,7 @@ def frame_periodicity(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
 
 def frame_pitch(x: np.ndarray, sr: int) -> np.ndarray:
     """x `[time]` at `sr` Hz -> F0 `[frames]` in Hz (60..400), NaN in unvoiced or inactive frames; 40 ms
-    frames, 10 ms hop. The lag comes from `losses.periodicity.peak_lag`."""
+    frames, 10 ms hop. The lag comes from `dsp.pitch.peak_lag`."""
     acf, energy_db = normalised_autocorrelation(_at_analysis_rate(x, sr), ANALYSIS_SR)
     f0 = np.full(acf.shape[0], np.nan)
     if acf.shape[0] == 0 or acf.shape[1] < 3:

@@ -1,5 +1,6 @@
 """Training and evaluation losses: spectral, time-domain, adversarial."""
 
+from ..dsp.pitch import frame_periodicity
 from .adversarial import (
     AdversarialLossError,
     GeneratorLoss,
@@ -9,7 +10,7 @@ from .adversarial import (
     generator_adversarial_loss,
 )
 from .mel import LogMel, MultiScaleMelLoss
-from .periodicity import AutocorrelationLoss, PeriodicityLoss, frame_periodicity
+from .periodicity import AutocorrelationLoss, PeriodicityLoss
 from .spectral import LossInputError, MultiResolutionSTFTLoss, TimeL1Loss
 
 __all__ = [

@@ -3,9 +3,8 @@
 The spectral losses alone cannot start that branch. Its sines have a phase unrelated to the voice's, so
 waveform-level gradients average out; what is left is the extra energy they add on top of a decoder that
 already matches the reference's level in every mel band. So the gradient only turns the branch down (a
-fine-tune without this loss left it at 0% of the output energy: docs/results/harmonics, section 6, run A).
-This loss measures each
-harmonic's amplitude in the reference at the transmitted F0 and asks the branch for it directly, in log
+fine-tune without this loss left it at 0% of the output energy: `docs/results/harmonics`). This loss measures
+each harmonic's amplitude in the reference at the transmitted F0 and asks the branch for it directly, in log
 terms. The spectral losses then make the SEANet decoder give up the voiced energy it used to supply.
 
 Measurement: a 1024-sample Hann STFT centred on each frame's last sample (where the synthesiser reaches

@@ -217,22 +217,14 @@ class Codec(StreamingModule):
         stages = p + sum(t.cfg.bands for t in self.envelopes)
         return [*range(p), *envelope, *range(stages, stages + layout.n_q)]
 
-    def bits_per_frame(self, n_q: int | None = None) -> float:
-        """Sum of log2(alphabet size) over the code rows, per frame per channel: n_q * log2(K), plus 7 for
-        the pitch row and log2(levels) per envelope row (the packed size when the sizes are powers of two)."""
-        return sum(math.log2(k) for k in self.code_sizes(n_q))
-
-    def bitrate(self, n_q: int | None = None) -> float:
-        """kbps per audio channel: frame_rate * bits_per_frame(n_q) / 1000 (the side rows included)."""
-        return self.frame_rate * self.bits_per_frame(n_q) / 1000.0
-
-    def n_q_for_kbps(self, kbps: float) -> int:
-        """Largest number of stages whose bitrate is <= `kbps` (at least 1)."""
-        best = 1
-        for n in range(1, self.n_q + 1):
-            if self.bitrate(n) <= kbps + 1e-9:
-                best = n
-        return best
+    def bitrate(self, layout: StreamLayout | None = None) -> float:
+        """kbps per audio channel of a plainly packed stream with `layout` (default: every stage and row):
+        frame_rate x the whole bits per frame that packing spends on each code row, ceil(log2(alphabet size)).
+        The one rate rule: `CodecModel.bitrate` uses it for plain streams and adds entropy-coded rates from
+        its tables."""
+        layout = self.layout() if layout is None else layout
+        bits = sum(math.ceil(math.log2(k)) for k in self.code_sizes(layout.n_q, layout.envelope))
+        return self.frame_rate * bits / 1000.0
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -24,16 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses.periodicity import MAX_F0, MIN_F0, normalised_autocorrelation, peak_lag
+from ..dsp.pitch import MIN_F0, PITCH_SYMBOLS, f0_to_symbols, normalised_autocorrelation, peak_lag, symbols_to_f0
 from .streaming import StreamingConv1d, StreamingModule
 
-PITCH_SYMBOLS = 128  # symbol 0 = unvoiced; 1..127 = voiced bins
 # Adam moves every weight by about lr per step whatever its gradient, so a log-amplitude head at the usual
 # scale needs ~10^4 fine-tuning steps to get from silence to speech level; the gain makes it ~10^3 (the
-# equalised learning rate trick). At gain 1 the branch still made 0% of the output after 1000 steps (run A in
-# docs/results/harmonics, section 6).
+# equalised learning rate trick); at gain 1 the branch stayed silent for over 1000 fine-tuning steps.
 AMPLITUDE_GAIN = 10.0
-_LOG_LO, _LOG_HI = math.log2(MIN_F0), math.log2(MAX_F0)
 
 
 @dataclass
@@ -66,24 +63,10 @@ class PitchConfig:
         return math.log2(PITCH_SYMBOLS)
 
 
-def f0_to_symbols(f0: torch.Tensor) -> torch.Tensor:
-    """F0 in Hz (0 or NaN = unvoiced) `[...]` -> int64 symbols `[...]` in 0..127."""
-    voiced = torch.nan_to_num(f0, nan=0.0) > 0
-    pos = (torch.log2(f0.clamp(MIN_F0, MAX_F0)) - _LOG_LO) / (_LOG_HI - _LOG_LO) * (PITCH_SYMBOLS - 2)
-    return torch.where(voiced, pos.round().long() + 1, torch.zeros_like(pos, dtype=torch.long))
-
-
-def symbols_to_f0(symbols: torch.Tensor) -> torch.Tensor:
-    """int symbols `[...]` -> F0 in Hz `[...]`, 0 where unvoiced."""
-    pos = (symbols.float() - 1).clamp_min(0) / (PITCH_SYMBOLS - 2)
-    f0 = torch.exp2(_LOG_LO + pos * (_LOG_HI - _LOG_LO))
-    return torch.where(symbols > 0, f0, torch.zeros_like(f0))
-
-
 class PitchTracker(StreamingModule):
     """Audio `[batch, time]` -> pitch symbols `[batch, ceil(time / hop)]`: the F0 of the `2 * hop` samples
     ending at each frame's end, or one frame later with `lookahead` (zeros outside the signal), from
-    `losses.periodicity.peak_lag`. Streams: it keeps the samples it has not used yet, so chunked tracking
+    `dsp.pitch.peak_lag`. Streams: it keeps the samples it has not used yet, so chunked tracking
     (then `flush`) equals whole-signal tracking; with lookahead it runs one frame behind the input."""
 
     def __init__(self, sample_rate: int, hop: int, cfg: PitchConfig) -> None:

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from rotcodec.data.manifest import read_manifest
+from rotcodec.dsp.pitch import MAX_F0, MIN_F0, f0_to_symbols, symbols_to_f0
 from rotcodec.eval.metrics import mel_distance, pesq_wb, stoi
 from rotcodec.eval.runner import load_reference
 from rotcodec.inference.loading import load_model
-from rotcodec.models.harmonic import MAX_F0, MIN_F0, f0_to_symbols, symbols_to_f0
 
 
 def pyin_symbols(ref: np.ndarray, sr: int, hop: int, frames: int, offset: int) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Signal processing shared by the codec, the losses and the metrics."""
