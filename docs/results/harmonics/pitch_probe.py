@@ -93,7 +93,7 @@ def main() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     model = load_model(args.model)
-    n_q = model.codec.n_q_for_kbps(args.kbps)
+    n_q = model.plan(kbps=args.kbps, envelope=None).n_q
     entries = read_manifest(args.manifest)
 
     def paths(split: str) -> list[str]:
