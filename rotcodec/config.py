@@ -85,9 +85,12 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a recipe, resolving its `base:` chain (paths relative to the including file)."""
     path = Path(path)
+    if path.resolve() in _chain:
+        names = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise ConfigError(f"{path}: the base: chain loops back on itself ({names})")
     if not path.is_file():
         raise ConfigError(f"recipe not found: {path}")
     try:
@@ -98,7 +101,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: a recipe must be a mapping")
     base = data.pop("base", None)
     if base is not None:
-        data = _merge(load_yaml(path.parent / base), data)
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: base: must be a file name, got {base!r}")
+        data = _merge(load_yaml(path.parent / base, (*_chain, path.resolve())), data)
     return data
 
 

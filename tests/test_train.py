@@ -62,11 +62,11 @@ def test_tiny_recipe_learns_and_writes_a_complete_run(tmp_path: Path) -> None:
         train(load_recipe(TINY), run, quiet=True)
 
 
-def _train_cmd(run: Path, steps: int) -> list[str]:
+def _train_cmd(run: Path, steps: int, resume: bool = False) -> list[str]:
     code = (
         "import sys; from rotcodec.train.recipe import load_recipe; from rotcodec.train.loop import train; "
         f"train(load_recipe({str(TINY)!r}, ['train.steps={steps}', 'train.checkpoint_every=20', "
-        "'train.keep_checkpoints=50']), sys.argv[1], resume=True, quiet=True)"
+        f"'train.keep_checkpoints=50']), sys.argv[1], resume={resume}, quiet=True)"
     )
     return [sys.executable, "-c", code, str(run)]
 
@@ -84,7 +84,7 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     done = (killed / "checkpoints" / "latest").read_text().strip()
     assert done != f"step_{steps:08d}"  # it really was stopped part-way
-    subprocess.run(_train_cmd(killed, steps), check=True, timeout=300)
+    subprocess.run(_train_cmd(killed, steps, resume=True), check=True, timeout=300)
     name = f"step_{steps:08d}"
     for part in ("model.safetensors", "state.safetensors"):
         a = load_file(tmp_path / "whole" / "checkpoints" / name / part)
@@ -92,6 +92,10 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), (part, key)
+    # Rows the killed run logged after its checkpoint are cut on resume: each step once, with the same values.
+    whole_rows = [(r["step"], r["loss/total"]) for r in read_metrics(tmp_path / "whole") if "loss/total" in r]
+    killed_rows = [(r["step"], r["loss/total"]) for r in read_metrics(killed) if "loss/total" in r]
+    assert killed_rows == whole_rows
 
 
 def test_nan_guard_stops_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,12 +29,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.loop import train
+    from ..train.loop import TrainingError, train
     from ..train.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     run_dir = Path(args.run_dir or Path("runs") / recipe.name)
-    last = train(recipe, run_dir, resume=args.resume, init=args.init, quiet=args.quiet)
-    if last:
+    try:
+        last = train(recipe, run_dir, resume=args.resume, init=args.init, quiet=args.quiet)
+    except TrainingError as exc:  # a RuntimeError, which main() would show as a traceback
+        raise ValueError(str(exc)) from None
+    if last.get("finished"):
+        print(
+            f"{run_dir} is already finished at step {last['step']} (train.steps={last['train.steps']}): "
+            "nothing to do; raise train.steps with --set to train further"
+        )
+    elif last:
         print(f"step {last.get('step')}: loss {last.get('loss/total', float('nan')):.4f}, run folder {run_dir}")
     return 0

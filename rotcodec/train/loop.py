@@ -30,7 +30,15 @@ from ..losses.adversarial import GeneratorLoss, discriminator_loss
 from ..models.codec import Codec
 from ..models.discriminators import Discriminator
 from ..models.io import read_model
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_step,
+    damaged_message,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from .diagnostics import latent_effective_dims
 from .recipe import Recipe
 
@@ -150,24 +158,22 @@ def train(
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(cfg.seed + info.rank)
 
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if info.main:
-        if not resume and (run_dir / "checkpoints" / "latest").exists():
-            raise TrainingError(f"{run_dir} already holds a run: pass --resume to continue it, or another --run-dir")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(to_dict(recipe), indent=2) + "\n")
-
+    ckpt = _resume_point(run_dir, recipe) if resume else None
+    start = checkpoint_step(ckpt) if ckpt is not None else 0
+    if start >= cfg.steps:
+        # Nothing to train: say so instead of returning silently (the CLI prints it).
+        return {"step": start, "finished": True, "train.steps": cfg.steps}
+    if info.main and not resume and _has_checkpoints(run_dir):
+        raise TrainingError(f"{run_dir} already holds a run: pass --resume to continue it, or another --run-dir")
     codec = Codec(recipe.model)
     if init is not None and ckpt is None:
-        loaded = read_model(init).codec
-        # A branch the recipe adds to the loaded weights (the harmonic source) starts from its own init.
-        try:
-            missing, unexpected = codec.load_state_dict(loaded.state_dict(), strict=False)
-        except RuntimeError as exc:  # shapes differ
-            raise TrainingError(f"--init {init}: weights do not match the recipe's model ({str(exc)[:200]})") from None
-        mismatched = [k for k in missing if not k.startswith("harmonic.")] + unexpected
-        if mismatched:
-            raise TrainingError(f"--init {init}: weights do not match the recipe's model ({mismatched[:5]})")
+        _load_init(codec, init)  # before the run folder is made: a bad --init leaves nothing behind
+    if info.main:
+        if resume and ckpt is None:
+            print(f"{run_dir} has no checkpoint yet: starting it again from step 0", flush=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(to_dict(recipe), indent=2) + "\n")
+        _cut_metrics(run_dir / "metrics.jsonl", start)  # a run stopped before its first checkpoint: start = 0
     codec.to(device).train()
     disc = Discriminator(recipe.discriminator).to(device).train() if recipe.discriminator.enabled else None
     if disc is not None and recipe.loss.adv == 0 and recipe.loss.feat == 0:
@@ -178,6 +184,8 @@ def train(
     step = 0
     if ckpt is not None:  # restores the RNG state last, after model construction consumed the seed
         step = int(load_checkpoint(ckpt, codec, disc, opt_g, opt_d)["step"])
+        if step != start:
+            raise CheckpointError(f"{ckpt}: state.json changed while it was loaded")
 
     gen: nn.Module = _Generator(codec)
     if info.world_size > 1:
@@ -199,7 +207,8 @@ def train(
     if info.main:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
+        # purge_step drops events a killed run logged after its checkpoint, as _cut_metrics does for rows.
+        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step + 1 if resume else None)
         metrics_file = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115 - closed in finally
     audio_per_step = cfg.batch_size * info.world_size * recipe.data.segment_seconds
     bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not info.main, unit="step", dynamic_ncols=True)
@@ -316,6 +325,106 @@ def train(
         if metrics_file is not None:
             metrics_file.close()
     return last
+
+
+def _has_checkpoints(run_dir: Path) -> bool:
+    root = run_dir / "checkpoints"
+    return (root / "latest").exists() or any(p.is_dir() for p in root.glob("step_*"))
+
+
+def _resume_point(run_dir: Path, recipe: Recipe) -> Path | None:
+    """The verified checkpoint `--resume` continues from; None for a run stopped before its first one.
+    A folder that holds no run at all is an error: resuming it would silently start a new run."""
+    if not (run_dir / "config.json").is_file():
+        what = "does not exist" if not run_dir.exists() else "holds no run (no config.json)"
+        raise TrainingError(f"--resume: {run_dir} {what}; leave out --resume to start a new run there")
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        if _has_checkpoints(run_dir):  # starting over would throw them away
+            raise CheckpointError(
+                f"{run_dir / 'checkpoints' / 'latest'} is missing but step folders exist: "
+                "write the name of the one to resume from into it"
+            )
+        return None
+    try:
+        verify_checkpoint(ckpt)
+    except CheckpointError as exc:
+        raise CheckpointError(damaged_message(ckpt, exc)) from None
+    _check_same_model(ckpt, recipe)
+    return ckpt
+
+
+def _check_same_model(ckpt: Path, recipe: Recipe) -> None:
+    """A checkpoint of another model config must not resume into this recipe, even where shapes agree
+    (e.g. another estimator). Keys only one side has (settings added since) are not compared."""
+    try:
+        saved = json.loads((ckpt / "state.json").read_text()).get("recipe", {}).get("model")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{ckpt / 'state.json'}: unreadable ({exc})") from None
+    if not isinstance(saved, dict):
+        return
+    diffs = _differences(saved, to_dict(recipe.model), "model")
+    if diffs:
+        shown = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} in the recipe" for k, a, b in diffs[:3])
+        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise CheckpointError(f"{ckpt} was written for another model: {shown}{more}")
+
+
+def _differences(a: Any, b: Any, where: str) -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) & set(b)):
+            out += _differences(a[k], b[k], f"{where}.{k}")
+        return out
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        a, b = list(a), list(b)
+    return [] if a == b else [(where, a, b)]
+
+
+def _cut_metrics(path: Path, step: int) -> None:
+    """Drop the rows a stopped run logged after its checkpoint at `step` (and a line cut by a kill), so a
+    resumed run logs each step once."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            kept.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+
+
+def _load_init(codec: Codec, init: str) -> None:
+    """Copy the weights of model file `init` into `codec`, or raise a one-line error. A branch the recipe
+    adds to the loaded weights (the harmonic source) keeps its own init."""
+    try:
+        loaded = read_model(init).codec  # ModelFileError (a ValueError) for a missing or corrupt file
+    except (RuntimeError, KeyError, TypeError, AttributeError, ArithmeticError) as exc:
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        raise TrainingError(f"--init {init}: cannot build the model it describes ({reason})") from None
+    ours, theirs = codec.state_dict(), loaded.state_dict()
+    shapes = [
+        f"{k} {list(theirs[k].shape)} in the file, {list(ours[k].shape)} in the recipe"
+        for k in sorted(set(ours) & set(theirs))
+        if theirs[k].shape != ours[k].shape
+    ]
+    missing = [k for k in sorted(set(ours) - set(theirs)) if not k.startswith("harmonic.")]
+    unexpected = sorted(set(theirs) - set(ours))
+    problems = []
+    if shapes:
+        problems.append(f"{len(shapes)} tensor(s) differ in shape, e.g. {'; '.join(shapes[:2])}")
+    if missing:
+        problems.append(f"{len(missing)} missing from the file, e.g. {', '.join(missing[:3])}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} the recipe has no place for, e.g. {', '.join(unexpected[:3])}")
+    if problems:
+        raise TrainingError(f"--init {init}: weights do not match the recipe's model: {'; '.join(problems)}")
+    codec.load_state_dict(theirs, strict=False)
 
 
 def _out_of_time(deadline: float | None, step: int, every: int, info: DistInfo, device: torch.device) -> bool:

@@ -81,8 +81,39 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     recipe = from_dict(Recipe, raw, "recipe")
     if recipe.loss.harmonic > 0 and recipe.model.pitch is None:
         raise ConfigError("loss.harmonic trains the harmonic source: set model.pitch too, or loss.harmonic=0")
+    _check_train_ranges(recipe.train)
     if not 0.0 <= recipe.train.envelope_prob <= 1.0:
         raise ConfigError(f"train.envelope_prob must be in [0, 1], got {recipe.train.envelope_prob}")
     if recipe.train.envelope_prob > 0 and recipe.model.envelope is None:
         raise ConfigError("train.envelope_prob needs model.envelope")
     return recipe
+
+
+# (field, smallest allowed value): below these the loop does nothing, divides by zero or never logs.
+_AT_LEAST = {
+    "steps": 1,
+    "batch_size": 1,
+    "log_every": 1,
+    "valid_every": 1,
+    "checkpoint_every": 1,
+    "keep_checkpoints": 1,
+    "max_bad_steps": 1,
+    "warmup_steps": 0,
+    "adversarial_start": 0,
+    "threads": 0,
+    "valid_batches": 0,
+    "audio_samples": 0,
+}
+
+
+def _check_train_ranges(cfg: TrainConfig) -> None:
+    for name, low in _AT_LEAST.items():
+        value = getattr(cfg, name)
+        if value < low:
+            raise ConfigError(f"train.{name} must be at least {low}, got {value}")
+    for name in ("lr", "disc_lr"):
+        if not getattr(cfg, name) > 0:
+            raise ConfigError(f"train.{name} must be positive, got {getattr(cfg, name)}")
+    for name in ("grad_clip", "max_minutes", "weight_decay", "final_lr_ratio"):
+        if not getattr(cfg, name) >= 0:
+            raise ConfigError(f"train.{name} must be at least 0, got {getattr(cfg, name)}")
