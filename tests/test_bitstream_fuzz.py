@@ -24,6 +24,7 @@ from rotcodec.bitstream import (
     unpack_codes,
 )
 from rotcodec.bitstream.header import _FIXED
+from rotcodec.bitstream.packing import packed_size
 
 
 def valid_file(mode: int, sizes=(1000, 7, 2), channels=2, frames=11, chunk=4, seed=0):
@@ -243,3 +244,116 @@ def test_reordered_chunks_trailing_bytes_and_unfinished_writer():
             raise RuntimeError("encoder crashed")
     with pytest.raises(BitstreamError, match="truncated"):
         decode_bytes(buf.getvalue())
+
+
+# -- forged CRCs: the record CRC is no signature, so payload checks must hold on their own -----------------
+def split_records(data: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:
+    """(header, [(frames, payload), ...]) of a valid file; the end record is dropped."""
+    pos = header_len(data)
+    head, chunks = data[:pos], []
+    while True:
+        frames, count, _ = struct.unpack_from("<HII", data, pos)
+        pos += 10
+        if frames == 0:
+            return head, chunks
+        chunks.append((frames, data[pos : pos + count]))
+        pos += count
+
+
+def forge(head: bytes, chunks: list[tuple[int, bytes]]) -> bytes:
+    """A file with these records and CRCs recomputed as a writer would (docs/format.md), end record included."""
+    seed = zlib.crc32(head[:-4])
+    out = [head]
+
+    def record(index: int, frames: int, count: int, payload: bytes) -> bytes:
+        crc = zlib.crc32(payload, zlib.crc32(struct.pack("<IHI", index, frames, count), seed))
+        return struct.pack("<HII", frames, count, crc) + payload
+
+    for i, (frames, payload) in enumerate(chunks):
+        out.append(record(i, frames, len(payload), payload))
+    out.append(record(len(chunks), 0, sum(f for f, _ in chunks), b""))
+    return b"".join(out)
+
+
+def skewed_entropy_file(frames=40, chunk=16, seed=16):
+    """An entropy-mode file whose chunks are all range coded (skewed codes, so no plain fallback)."""
+    rng = np.random.default_rng(seed)
+    sizes = (1024, 64)
+    header = RcqHeader(
+        model_id="forge",
+        model_hash=bytes(16),
+        model_sample_rate=16000,
+        original_sample_rate=16000,
+        channels=2,
+        num_samples=frames * 320,
+        hop_length=320,
+        codebook_sizes=sizes,
+        coding_mode=1,
+        chunk_frames=chunk,
+    )
+    freqs = estimate_frequencies([np.minimum(rng.geometric(0.3, size=(2, 2, 500)) - 1, 63)], sizes)
+    codes = np.minimum(rng.geometric(0.3, size=(2, 2, frames)) - 1, 63)
+    data = encode_bytes(header, codes, freqs)
+    plain = 2 * (10 + 6) * chunk // 8
+    assert all(len(p) < plain * f // chunk for f, p in split_records(data)[1])  # every chunk range coded
+    return data, header, codes, freqs
+
+
+def test_forge_helper_reproduces_the_writer():
+    data, _, codes, freqs = skewed_entropy_file()
+    head, chunks = split_records(data)
+    assert forge(head, chunks) == data  # so a refusal below comes from the payload, not from a CRC
+    np.testing.assert_array_equal(decode_bytes(forge(head, chunks), freqs)[1], codes)
+
+
+@pytest.mark.parametrize("word", [bytes(4), b"\xff" * 4, b"\x01\x00\x00\x00"])
+@pytest.mark.parametrize("chunk_index", [0, 2])
+def test_forged_trailing_word_is_refused(word, chunk_index):
+    data, _, _, freqs = skewed_entropy_file()
+    head, chunks = split_records(data)
+    frames, payload = chunks[chunk_index]
+    chunks[chunk_index] = (frames, payload + word)
+    assert len(payload + word) < packed_size(frames, 2, (1024, 64))  # still below plain: the word check decides
+    assert "data left after the last code" in str(must_fail(forge(head, chunks), freqs))
+
+
+def test_forged_extra_frame_is_refused():
+    # seed 16: both forgeries leave constriction's decoder looking exhausted, so only the re-encoding catches them
+    data, header, codes, freqs = skewed_entropy_file(seed=16)
+    head, chunks = split_records(data)
+    assert [f for f, _ in chunks] == [16, 16, 8]
+    tables = EntropyTables(freqs, header.codebook_sizes)
+    # a full chunk's record keeps saying 16 frames while its payload codes 17
+    more = chunks.copy()
+    more[1] = (16, tables.encode(codes[:, :, 16:33]))
+    assert "data left after the last code" in str(must_fail(forge(head, more), freqs))
+    # the short last chunk (8 frames) claims a 9th frame its payload does not hold
+    claimed = chunks.copy()
+    claimed[2] = (9, chunks[2][1])
+    assert "data left after the last code" in str(must_fail(forge(head, claimed), freqs))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    frames=st.integers(1, 12),
+    extra=st.binary(min_size=4, max_size=12).filter(lambda b: len(b) % 4 == 0),
+    seed=st.integers(0, 10_000),
+    p=st.floats(0.05, 0.9),
+)
+def test_range_coded_payloads_are_canonical(frames, extra, seed, p):
+    # whatever the codes, a payload decodes only if it is exactly the writer's bytes for what it decodes to
+    rng = np.random.default_rng(seed)
+    sizes = (1024, 7)
+    counts = np.ones((2, 1024), dtype=np.int64)
+    counts[:, 0] = 10**5
+    tables = EntropyTables(counts, sizes)
+    codes = np.where(rng.random((1, 2, frames + 1)) < p, 0, rng.integers(0, 7, size=(1, 2, frames + 1)))
+    payload = tables.encode(codes[:, :, :frames])
+    with pytest.raises(BitstreamError):
+        tables.decode(payload + extra, 1, frames)  # trailing words, whatever they hold
+    for blob, n in ((payload, frames + 1), (tables.encode(codes), frames)):  # one frame too many / too few
+        try:
+            got = tables.decode(blob, 1, n)
+        except BitstreamError:
+            continue
+        assert tables.encode(got) == blob  # only a payload a writer would produce for `got` itself

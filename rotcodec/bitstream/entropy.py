@@ -16,6 +16,7 @@ import constriction
 import numpy as np
 
 from rotcodec.bitstream.errors import BitstreamError
+from rotcodec.bitstream.packing import packed_size
 
 TABLE_BITS = 24
 _FLOOR_SHIFT = 10  # 2**-10 of the probability mass is spread uniformly over all codes
@@ -115,9 +116,19 @@ class EntropyTables:
         return encoder.get_compressed().astype("<u4").tobytes()
 
     def decode(self, payload: bytes, channels: int, frames: int) -> np.ndarray:
-        """Inverse of `encode`: int64 codes[channels, n_q, frames]; BitstreamError on invalid data."""
+        """Inverse of `encode`: int64 codes[channels, n_q, frames]; BitstreamError on invalid data.
+
+        Only the exact bytes `encode` writes for the decoded codes are accepted: constriction's decoder
+        reads trailing words, or the codes of a longer chunk, without complaint (`maybe_exhausted` is
+        only a hint), so the codes are encoded again and compared. The payload must also be shorter
+        than plain packing: a writer stores plain bits otherwise (docs/format.md)."""
         if len(payload) % 4:
             raise BitstreamError(f"entropy payload of {len(payload)} bytes is not whole 32-bit words")
+        plain = packed_size(frames, channels, self.codebook_sizes)
+        if payload and len(payload) >= plain:
+            raise BitstreamError(
+                f"range-coded payload of {len(payload)} bytes is not shorter than plain packing ({plain} bytes)"
+            )
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
         n = channels * frames
         out = np.empty((len(self._models), n), dtype=np.int64)
@@ -129,6 +140,9 @@ class EntropyTables:
             exhausted = decoder.maybe_exhausted()
         except Exception as exc:  # constriction signals invalid data with assorted exception types
             raise BitstreamError(f"entropy payload does not decode: {exc}") from None
-        if not exhausted:
-            raise BitstreamError("entropy payload has data left after the last code")
-        return np.ascontiguousarray(out.reshape(len(self._models), channels, frames).transpose(1, 0, 2))
+        codes = np.ascontiguousarray(out.reshape(len(self._models), channels, frames).transpose(1, 0, 2))
+        if not exhausted or self.encode(codes) != bytes(payload):
+            raise BitstreamError(
+                "entropy payload has data left after the last code (trailing words or more frames than its record)"
+            )
+        return codes

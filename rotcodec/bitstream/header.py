@@ -56,6 +56,30 @@ class CodingMode(enum.IntEnum):
     ENTROPY = 1  # range coded with per-stage frequency tables shipped with the model
 
 
+_SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_text(text: str) -> str:
+    """`text` made safe to print on one terminal line, e.g. a model id read from a header.
+
+    Header strings come from files anyone can write: printed raw, a model id could move the cursor,
+    recolour the terminal or fake extra output lines. Every character that `str.isprintable` refuses
+    (C0/C1 controls, DEL, line and paragraph separators, bidi and other format characters, spaces other
+    than ' ', surrogates, unassigned code points) becomes a Python-style escape (`\\n`, `\\x1b`, `\\u202e`),
+    and a backslash becomes `\\\\`, so the escaped form is unambiguous. Printable text, accents and CJK
+    included, is kept as it is."""
+    out = []
+    for ch in str(text):
+        if ch in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
 def weights_hash(blob: bytes) -> bytes:
     """16-byte model fingerprint: the first 16 bytes of sha256 over the serialized weights."""
     return hashlib.sha256(blob).digest()[:HASH_BYTES]

@@ -10,6 +10,9 @@ conflicting options); 130 interrupted (Ctrl-C).
 
 from __future__ import annotations
 
+import argparse
+import math
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -20,9 +23,42 @@ class UsageError(Exception):
     """Options that cannot work together; reported like an argparse error, exit code 2."""
 
 
-def _thread_count(text: str) -> int:
-    import argparse
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that states each option's default: pass `formatter_class=HelpFormatter` to `add_parser`.
 
+    " (default: X)" is appended to an option's help unless the
+    text already mentions a default, or there is nothing worth saying: no default (None), an on/off flag,
+    an empty list or string, or a required positional argument."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text.lower()
+            or default is None
+            or default is argparse.SUPPRESS
+            or isinstance(default, bool)
+            or (isinstance(default, (str, list, tuple)) and not default)
+            or (not action.option_strings and action.nargs not in (argparse.OPTIONAL, argparse.ZERO_OR_MORE))
+        ):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"  # help strings are %-formatted later
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0 (`--kbps 6`), with a readable message otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (`--n-q 4`), with a readable message otherwise."""
     try:
         value = int(text)
     except ValueError:
@@ -39,7 +75,7 @@ def add_threads_option(p) -> None:  # noqa: ANN001
     # last bits of float sums between thread counts, so one default also keeps the bytes the same everywhere.
     p.add_argument(
         "--threads",
-        type=_thread_count,
+        type=positive_int,
         default=1,
         metavar="N",
         help="CPU threads (default 1: fastest on a busy machine, same bytes everywhere; 2+ helps an idle one)",
@@ -48,7 +84,7 @@ def add_threads_option(p) -> None:  # noqa: ANN001
 
 def use_threads(count: int) -> None:
     """Set torch's intra-op CPU threads."""
-    import torch
+    import torch  # here, not at the top: `rotcodec --help` must not pay for torch
 
     torch.set_num_threads(count)
 
@@ -58,7 +94,10 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "HelpFormatter",
     "UsageError",
     "add_threads_option",
+    "positive_float",
+    "positive_int",
     "use_threads",
 ]

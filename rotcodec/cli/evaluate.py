@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import add_threads_option, use_threads
+from . import HelpFormatter, add_threads_option, positive_float, positive_int, use_threads
 
 
 def _sets(p: argparse.ArgumentParser) -> None:
@@ -25,14 +25,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score a model and classic codecs at several bitrates",
         description="Encode/decode every file with the model (real .rcq bitstream) and baselines, score "
         "SI-SDR, mel, MR-STFT, PESQ-WB, STOI; write results.csv, summary.md, quality_vs_bitrate.png.",
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
-        "--model", help="rotcodec model name or file (NAME.safetensors/NAME.json or NAME; default: speech16k)"
+        "--model",
+        help="rotcodec model: a name from `rotcodec models`, or a file path such as ./NAME or "
+        "DIR/NAME.safetensors (default: speech16k)",
     )
     p.add_argument("--no-model", action="store_true", help="score only the --baselines, no rotcodec model")
     p.add_argument("--data", required=True, help="folder, glob, audio file or manifest (.tsv/.csv/.jsonl)")
-    p.add_argument("--kbps", type=float, nargs="+", help="model bitrates (default: 1.5 3 6 12)")
-    p.add_argument("--n-q", type=int, nargs="+", help="model stage counts instead of --kbps")
+    p.add_argument("--kbps", type=positive_float, nargs="+", help="model bitrates (default: 1.5 3 6 12)")
+    p.add_argument("--n-q", type=positive_int, nargs="+", help="model stage counts instead of --kbps")
     p.add_argument(
         "--stage-sweep",
         action="store_true",
@@ -65,12 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--baseline-kbps", nargs="*", default=[], metavar="NAME=K,K", help="e.g. opus=6,8,12 codec2=3.2,1.6 mp3=8,16"
     )
     p.add_argument("--out", required=True, help="output folder (resumable)")
-    p.add_argument("--max-files", type=int, help="evaluate at most this many files")
+    p.add_argument("--max-files", type=positive_int, help="evaluate at most this many files")
     add_threads_option(p)
-    p.add_argument("--max-seconds", type=float, help="cut every file to this many seconds")
+    p.add_argument("--max-seconds", type=positive_float, help="cut every file to this many seconds")
     p.add_argument("--music", action="store_true", help="not speech: skip PESQ and STOI")
     p.add_argument("--dnsmos", action="store_true", help="also DNSMOS (optional `speechmos` package)")
-    p.add_argument("--sample-rate", type=int, default=16000, help="evaluation rate (Hz) with --no-model")
+    p.add_argument("--sample-rate", type=positive_int, default=16000, help="evaluation rate (Hz) with --no-model")
     p.add_argument("--name", default="rotcodec", help="codec label of the model in the tables")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval_cmd)
@@ -80,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="matched training runs: rotation trick vs STE (and sweeps)",
         description="Train matched runs of one recipe that differ only in the quantizer estimator/wiring "
         "(and --sweep values), evaluate each, write ablation.md, ablation.csv, curves.png, per_stage_usage.png.",
+        formatter_class=HelpFormatter,
     )
     a.add_argument("recipe", help="recipe YAML, e.g. recipes/ablation_rotation_vs_ste.yaml")
     a.add_argument("--out", required=True, help="output folder (finished runs are not retrained)")
@@ -93,9 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2", help="also sweep a recipe key")
     _sets(a)
     a.add_argument("--eval-data", help="evaluate on these files instead of the recipe's validation data")
-    a.add_argument("--kbps", type=float, nargs="+", help="evaluate at these bitrates (default: n_q = 1..N)")
-    a.add_argument("--max-files", type=int, default=16, help="evaluation files per run")
-    a.add_argument("--max-seconds", type=float, default=4.0, help="cut evaluation files to this many seconds")
+    a.add_argument("--kbps", type=positive_float, nargs="+", help="evaluate at these bitrates (default: n_q = 1..N)")
+    a.add_argument("--max-files", type=positive_int, default=16, help="evaluation files per run")
+    a.add_argument("--max-seconds", type=positive_float, default=4.0, help="cut evaluation files to this many seconds")
     a.add_argument("--music", action="store_true", help="not speech: skip PESQ and STOI")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
     a.set_defaults(func=run_ablate_cmd)

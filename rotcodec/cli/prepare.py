@@ -8,6 +8,7 @@ import warnings
 
 from ..audio import AudioError
 from ..data.manifest import ManifestError, prepare_manifest
+from . import HelpFormatter
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,6 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "prepare",
         help="build a train/valid/test manifest from folders of audio",
         description="Scan audio and write a split manifest.",
+        formatter_class=HelpFormatter,
     )
     add_prepare_arguments(p)
     p.set_defaults(func=run_prepare)
@@ -24,16 +26,18 @@ def add_prepare_arguments(ap: argparse.ArgumentParser) -> None:
     """The options of `rotcodec prepare`."""
     ap.add_argument("sources", nargs="+", help="folders, globs, audio files or manifests (.tsv/.csv/.jsonl)")
     ap.add_argument("-o", "--output", required=True, help="manifest to write (.tsv, .csv or .jsonl)")
-    ap.add_argument("--valid-fraction", type=float, default=0.05)
-    ap.add_argument("--test-fraction", type=float, default=0.05)
-    ap.add_argument("--split-by", choices=("speaker", "file"), default="speaker")
+    ap.add_argument("--valid-fraction", type=float, default=0.05, help="share of speakers (or files) for validation")
+    ap.add_argument("--test-fraction", type=float, default=0.05, help="share of speakers (or files) for testing")
+    ap.add_argument(
+        "--split-by", choices=("speaker", "file"), default="speaker", help="unit kept whole within one split"
+    )
     ap.add_argument(
         "--speaker-regex",
         default=None,
         help="regex searched in each absolute path; its first group is the speaker (default: parent folder)",
     )
     ap.add_argument("--hold-out-speakers", default="", help="comma-separated speakers forced into the test split")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the deterministic split")
     ap.add_argument("--force", action="store_true", help="overwrite an existing manifest")
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import HelpFormatter
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
+        formatter_class=HelpFormatter,
         help="train a codec from a YAML recipe",
         description="Train a codec from a YAML recipe. Multi-GPU: torchrun --nproc-per-node N -m rotcodec train ...",
     )

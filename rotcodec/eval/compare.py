@@ -104,7 +104,15 @@ def markdown(pairs: Sequence[tuple[str, str, list[Paired]]]) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("compare", help="paired per-file differences between settings in eval results")
+    from ..cli import HelpFormatter
+
+    p = subparsers.add_parser(
+        "compare",
+        help="paired per-file differences between settings in eval results",
+        description="Paired per-file differences between settings of `rotcodec eval` results: mean of A - B "
+        "with its 95% interval, and on how many files A is better.",
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("results", nargs="+", help="results.csv files, optionally NAME=PATH (codecs become NAME.CODEC)")
     p.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"), help="CODEC:SETTING twice")
     p.add_argument(

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..bitstream import BitstreamError, RcqHeader
-from ..bitstream.header import read_header
+from ..bitstream.header import escape_text, read_header
 from ..models.io import read_model
 from ..pretrained import ModelNotFoundError, find_by_fingerprint, resolve_model
 from .files import FileResult, Progress, open_rcq
@@ -21,7 +21,8 @@ from .model import CodecModel, OptionError
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(base: str, source: str, device: str, mtime: float) -> CodecModel:
-    entry = resolve_model(base)
+    # `base` is absolute (resolve_model makes it so), hence read as a path here, never as a bare name
+    entry = resolve_model(Path(base))
     entry.source = source
     return CodecModel(read_model(entry.base, device), entry, device)
 
@@ -29,6 +30,8 @@ def _load_cached(base: str, source: str, device: str, mtime: float) -> CodecMode
 def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu") -> CodecModel:
     """Load a codec by bundled/local name or model file path (None: the default `speech16k`).
 
+    A bare name is looked up in `rotcodec.pretrained.search_dirs()` (bundled first, never the current
+    directory); a local file is passed as a path (`./NAME`, `DIR/NAME.safetensors`, a `Path`).
     Raises ModelNotFoundError or ModelFileError (both ValueError) with a one-line message."""
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise OptionError(f"device {device!r} requested but CUDA is not available in this torch build")
@@ -42,7 +45,8 @@ def model_for_header(header: RcqHeader, device: str = "cpu") -> CodecModel:
     entry = find_by_fingerprint(header.model_hash, header.model_id)
     if entry is None:
         raise ModelNotFoundError(
-            f"model {header.model_id!r} ({header.model_hash.hex()[:12]}) is not installed; pass it with --model"
+            f"model '{escape_text(header.model_id)}' ({header.model_hash.hex()[:12]}) is not installed; "
+            "pass it with --model (a bare name is looked up in the folders `rotcodec models` lists)"
         )
     return load_model(entry.base, device)
 

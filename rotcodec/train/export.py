@@ -93,7 +93,15 @@ def export(
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help="checkpoint -> model file with code-frequency tables")
+    from ..cli import HelpFormatter
+
+    p = subparsers.add_parser(
+        "export",
+        help="checkpoint -> model file with code-frequency tables",
+        description="Write a shippable model file (NAME.safetensors + NAME.json) from a checkpoint, with "
+        "code-frequency tables for entropy coding when --data is given.",
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("checkpoint", help="a checkpoint folder (RUN/checkpoints/step_N) or a model file")
     p.add_argument("-o", "--out", required=True, help="output model path (NAME -> NAME.safetensors + NAME.json)")
     p.add_argument("--data", nargs="*", default=[], help="audio folders/manifests for the code-frequency tables")

@@ -133,13 +133,21 @@ def requantize(
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("requantize", help="factorised-code model -> full-width residual codes (fine-tune next)")
+    from ..cli import HelpFormatter
+
+    p = subparsers.add_parser(
+        "requantize",
+        help="factorised-code model -> full-width residual codes (fine-tune next)",
+        description="Replace a factorised-code model's quantizer by full-width residual codebooks fitted with "
+        "k-means on training audio, keeping its encoder and decoder; fine-tune the result next.",
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("model", help="model file (NAME or NAME.safetensors/NAME.json) with factorised codes")
     p.add_argument("-o", "--out", required=True, help="output model path (NAME -> NAME.safetensors + NAME.json)")
     p.add_argument("--data", nargs="+", required=True, help="training audio folders or manifests (train split)")
     p.add_argument("--seconds", type=float, default=600.0, help="seconds of 1 s crops to fit on")
     p.add_argument("--iters", type=int, default=20, help="k-means iterations per stage")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the crops and the k-means initialisation")
     p.add_argument("--force", action="store_true", help="overwrite an existing output model")
     p.set_defaults(func=_run)
 
