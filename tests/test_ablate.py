@@ -1,4 +1,5 @@
-"""`rotcodec ablate` end to end on the tiny recipe: matched runs, report files, resumability, run planning."""
+"""`rotcodec ablate` end to end on the tiny recipe: matched runs, report files, resumability, run planning,
+damaged runs."""
 
 import argparse
 import json
@@ -7,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from rotcodec.cli.evaluate import register
+from rotcodec.cli.main import main
 from rotcodec.eval.ablate import AblationError, AblationOptions, plan_runs, run_ablation
 from rotcodec.eval.report import read_csv
+from rotcodec.train.loop import train
+from rotcodec.train.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "recipes" / "tiny.yaml"
@@ -84,3 +88,29 @@ def test_cli_ablate_reports_bad_variant_in_one_line(tmp_path: Path, capsys: pyte
     assert args.func(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown variant") and "\n" not in err
+
+
+@pytest.mark.parametrize("damage", ["flipped", "pointer"])
+def test_cli_ablate_reports_a_damaged_run_not_an_existing_one(
+    tmp_path: Path, damage: str, capsys: pytest.CaptureFixture
+) -> None:
+    # The run ablate would resume, trained directly so that no evaluation is needed to get there.
+    opts = AblationOptions(TINY, tmp_path, seeds=[0], variants=["ste"], overrides=["train.steps=4"])
+    (spec,) = plan_runs(opts)
+    run = tmp_path / "runs" / spec.name
+    train(load_recipe(TINY, [*spec.overrides, "train.checkpoint_every=2", "train.valid_every=1000"]), run, quiet=True)
+    if damage == "flipped":
+        model = run / "checkpoints" / "step_00000004" / "model.safetensors"
+        raw = bytearray(model.read_bytes())
+        raw[-10] ^= 0xFF  # tensor data, past the header: only the checksum can tell
+        model.write_bytes(bytes(raw))
+        expected, way_back = "model.safetensors: checksum mismatch", "step_00000002"
+    else:
+        (run / "checkpoints" / "latest").write_text("step_00000009\n")
+        expected, way_back = "names step_00000009, which is missing", "step_00000004"
+    args = ["ablate", str(TINY), "--out", str(tmp_path), "--seeds", "0", "--variants", "ste", "--quiet"]
+    code = main([*args, "--set", "train.steps=4"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("rotcodec ablate: error: ") and expected in lines[0]
+    assert f"write {way_back} into" in lines[0] and "already holds a run" not in lines[0]

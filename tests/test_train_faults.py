@@ -241,3 +241,26 @@ def test_load_checkpoint_verifies_by_itself(run: Path) -> None:
     with pytest.raises(CheckpointError, match="checksum mismatch"):
         load_checkpoint(run / "checkpoints" / STEP4, codec, None, opt, None)
     assert load_checkpoint(run / "checkpoints" / STEP2, codec, None, opt, None)["step"] == 2
+
+
+def test_temporary_folders_a_kill_left_are_removed(run: Path, capsys: pytest.CaptureFixture) -> None:
+    # A kill inside save_checkpoint leaves its mkdtemp folder; only folders of that name pattern go.
+    root = run / "checkpoints"
+    stale = root / ".tmp_k2x9_a0q"
+    (stale / "model").mkdir(parents=True)
+    (stale / "state.json").write_text("{}")
+    kept = [root / ".tmp-notours", root / "notes"]
+    for folder in kept:
+        folder.mkdir()
+    (root / ".tmp_file").write_text("not a folder")
+    code, _, err = resume(run, capsys)
+    assert code == 0, err
+    assert not stale.exists()
+    assert all(folder.is_dir() for folder in kept) and (root / ".tmp_file").is_file()
+    # A run killed while writing its first checkpoint: --resume starts it again, without the leftover.
+    shutil.rmtree(root)
+    (root / ".tmp_first123").mkdir(parents=True)
+    code, out, err = resume(run, capsys, steps=2)
+    assert code == 0, err
+    assert "has no checkpoint yet" in out
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000002"]

@@ -109,15 +109,15 @@ def plan_runs(opts: AblationOptions) -> list[RunSpec]:
 
 
 def _finished_step(run_dir: Path) -> int:
-    from rotcodec.train.checkpoint import latest_checkpoint
+    """The step of the run's latest checkpoint, -1 when it has none yet. A damaged checkpoint is a
+    `CheckpointError` that says how to get back to an intact one: retraining over it would lose the run."""
+    from rotcodec.train.checkpoint import checkpoint_step, latest_checkpoint, require_intact
 
-    try:
-        ckpt = latest_checkpoint(run_dir)
-    except ValueError:
-        return -1
+    ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         return -1
-    return int(json.loads((ckpt / "state.json").read_text()).get("step", -1))
+    require_intact(ckpt)
+    return checkpoint_step(ckpt)
 
 
 def _eval_items(recipe: Any, opts: AblationOptions) -> list[tuple[str, np.ndarray]] | None:
@@ -189,7 +189,8 @@ def _train_run(spec: RunSpec, opts: AblationOptions, run_dir: Path) -> tuple[Any
     step = _finished_step(run_dir)
     if step >= recipe.train.steps:
         return recipe, False
-    train(recipe, run_dir, resume=step >= 0, quiet=opts.quiet)
+    # A run folder without a checkpoint still resumes: `train` then says why it starts over, or refuses.
+    train(recipe, run_dir, resume=step >= 0 or (run_dir / "config.json").is_file(), quiet=opts.quiet)
     return recipe, True
 
 

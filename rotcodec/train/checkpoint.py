@@ -6,7 +6,8 @@ Layout of `RUN/checkpoints/step_00001000/`:
 - `state.json`: step, optimizer hyper-parameters, counters, rotcodec version;
 - `checksums.json`: SHA-256 of each file above, written last.
 A checkpoint is written into a temporary folder and renamed, then `RUN/checkpoints/latest` (a text file
-naming it) is replaced atomically: a run killed at any moment leaves the previous checkpoint intact.
+naming it) is replaced atomically: a run killed at any moment leaves the previous checkpoint intact, and
+the temporary folder such a kill leaves behind is removed when the run next starts (`remove_stale_temporaries`).
 `load_checkpoint` verifies the checksums before trusting anything (`verify_checkpoint`): a flipped byte in
 a weight would otherwise load without complaint.
 """
@@ -39,6 +40,9 @@ CHECKSUMS = "checksums.json"
 CHECKSUMS_FORMAT = "rotcodec-checkpoint-checksums"
 REQUIRED_FILES = ("model.safetensors", "model.json", "state.safetensors", "state.json")
 _STEP_NAME = re.compile(r"step_\d+")
+_TMP_PREFIX = ".tmp_"
+# What tempfile.mkdtemp(prefix=_TMP_PREFIX) names a folder: nothing else in checkpoints/ is ever removed.
+_TMP_NAME = re.compile(re.escape(_TMP_PREFIX) + r"[a-z0-9_]+")
 
 
 def _sha256(path: Path) -> str:
@@ -126,7 +130,7 @@ def save_checkpoint(
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp_", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root))
     try:
         save_model(model, tmp / "model", extra_meta={"step": step, **extra.get("model_meta", {})})
         tensors, meta = _optimizer_tensors(opt_g, "opt_g")
@@ -157,6 +161,19 @@ def save_checkpoint(
     for old in steps[: max(0, len(steps) - keep)]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary folders a kill during `save_checkpoint` left in `RUN/checkpoints` (only names
+    `save_checkpoint` gives them; links are left alone). Call it only while no process writes this run.
+    Returns the folders removed."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    stale = sorted(p for p in root.iterdir() if _TMP_NAME.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return stale
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -201,6 +218,14 @@ def damaged_message(path: Path, exc: CheckpointError) -> str:
         f"{exc}; to resume from {previous.name}, the newest intact earlier checkpoint, "
         f"write {previous.name} into {path.parent / 'latest'} and run again with --resume"
     )
+
+
+def require_intact(path: Path) -> None:
+    """`verify_checkpoint`, its error extended by `damaged_message` (the way back to an intact checkpoint)."""
+    try:
+        verify_checkpoint(path)
+    except CheckpointError as exc:
+        raise CheckpointError(damaged_message(path, exc)) from None
 
 
 def checkpoint_step(path: Path) -> int:

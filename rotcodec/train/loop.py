@@ -5,14 +5,18 @@
 
 Rank 0 logs (`metrics.jsonl`, TensorBoard, progress bar), validates and checkpoints. Data order depends only
 on (seed, step), so a resumed run sees exactly the batches the killed run would have seen.
+
+`train` builds the run (`setup`: process, start point, run folder, models), then `_run_steps` repeats
+`_train_step` (discriminator, then generator update) and hands each step to `_RunLog`, `validate` and
+`_save` as their intervals come round.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,53 +32,10 @@ from ..config import to_dict
 from ..data.dataset import build_datasets
 from ..losses.adversarial import GeneratorLoss, discriminator_loss
 from ..models.codec import Codec
-from ..models.discriminators import Discriminator
-from ..models.io import read_model
-from .checkpoint import (
-    CheckpointError,
-    checkpoint_step,
-    damaged_message,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-    verify_checkpoint,
-)
+from .checkpoint import save_checkpoint
 from .diagnostics import latent_effective_dims
 from .recipe import Recipe
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot continue (repeated non-finite losses, a run folder in use, ...)."""
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device_kind: str) -> DistInfo:
-    """Join the process group torchrun describes in the environment (nothing to do without it)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def pick_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        torch.cuda.set_device(info.local_rank)
-        return torch.device("cuda", info.local_rank)
-    return torch.device(name)
+from .setup import DistInfo, Models, TrainingError, build_models, load_init, prepare_run_dir, setup_process, start_point
 
 
 def lr_at(step: int, cfg: Any) -> float:
@@ -84,21 +45,6 @@ def lr_at(step: int, cfg: Any) -> float:
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     floor = cfg.final_lr_ratio
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-class _Generator(nn.Module):
-    """Codec forward returning plain tensors and dicts, which DDP can traverse."""
-
-    def __init__(self, codec: Codec) -> None:
-        super().__init__()
-        self.codec = codec
-
-    def forward(
-        self, wav: torch.Tensor, envelope: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
-        out = self.codec(wav)
-        audio = self.codec.correct_levels(wav, out.audio) if envelope else out.audio
-        return audio, out.vq_loss, out.stats, out.harmonic
 
 
 class StepBatches:
@@ -145,286 +91,242 @@ def train(
     recipe: Recipe, run_dir: str | Path, resume: bool = False, init: str | None = None, quiet: bool = False
 ) -> dict[str, Any]:
     """Run (or resume) a recipe in `run_dir`; returns the last logged metrics."""
-    from tqdm import tqdm
-
     cfg = recipe.train
     run_dir = Path(run_dir)
-    device_kind = "cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    info = setup_distributed(device_kind)
-    device = pick_device(cfg.device, info)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(cfg.seed + info.rank)
-
-    ckpt = _resume_point(run_dir, recipe) if resume else None
-    start = checkpoint_step(ckpt) if ckpt is not None else 0
+    info, device = setup_process(cfg)
+    ckpt, start = start_point(run_dir, recipe, resume, info)
     if start >= cfg.steps:
         # Nothing to train: say so instead of returning silently (the CLI prints it).
         return {"step": start, "finished": True, "train.steps": cfg.steps}
-    if info.main and not resume and _has_checkpoints(run_dir):
-        raise TrainingError(f"{run_dir} already holds a run: pass --resume to continue it, or another --run-dir")
     codec = Codec(recipe.model)
     if init is not None and ckpt is None:
-        _load_init(codec, init)  # before the run folder is made: a bad --init leaves nothing behind
+        load_init(codec, init)  # before the run folder is made: a bad --init leaves nothing behind
     if info.main:
-        if resume and ckpt is None:
-            print(f"{run_dir} has no checkpoint yet: starting it again from step 0", flush=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(to_dict(recipe), indent=2) + "\n")
-        _cut_metrics(run_dir / "metrics.jsonl", start)  # a run stopped before its first checkpoint: start = 0
-    codec.to(device).train()
-    disc = Discriminator(recipe.discriminator).to(device).train() if recipe.discriminator.enabled else None
-    if disc is not None and recipe.loss.adv == 0 and recipe.loss.feat == 0:
-        disc = None
-    loss_fn = GeneratorLoss(recipe.loss, recipe.model.sample_rate, recipe.model.hop_length).to(device)
-    opt_g = torch.optim.AdamW(codec.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=tuple(cfg.betas)) if disc else None
-    step = 0
-    if ckpt is not None:  # restores the RNG state last, after model construction consumed the seed
-        step = int(load_checkpoint(ckpt, codec, disc, opt_g, opt_d)["step"])
-        if step != start:
-            raise CheckpointError(f"{ckpt}: state.json changed while it was loaded")
+        prepare_run_dir(run_dir, recipe, start, restart=resume and ckpt is None)
+    models = build_models(codec, recipe, device, info, ckpt, start)
+    return _run_steps(_Run(recipe, run_dir, info, device, models, resume), start, quiet)
 
-    gen: nn.Module = _Generator(codec)
-    if info.world_size > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
 
-        ids = [device.index] if device.type == "cuda" else None
-        # EMA codebooks are all-reduced by the quantizer itself; dropout can leave stages' params unused.
-        gen = DDP(gen, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
-        if disc is not None:
-            disc = DDP(disc, device_ids=ids, broadcast_buffers=False)
+@dataclass
+class _Run:
+    """A run built and ready for its first step; `resume` is what the caller asked for."""
 
-    train_ds, valid_ds = build_datasets(recipe.data)
+    recipe: Recipe
+    run_dir: Path
+    info: DistInfo
+    device: torch.device
+    models: Models
+    resume: bool
+
+
+def _run_steps(run: _Run, step: int, quiet: bool) -> dict[str, Any]:
+    """Train from `step` until train.steps or train.max_minutes; returns the last logged metrics."""
+    cfg, info, device, models = run.recipe.train, run.info, run.device, run.models
+    train_ds, valid_ds = build_datasets(run.recipe.data)
     if info.main and train_ds.skipped:
         print(f"warning: {len(train_ds.skipped)} unreadable file(s) skipped", flush=True)
-    batches = iter(StepBatches(train_ds, cfg.batch_size, recipe.data.num_workers, info, step))
+    batches = iter(StepBatches(train_ds, cfg.batch_size, run.recipe.data.num_workers, info, step))
     amp = device.type == "cuda" and cfg.amp == "bf16"
-    writer = None
-    metrics_file = None
-    if info.main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        # purge_step drops events a killed run logged after its checkpoint, as _cut_metrics does for rows.
-        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step + 1 if resume else None)
-        metrics_file = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115 - closed in finally
-    audio_per_step = cfg.batch_size * info.world_size * recipe.data.segment_seconds
-    bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not info.main, unit="step", dynamic_ncols=True)
-    bad_in_a_row, skipped_total, last = 0, 0, {}
-    t_log, step_log = time.perf_counter(), step
+    log = _RunLog(run, step, quiet)
+    guard = _NonFiniteGuard(cfg.max_bad_steps)
+    last: dict[str, Any] = {}
     deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
     try:
         while step < cfg.steps:
-            wav = next(batches).to(device, non_blocking=True)
-            lr = lr_at(step, cfg)
-            for group in opt_g.param_groups:
-                group["lr"] = lr
-            adversarial = disc is not None and step >= cfg.adversarial_start
-            # A fixed low-discrepancy sequence picks the envelope steps: the same on every rank and on resume.
-            envelope = (step * 0.6180339887498949) % 1.0 < cfg.envelope_prob
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                audio, vq_loss, stats, harmonic = gen(wav, envelope)
-            d_parts: dict[str, torch.Tensor] = {}
-            if adversarial:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    real_logits, _ = disc(wav)
-                    fake_logits, _ = disc(audio.detach())
-                    d_loss = discriminator_loss(real_logits, fake_logits, recipe.loss.adversarial)
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.float().backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
-                opt_d.step()
-                d_parts["disc"] = d_loss.detach()
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    fake_logits, fake_feats = disc(audio)
-                    with torch.no_grad():
-                        _, real_feats = disc(wav)
-                total, parts = loss_fn(
-                    audio.float(), wav, vq_loss, fake_logits, fake_feats, real_feats, harmonic=harmonic
-                )
-            else:
-                total, parts = loss_fn(audio.float(), wav, vq_loss, harmonic=harmonic)
-            opt_g.zero_grad(set_to_none=True)
-            total.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                codec.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-            )
-            # The NaN guard is the loop's one per-step host sync: a non-finite step must not reach the weights.
-            finite = bool(torch.isfinite(total) & torch.isfinite(grad_norm))
-            if finite:
-                opt_g.step()
-                bad_in_a_row = 0
-            else:
-                opt_g.zero_grad(set_to_none=True)
-                bad_in_a_row += 1
-                skipped_total += 1
-                if info.main:
-                    bar.write(f"step {step}: non-finite loss or gradient, step skipped ({bad_in_a_row} in a row)")
-                if bad_in_a_row >= cfg.max_bad_steps:
-                    raise TrainingError(
-                        f"{bad_in_a_row} consecutive non-finite steps at step {step}: lower train.lr or check the data"
-                    )
+            out = _train_step(models, next(batches).to(device, non_blocking=True), step, run.recipe, amp)
+            guard.check(out.finite, step, log.bar.write if info.main else None)
             step += 1
-            bar.update(1)
+            log.bar.update(1)
             final = step == cfg.steps or _out_of_time(deadline, step, cfg.log_every, info, device)
             if info.main and (step % cfg.log_every == 0 or final):
-                now = time.perf_counter()
-                rate = (step - step_log) / max(now - t_log, 1e-9)
-                t_log, step_log = now, step
-                last = {
-                    "step": step,
-                    "lr": lr,
-                    "grad_norm": float(grad_norm),
-                    "skipped_steps": skipped_total,
-                    "steps_per_s": rate,
-                    "audio_s_per_s": rate * audio_per_step,
-                }
-                last.update({f"loss/{k}": v for k, v in _floats({**parts, **d_parts}).items()})
-                last.update(_floats(stats))
-                metrics_file.write(json.dumps(last) + "\n")
-                metrics_file.flush()
-                for k, v in last.items():
-                    if k != "step":
-                        writer.add_scalar(k, v, step)
-                bar.set_postfix(loss=f"{last.get('loss/total', float('nan')):.3f}", rate=f"{rate:.2f}/s")
+                last = log.train_row(step, out, guard.skipped)
             if info.main and (step % cfg.valid_every == 0 or final):
-                vals = validate(codec, loss_fn, valid_ds, cfg, device, run_dir / "samples" / f"step_{step:08d}")
-                record = {"step": step, **{f"valid/{k}": v for k, v in vals.items()}}
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-                for k, v in record.items():
-                    if k != "step":
-                        writer.add_scalar(k, v, step)
-                last.update(record)
+                samples = run.run_dir / "samples" / f"step_{step:08d}"
+                vals = validate(models.codec, models.loss_fn, valid_ds, cfg, device, samples)
+                last.update(log.valid_row(step, vals))
             if step % cfg.checkpoint_every == 0 or final:
-                if info.main:
-                    save_checkpoint(
-                        run_dir,
-                        step,
-                        codec,
-                        _unwrap(disc),
-                        opt_g,
-                        opt_d,
-                        {
-                            "recipe": to_dict(recipe),
-                            "model_meta": {"recipe": recipe.name, "rotcodec_version": __version__},
-                        },
-                        keep=cfg.keep_checkpoints,
-                    )
-                if info.world_size > 1:
-                    dist.barrier()
+                _save(run, step)
             if final:
                 break
     finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-        if metrics_file is not None:
-            metrics_file.close()
+        log.close()
     return last
 
 
-def _has_checkpoints(run_dir: Path) -> bool:
-    root = run_dir / "checkpoints"
-    return (root / "latest").exists() or any(p.is_dir() for p in root.glob("step_*"))
+@dataclass
+class _StepResult:
+    """One step's outcome: `losses` are the generator's terms plus the discriminator's ("disc"), 0-d tensors
+    still on the device; `stats` the codec's (codebook usage, quantization error, ...)."""
+
+    lr: float
+    finite: bool
+    grad_norm: torch.Tensor
+    losses: dict[str, torch.Tensor]
+    stats: dict[str, torch.Tensor]
 
 
-def _resume_point(run_dir: Path, recipe: Recipe) -> Path | None:
-    """The verified checkpoint `--resume` continues from; None for a run stopped before its first one.
-    A folder that holds no run at all is an error: resuming it would silently start a new run."""
-    if not (run_dir / "config.json").is_file():
-        what = "does not exist" if not run_dir.exists() else "holds no run (no config.json)"
-        raise TrainingError(f"--resume: {run_dir} {what}; leave out --resume to start a new run there")
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None:
-        if _has_checkpoints(run_dir):  # starting over would throw them away
-            raise CheckpointError(
-                f"{run_dir / 'checkpoints' / 'latest'} is missing but step folders exist: "
-                "write the name of the one to resume from into it"
+def _autocast(device: torch.device, amp: bool) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+
+
+def _train_step(m: Models, wav: torch.Tensor, step: int, recipe: Recipe, amp: bool) -> _StepResult:
+    """One update of step `step` on `wav` [batch, channels, time]: the discriminator first (from
+    train.adversarial_start), then the generator, whose update is dropped when its loss or gradient is not
+    finite."""
+    cfg = recipe.train
+    lr = lr_at(step, cfg)
+    for group in m.opt_g.param_groups:
+        group["lr"] = lr
+    # A fixed low-discrepancy sequence picks the envelope steps: the same on every rank and on resume.
+    envelope = (step * 0.6180339887498949) % 1.0 < cfg.envelope_prob
+    with _autocast(wav.device, amp):
+        audio, vq_loss, stats, harmonic = m.gen(wav, envelope)
+    d_parts: dict[str, torch.Tensor] = {}
+    if m.disc is not None and step >= cfg.adversarial_start:
+        d_parts["disc"], adv_terms = _discriminator_step(m, wav, audio, recipe, amp)
+        total, parts = m.loss_fn(audio.float(), wav, vq_loss, *adv_terms, harmonic=harmonic)
+    else:
+        total, parts = m.loss_fn(audio.float(), wav, vq_loss, harmonic=harmonic)
+    m.opt_g.zero_grad(set_to_none=True)
+    total.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        m.codec.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+    )
+    # The NaN guard is the loop's one per-step host sync: a non-finite step must not reach the weights.
+    finite = bool(torch.isfinite(total) & torch.isfinite(grad_norm))
+    if finite:
+        m.opt_g.step()
+    else:
+        m.opt_g.zero_grad(set_to_none=True)
+    return _StepResult(lr, finite, grad_norm, {**parts, **d_parts}, stats)
+
+
+def _discriminator_step(
+    m: Models, wav: torch.Tensor, audio: torch.Tensor, recipe: Recipe, amp: bool
+) -> tuple[torch.Tensor, tuple[Any, Any, Any]]:
+    """Update the discriminator on real `wav` against the generator's `audio` (detached), both [batch,
+    channels, time]; returns its loss and, for the generator's adversarial and feature-matching terms, its
+    logits and features on `audio` (with gradient) and its features on `wav`."""
+    cfg = recipe.train
+    disc, opt_d = m.disc, m.opt_d
+    with _autocast(wav.device, amp):
+        real_logits, _ = disc(wav)
+        fake_logits, _ = disc(audio.detach())
+        d_loss = discriminator_loss(real_logits, fake_logits, recipe.loss.adversarial)
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.float().backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
+    opt_d.step()
+    with _autocast(wav.device, amp):
+        fake_logits, fake_feats = disc(audio)
+        with torch.no_grad():
+            _, real_feats = disc(wav)
+    return d_loss.detach(), (fake_logits, fake_feats, real_feats)
+
+
+@dataclass
+class _NonFiniteGuard:
+    """Counts skipped (non-finite) steps; `limit` of them in a row end the run."""
+
+    limit: int
+    in_a_row: int = 0
+    skipped: int = 0
+
+    def check(self, finite: bool, step: int, say: Callable[[str], object] | None) -> None:
+        if finite:
+            self.in_a_row = 0
+            return
+        self.in_a_row += 1
+        self.skipped += 1
+        if say is not None:
+            say(f"step {step}: non-finite loss or gradient, step skipped ({self.in_a_row} in a row)")
+        if self.in_a_row >= self.limit:
+            raise TrainingError(
+                f"{self.in_a_row} consecutive non-finite steps at step {step}: lower train.lr or check the data"
             )
-        return None
-    try:
-        verify_checkpoint(ckpt)
-    except CheckpointError as exc:
-        raise CheckpointError(damaged_message(ckpt, exc)) from None
-    _check_same_model(ckpt, recipe)
-    return ckpt
 
 
-def _check_same_model(ckpt: Path, recipe: Recipe) -> None:
-    """A checkpoint of another model config must not resume into this recipe, even where shapes agree
-    (e.g. another estimator). Keys only one side has (settings added since) are not compared."""
-    try:
-        saved = json.loads((ckpt / "state.json").read_text()).get("recipe", {}).get("model")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"{ckpt / 'state.json'}: unreadable ({exc})") from None
-    if not isinstance(saved, dict):
-        return
-    diffs = _differences(saved, to_dict(recipe.model), "model")
-    if diffs:
-        shown = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} in the recipe" for k, a, b in diffs[:3])
-        more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
-        raise CheckpointError(f"{ckpt} was written for another model: {shown}{more}")
+class _RunLog:
+    """Rank 0's records: `metrics.jsonl` rows and TensorBoard scalars. Every rank has the progress bar
+    (shown on rank 0 only, unless `quiet`)."""
+
+    def __init__(self, run: _Run, step: int, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        cfg, info = run.recipe.train, run.info
+        self.writer: Any = None
+        self.file: Any = None
+        if info.main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events a killed run logged after its checkpoint, as _cut_metrics does for rows.
+            self.writer = SummaryWriter(str(run.run_dir / "tensorboard"), purge_step=step + 1 if run.resume else None)
+            self.file = open(run.run_dir / "metrics.jsonl", "a")  # noqa: SIM115 - closed in close()
+        # Seconds of audio one step trains on, over all ranks.
+        self.audio_per_step = cfg.batch_size * info.world_size * run.recipe.data.segment_seconds
+        self.bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not info.main, unit="step", dynamic_ncols=True)
+        self.t_log, self.step_log = time.perf_counter(), step
+
+    def train_row(self, step: int, out: _StepResult, skipped: int) -> dict[str, Any]:
+        """Log step `step`'s losses and stats with the throughput since the previous row; returns the row."""
+        now = time.perf_counter()
+        rate = (step - self.step_log) / max(now - self.t_log, 1e-9)
+        self.t_log, self.step_log = now, step
+        row = {
+            "step": step,
+            "lr": out.lr,
+            "grad_norm": float(out.grad_norm),
+            "skipped_steps": skipped,
+            "steps_per_s": rate,
+            "audio_s_per_s": rate * self.audio_per_step,
+        }
+        row.update({f"loss/{k}": v for k, v in _floats(out.losses).items()})
+        row.update(_floats(out.stats))
+        self._write(row)
+        self.bar.set_postfix(loss=f"{row.get('loss/total', float('nan')):.3f}", rate=f"{rate:.2f}/s")
+        return row
+
+    def valid_row(self, step: int, vals: dict[str, float]) -> dict[str, Any]:
+        """Log `validate`'s results for step `step` as `valid/` keys; returns the row."""
+        row = {"step": step, **{f"valid/{k}": v for k, v in vals.items()}}
+        self._write(row)
+        return row
+
+    def _write(self, row: dict[str, Any]) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        for k, v in row.items():
+            if k != "step":
+                self.writer.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.file is not None:
+            self.file.close()
 
 
-def _differences(a: Any, b: Any, where: str) -> list[tuple[str, Any, Any]]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) & set(b)):
-            out += _differences(a[k], b[k], f"{where}.{k}")
-        return out
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        a, b = list(a), list(b)
-    return [] if a == b else [(where, a, b)]
-
-
-def _cut_metrics(path: Path, step: int) -> None:
-    """Drop the rows a stopped run logged after its checkpoint at `step` (and a line cut by a kill), so a
-    resumed run logs each step once."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
-            kept.append(line + "\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
-
-
-def _load_init(codec: Codec, init: str) -> None:
-    """Copy the weights of model file `init` into `codec`, or raise a one-line error. A branch the recipe
-    adds to the loaded weights (the harmonic source) keeps its own init."""
-    try:
-        loaded = read_model(init).codec  # ModelFileError (a ValueError) for a missing or corrupt file
-    except (RuntimeError, KeyError, TypeError, AttributeError, ArithmeticError) as exc:
-        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-        raise TrainingError(f"--init {init}: cannot build the model it describes ({reason})") from None
-    ours, theirs = codec.state_dict(), loaded.state_dict()
-    shapes = [
-        f"{k} {list(theirs[k].shape)} in the file, {list(ours[k].shape)} in the recipe"
-        for k in sorted(set(ours) & set(theirs))
-        if theirs[k].shape != ours[k].shape
-    ]
-    missing = [k for k in sorted(set(ours) - set(theirs)) if not k.startswith("harmonic.")]
-    unexpected = sorted(set(theirs) - set(ours))
-    problems = []
-    if shapes:
-        problems.append(f"{len(shapes)} tensor(s) differ in shape, e.g. {'; '.join(shapes[:2])}")
-    if missing:
-        problems.append(f"{len(missing)} missing from the file, e.g. {', '.join(missing[:3])}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} the recipe has no place for, e.g. {', '.join(unexpected[:3])}")
-    if problems:
-        raise TrainingError(f"--init {init}: weights do not match the recipe's model: {'; '.join(problems)}")
-    codec.load_state_dict(theirs, strict=False)
+def _save(run: _Run, step: int) -> None:
+    """Rank 0 writes checkpoint `step`; every rank waits for it before the next step."""
+    m, recipe = run.models, run.recipe
+    if run.info.main:
+        save_checkpoint(
+            run.run_dir,
+            step,
+            m.codec,
+            _unwrap(m.disc),
+            m.opt_g,
+            m.opt_d,
+            {
+                "recipe": to_dict(recipe),
+                "model_meta": {"recipe": recipe.name, "rotcodec_version": __version__},
+            },
+            keep=recipe.train.keep_checkpoints,
+        )
+    if run.info.world_size > 1:
+        dist.barrier()
 
 
 def _out_of_time(deadline: float | None, step: int, every: int, info: DistInfo, device: torch.device) -> bool:
