@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import io
 import os
+import stat
+import struct
 import sys
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
 import soxr
+
+from .outputs import OutputError, atomic_file, publish
 
 MIN_SAMPLE_RATE = 1_000  # Hz; below this a header is almost certainly corrupt
 MAX_SAMPLE_RATE = 768_000  # Hz; the highest rate real converters use
@@ -53,7 +56,10 @@ def check_input_file(src: str | os.PathLike, kind: str = "a file") -> Path:
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, not {kind}")
-    if path.stat().st_size == 0:
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end; '-' reads stdin
+        raise AudioError(f"{path}: not a regular file (pipe or device); use '-' to read from stdin")
+    if st.st_size == 0:
         raise AudioError(f"{path}: empty file")
     return path
 
@@ -93,6 +99,7 @@ def load_audio(src: PathOrFile) -> tuple[np.ndarray, int]:
     """
     name = _name(src)
     handle = _open_source(src)
+    check_wav_complete(handle, name)
     try:
         with sf.SoundFile(handle) as f:
             frames = -1  # all
@@ -124,10 +131,45 @@ def count_frames(handle: sf.SoundFile, name: str) -> int:
         raise AudioError(f"{name}: not a readable audio file ({msg})") from None
 
 
+def check_wav_complete(src: str | os.PathLike | BinaryIO, name: str) -> None:
+    """AudioError if `src` is a RIFF/WAVE file whose `data` chunk promises more bytes than the file holds (a cut
+    copy or download: libsndfile silently reads what is there). Other formats, and the sizes 0 and 0xFFFFFFFF
+    that streaming writers leave for "unknown", pass. A file object's position is restored."""
+    own = isinstance(src, (str, os.PathLike))
+    f = open(src, "rb") if own else src  # noqa: SIM115 (closed below)
+    try:
+        start = f.tell()
+        try:
+            f.seek(0, io.SEEK_END)
+            size = f.tell()
+            f.seek(0)
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                cid, length = struct.unpack("<4sI", f.read(8))
+                if cid == b"data":
+                    held = size - pos - 8
+                    if length not in (0, 0xFFFFFFFF) and length > held:
+                        raise AudioError(
+                            f"{name}: truncated WAV: its header promises {length} bytes of audio, the file holds {held}"
+                        )
+                    return
+                pos += 8 + length + (length & 1)  # chunks are padded to even sizes
+        finally:
+            f.seek(start)
+    finally:
+        if own:
+            f.close()
+
+
 def read_info(path: str | os.PathLike) -> sf._SoundFileInfo:
     """soundfile.info with the same checks and errors as `load_audio` (header only, fast; a header that
     states no length is checked by decoding the file)."""
     handle = _open_source(path)
+    check_wav_complete(handle, str(path))
     try:
         info = sf.info(handle)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
@@ -219,11 +261,9 @@ def to_channels(wav: np.ndarray, channels: int) -> np.ndarray:
 
 
 def atomic_replace(tmp: str, path: str | os.PathLike) -> None:
-    """Give a finished temp file normal permissions (mkstemp makes it 0600) and move it onto `path`."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+    """Give a finished temp file normal permissions (mkstemp makes it 0600) and move it onto `path`
+    (`rotcodec.outputs.publish` with force)."""
+    publish(tmp, path, force=True)
 
 
 _FORMATS = {"wav": "WAV", "flac": "FLAC"}
@@ -240,8 +280,8 @@ def save_audio(
 ) -> None:
     """Write [channels, time] (or [time]) audio to a file, "-" (stdout) or a binary file object.
 
-    Paths are written atomically (temp file in the same folder, then os.replace) and an existing file is
-    only replaced with force=True. `format` is "wav" or "flac" (default: from the suffix, else wav).
+    Paths are written atomically (temp file in the same folder, then published by `rotcodec.outputs`) and an
+    existing file is only replaced with force=True. `format` is "wav" or "flac" (default: from the suffix, else wav).
     Integer subtypes clip to [-1, 1] rather than wrapping around.
     """
     sr = check_sample_rate(sr)
@@ -279,12 +319,8 @@ def save_audio(
         raise AudioError(f"{path}: already exists (use force=True / --force to overwrite)")
     if not path.parent.is_dir():
         raise AudioError(f"{path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_file(path, "wb", force) as fh:  # without force the name is created exclusively
             sf.write(fh, frames, sr, format=fmt, subtype=subtype)
-        atomic_replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    except OutputError as exc:
+        raise AudioError(str(exc)) from None

@@ -230,3 +230,32 @@ def test_to_channels_mixes_and_duplicates():
     assert stereo[0, 0] == 1.0
     with pytest.raises(AudioError, match="cannot convert 3 channels to 2"):
         to_channels(np.zeros((3, 4), np.float32), 2)
+
+
+def test_truncated_wav_is_refused_but_streamed_sizes_pass(tmp_path) -> None:
+    from rotcodec.audio import check_wav_complete
+
+    full = tmp_path / "full.wav"
+    sf.write(full, np.zeros(16000, np.float32), 16000, subtype="PCM_16")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])  # libsndfile alone reads the half silently
+    for read in (load_audio, read_info):
+        with pytest.raises(AudioError, match="truncated WAV.*promises 32000 bytes"):
+            read(cut)
+    streamed = tmp_path / "streamed.wav"  # writers that cannot seek back leave 0xFFFFFFFF: "unknown"
+    pos = data.index(b"data") + 4
+    streamed.write_bytes(data[:pos] + b"\xff\xff\xff\xff" + data[pos + 4 : len(data) // 2])
+    check_wav_complete(streamed, "streamed.wav")
+    check_wav_complete(full, "full.wav")
+
+
+def test_fifo_is_not_opened(tmp_path) -> None:
+    from rotcodec.audio import check_input_file
+
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(AudioError, match="not a regular file"):  # opening it would block until a writer came
+        check_input_file(fifo)
+    with pytest.raises(AudioError, match="not a regular file"):
+        load_audio(fifo)

@@ -76,7 +76,7 @@ def test_round_trip_mono_and_stereo(env: Path, capsys: pytest.CaptureFixture[str
         == 0
     )
     out = capsys.readouterr().out
-    assert "actual" in out and "kbps" in out
+    assert "measured" in out and "kbps" in out
     assert main(["decompress", str(env / "c"), "-o", str(env / "d"), "--quiet"]) == 0
     for name, sr, ch, n in [("mono", 16000, 1, 24000), ("stereo", 44100, 2, 52920)]:
         info = sf.info(env / "d" / f"{name}.wav")
@@ -92,11 +92,11 @@ def test_kbps_picks_stages_and_size_matches_bitrate(env: Path, capsys: pytest.Ca
     assert main(["info", "--json", str(env / "mono.rcq")]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["n_q"] == 3 and info["model_id"] == "tiny" and info["coding"] == "plain"
-    assert info["nominal_kbps"] == pytest.approx(0.9)
+    assert info["plain_kbps"] == pytest.approx(0.9)
     payload = math.ceil(75 * 3 * 6 / 8)  # 75 frames of 3 six-bit codes
     overhead = (61 + 2 * 3 + 4) + 10 * 2  # header + one chunk record + end record
     assert info["size_bytes"] == payload + overhead
-    assert info["actual_kbps"] == pytest.approx((payload + overhead) * 8 / 1.5 / 1000)
+    assert info["measured_kbps"] == pytest.approx((payload + overhead) * 8 / 1.5 / 1000)
     assert main(["info", str(env / "mono.rcq")]) == 0
     text = capsys.readouterr().out
     assert "installed" in text and "0.900 kbps" in text
@@ -284,3 +284,116 @@ def test_threads_option_sets_torch_threads_and_refuses_zero(env: Path, capsys: p
         assert "at least 1" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+# -- one output per input, notices, odd inputs ----------------------------------------------------------
+def test_two_inputs_for_one_output_are_refused_before_writing(env: Path, capsys) -> None:
+    sf.write(env / "mono.flac", tone(1.0, 16000), 16000)  # mono.wav and mono.flac -> mono.rcq
+    before = _snapshot(env)
+    assert main(["compress", str(env / "mono.wav"), str(env / "mono.flac"), "--model", "tiny", "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "mono.wav" in err and "mono.flac" in err and "mono.rcq" in err
+    assert _snapshot(env) == before
+    (env / "a").mkdir()
+    (env / "b").mkdir()
+    sf.write(env / "a" / "x.wav", tone(0.5, 16000), 16000)
+    sf.write(env / "b" / "x.wav", tone(0.5, 16000), 16000)
+    argv = ["compress", str(env / "a" / "x.wav"), str(env / "b" / "x.wav"), "-o", str(env / "out"), "--model", "tiny"]
+    assert main(argv) == 2 and not (env / "out").exists()
+    capsys.readouterr()
+
+
+def test_file_like_output_for_several_inputs_is_a_usage_error(env: Path, capsys) -> None:
+    argv = ["compress", str(env / "mono.wav"), str(env / "stereo.flac"), "-o", str(env / "out.rcq"), "--model", "tiny"]
+    assert main(argv) == 2
+    assert "several inputs" in capsys.readouterr().err and not (env / "out.rcq").exists()
+
+
+def test_truncated_wav_is_an_error(env: Path, capsys) -> None:
+    data = (env / "mono.wav").read_bytes()
+    (env / "cut.wav").write_bytes(data[: len(data) // 2])  # header still promises 1.5 s
+    assert main(["compress", str(env / "cut.wav"), "--model", "tiny"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "truncated WAV" in err and "cut.wav" in err
+    assert not (env / "cut.rcq").exists()
+
+
+def test_fifo_input_is_refused_without_blocking(env: Path, tmp_path: Path) -> None:
+    import os
+
+    fifo = env / "pipe.wav"
+    os.mkfifo(fifo)
+    # in a child: a blocking open would hang it (and the test would time out) instead of failing
+    cmd = [sys.executable, "-m", "rotcodec.cli.main", "compress", str(fifo), "--model", "tiny"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert proc.returncode == 1, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "not a regular file" in proc.stderr
+    assert not (env / "pipe.rcq").exists()
+
+
+def test_info_checks_the_body(env: Path, capsys) -> None:
+    bad = _corrupt(env, "flipped")
+    good = env / "good.rcq"
+    assert main(["info", str(good)]) == 0
+    assert "chunks" in capsys.readouterr().out
+    assert main(["info", str(bad)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "CRC" in err and bad.name in err
+    assert main(["info", "--no-check", "--json", str(bad)]) == 0  # the header alone is fine
+    assert json.loads(capsys.readouterr().out)["body"].startswith("not checked")
+
+
+def test_band_limit_notice_once_and_quiet_hides_it(env: Path, capsys) -> None:
+    sf.write(env / "second.flac", tone(0.6, 48000), 48000)
+    argv = ["compress", str(env / "stereo.flac"), str(env / "second.flac"), "-o", str(env / "o"), "--model", "tiny"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("note:") == 1 and "16000 Hz" in err and "8 kHz" in err
+    assert main(["compress", str(env / "mono.wav"), "--model", "tiny"]) == 0  # 16 kHz input: nothing to say
+    assert "note:" not in capsys.readouterr().err
+    assert main(["compress", str(env / "stereo.flac"), "--model", "tiny", "-q"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_no_progress_bar_in_a_redirected_log(env: Path, capsys) -> None:
+    # 31 s: long enough for a bar; stderr is captured, not a terminal
+    sf.write(env / "long.wav", tone(31.0, 16000), 16000)
+    assert main(["compress", str(env / "long.wav"), "--model", "tiny"]) == 0
+    assert main(["decompress", str(env / "long.rcq"), "-o", str(env / "long_out.wav")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "it/s" not in err and "s/s" not in err, err
+
+
+def test_progress_stops_at_the_total() -> None:
+    import warnings
+
+    from tqdm import tqdm
+
+    from rotcodec.cli.compress import _advance
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # TqdmWarning: clamping frac to range [0, 1]
+        with tqdm(total=3.0, file=io.StringIO(), disable=False, mininterval=0) as bar:
+            update = _advance(bar)
+            for _ in range(31):
+                update(0.1)  # 3.1 s of float steps for a 3 s file
+            assert bar.n == pytest.approx(3.0) and bar.n <= bar.total
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    src = tmp_path / "long.wav"
+    sf.write(src, tone(40.0, 16000), 16000)
+    cmd = [sys.executable, "-m", "rotcodec.cli.main", "compress", str(src), "-q"]  # the shipped model: seconds
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".long.rcq.*.tmp")):  # terminated while writing
+        assert proc.poll() is None and time.monotonic() < deadline, "finished before it could be terminated"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav"]  # no output, no temp file

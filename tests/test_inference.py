@@ -25,6 +25,7 @@ from rotcodec.inference import (
     load_model,
     read_rcq_header,
 )
+from rotcodec.inference.model import CPU_BATCH_FRAMES
 from rotcodec.models import Codec, CodecConfig, save_model
 from rotcodec.pretrained import ModelNotFoundError
 from rotcodec.quantize import RVQConfig
@@ -314,3 +315,86 @@ def test_python_api_takes_soundfile_layout_and_int_pcm(model) -> None:
         model.compress(np.zeros(100, np.uint8), 16000, n_q=2)
     with pytest.warns(UserWarning, match="beyond ±1"):
         model.compress(wav * 10, 16000, n_q=2)
+
+
+@pytest.fixture
+def shipped():
+    """The bundled speech16k (pitch row, envelope rows: every kind of streaming state), batch budget restored."""
+    m = load_model()
+    before = m.batch_frames
+    yield m
+    m.batch_frames = before
+
+
+def test_channel_groups_code_like_one_batch(shipped) -> None:
+    # 3 channels at 24 kHz: by default each channel is its own group, with its own streaming state (pitch
+    # lookahead, convs, envelope overlap-add); the codes must equal those of one batch, the decode up to float
+    # rounding
+    wav = speechlike(1.3, 24000, 3, seed=4)
+    lay = shipped.plan(6.0, None, 3)
+    assert shipped._groups(250, 3) == [(0, 1), (1, 2), (2, 3)]
+    grouped = shipped.compress(wav, 24000, layout=lay)
+    shipped.batch_frames = 10**9
+    whole = shipped.compress(wav, 24000, layout=lay)
+    shipped.batch_frames = CPU_BATCH_FRAMES
+    tables = shipped.tables(lay)
+    assert decode_bytes(grouped, tables)[1].tolist() == decode_bytes(whole, tables)[1].tolist()
+    y_grouped, _ = shipped.decompress(whole)
+    shipped.batch_frames = 10**9
+    y_whole, sr = shipped.decompress(whole)
+    assert sr == 24000 and y_grouped.shape == y_whole.shape == wav.shape
+    np.testing.assert_allclose(y_grouped, y_whole, atol=2e-5)
+    assert np.abs(y_whole).max() > 0.05  # real audio, not silence on both sides
+
+
+def test_groups_follow_the_budget(shipped) -> None:
+    assert shipped._groups(250, 1) == [(0, 1)]  # mono: one call per step, as before batching by budget
+    assert shipped._groups(125, 5) == [(0, 2), (2, 4), (4, 5)]
+    shipped.batch_frames = 0  # never below one channel per call
+    assert shipped._groups(250, 2) == [(0, 1), (1, 2)]
+
+
+def test_many_channel_stream_decodes_under_a_memory_cap(shipped, tmp_path: Path) -> None:
+    """A small crafted stream (valid CRCs, every field in range) with 256 channels: decoding it all in one
+    batch needs about 2 GB; by budget it stays under 1 GB of RSS, checked in a child process whose address
+    space is capped at 1.5 GB (where one batch fails)."""
+    import resource
+    import subprocess
+    import sys
+
+    from rotcodec.bitstream import RcqWriter
+
+    channels, frames, sr = 256, 8, 16000
+    lay = shipped.plan(None, None, channels)
+    header = shipped.make_header(sr, channels, frames * shipped.hop_length, lay, None)
+    rng = np.random.default_rng(0)
+    codes = np.stack([rng.integers(0, k, (channels, frames)) for k in header.codebook_sizes], axis=1)
+    src = tmp_path / "many.rcq"
+    with open(src, "wb") as f, RcqWriter(f, header, shipped.tables(lay)) as writer:
+        writer.write_chunk(codes)
+    assert src.stat().st_size < 200_000
+    script = (
+        "import resource, sys\n"
+        "from rotcodec.cli.main import main\n"
+        "rc = main(['decompress', sys.argv[1], '-o', sys.argv[2], '-q'])\n"
+        "print(rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    cap = 1536 << 20
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    env = dict(__import__("os").environ) | {"OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(src), str(tmp_path / "many.wav")],
+        preexec_fn=limit,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rc, peak_mb = map(int, out.stdout.split())
+    assert rc == 0 and peak_mb < 1024, peak_mb
+    info = sf.info(tmp_path / "many.wav")
+    assert (info.channels, info.frames) == (channels, frames * shipped.hop_length)

@@ -15,9 +15,7 @@ a payload of exactly the plain-packed size is plain.
 from __future__ import annotations
 
 import io
-import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +27,7 @@ from rotcodec.bitstream.entropy import EntropyTables
 from rotcodec.bitstream.errors import BitstreamError
 from rotcodec.bitstream.header import CodingMode, RcqHeader, pack_header, read_header
 from rotcodec.bitstream.packing import pack_codes, packed_size, unpack_codes
+from rotcodec.outputs import atomic_file
 
 _RECORD = struct.Struct("<HII")
 _MAX_TOTAL_FRAMES = 0xFFFFFFFF
@@ -236,17 +235,10 @@ def decode_bytes(data: bytes, freqs: np.ndarray | None = None) -> tuple[RcqHeade
 
 
 def write_rcq(path: str | Path, header: RcqHeader, codes: np.ndarray, freqs: np.ndarray | None = None) -> None:
-    """Write an `.rcq` file atomically (temporary file in the same folder, then os.replace)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with RcqWriter(f, header, freqs) as writer:
-                writer.write_chunk(codes)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write an `.rcq` file atomically (temporary file in the same folder, then os.replace; `rotcodec.outputs`)."""
+    with atomic_file(path, "wb") as f:  # readable as the umask allows, temp file removed on failure
+        with RcqWriter(f, header, freqs) as writer:
+            writer.write_chunk(codes)
 
 
 def read_rcq(path: str | Path, freqs: np.ndarray | None = None) -> tuple[RcqHeader, np.ndarray]:

@@ -3,8 +3,9 @@
 Inputs may be files, folders (searched recursively; the tree is mirrored under `-o`) or `-` (stdin, output
 to stdout unless `-o` names a file). Without `-o`, outputs are written next to their inputs. One file that
 fails is reported on stderr (one line) and the others still run; the exit code is then 1. Exit codes:
-0 success, 1 bad input or runtime error, 2 usage error, 130 interrupted. Outputs appear only when complete
-(temp file + rename); existing outputs are kept unless `--force`; inputs are never modified.
+0 success, 1 bad input or runtime error, 2 usage error, 130 interrupted (Ctrl-C or SIGTERM). Outputs appear
+only when complete (temp file + rename); existing outputs are kept unless `--force`, also against a concurrent
+writer; two inputs that would write one output are refused before anything runs; inputs are never modified.
 """
 
 from __future__ import annotations
@@ -17,7 +18,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import EXIT_ERROR, EXIT_OK, UsageError, add_threads_option, use_threads
+from ..outputs import terminate_as_interrupt
+from . import (
+    EXIT_ERROR,
+    EXIT_OK,
+    HelpFormatter,
+    UsageError,
+    add_threads_option,
+    positive_float,
+    positive_int,
+    use_threads,
+)
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".w64", ".caf"}
 Job = tuple[str, str | None, str | None]  # (input, output, error found while planning)
@@ -29,13 +40,6 @@ def _device(text: str) -> str:
     if text == "cpu" or text == "cuda" or text.startswith("cuda:"):
         return text
     raise argparse.ArgumentTypeError(f"device must be cpu, cuda or cuda:N, got {text!r}")
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
 
 
 def _add_common(p: argparse.ArgumentParser, model_help: str) -> None:
@@ -51,17 +55,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the compress, decompress, info and models subcommands."""
     p = subparsers.add_parser(
         "compress",
+        formatter_class=HelpFormatter,
         help="audio files -> .rcq",
         description="Compress audio (any format soundfile reads, any sample rate, any channel count) to .rcq. "
         "IN may be files, folders (recursed; the tree is mirrored under -o) or - (stdin -> stdout). Without -o, "
         "X.wav becomes X.rcq beside it. Prints the rows sent and the requested, planned (expected from the "
-        "model's code tables) and actual (file size) bitrate.",
+        "model's code tables) and measured (file size) bitrate.",
         epilog=EXIT_HELP,
     )
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio file, folder, or - for stdin")
     rate = p.add_mutually_exclusive_group()
-    rate.add_argument("--kbps", type=_positive, help="target bitrate in kbps, all channels together")
-    rate.add_argument("--n-q", type=int, dest="n_q", metavar="N", help="number of RVQ stages (default: all)")
+    rate.add_argument("--kbps", type=positive_float, help="target bitrate in kbps, all channels together")
+    rate.add_argument("--n-q", type=positive_int, dest="n_q", metavar="N", help="number of RVQ stages (default: all)")
     _add_common(p, "bundled/local model name or model file path (default: speech16k)")
     p.add_argument(
         "--entropy",
@@ -80,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "decompress",
+        formatter_class=HelpFormatter,
         help=".rcq -> audio files",
         description="Decompress .rcq files to WAV/FLAC at the original sample rate, channel count and length. "
         "IN may be files, folders (recursed, mirrored under -o) or - (stdin -> stdout).",
@@ -92,18 +98,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "info",
+        formatter_class=HelpFormatter,
         help="show an .rcq file's header",
-        description="Header fields, duration, nominal and actual bitrate and the model of .rcq files.",
+        description="Header fields, duration, plain-packed and measured bitrate and the model of .rcq files. "
+        "Every chunk's CRC and payload is checked too (entropy-coded payloads with the installed model's "
+        "tables); a corrupt body is an error.",
         epilog=EXIT_HELP,
     )
     p.add_argument("inputs", nargs="+", metavar="FILE", help=".rcq file")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument(
+        "--no-check", dest="check", action="store_false", help="read the header only (fast; the body is not checked)"
+    )
     p.set_defaults(func=run_info)
 
     p = subparsers.add_parser(
         "models",
+        formatter_class=HelpFormatter,
         help="list bundled and local models",
-        description="List models bundled with rotcodec, in $ROTCODEC_MODELS folders and in ~/.cache/rotcodec.",
+        description="List the models a bare name can resolve to: bundled, then $ROTCODEC_MODELS folders, then "
+        "~/.cache/rotcodec (never the current directory: pass a path such as ./NAME for a local file).",
         epilog=EXIT_HELP,
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -125,6 +139,9 @@ def plan_jobs(inputs: list[str], output: str | None, suffixes: set[str], out_suf
         out_dir = Path(output)
         if out_dir.exists() and not out_dir.is_dir():
             raise UsageError(f"-o {output} must be a folder when there are several inputs or a folder input")
+        if not out_dir.exists() and out_dir.suffix.lower() in AUDIO_SUFFIXES | {".rcq", out_suffix} and several:
+            # `-o out.rcq` with two inputs would otherwise create a folder named out.rcq
+            raise UsageError(f"-o {output} names a file, but there are several inputs: give a folder (e.g. -o out/)")
     jobs: list[Job] = []
     for name in inputs:
         path = Path(name)
@@ -139,7 +156,24 @@ def plan_jobs(inputs: list[str], output: str | None, suffixes: set[str], out_suf
             jobs.append((name, str(out_dir / (path.stem + out_suffix)), None))
         else:
             jobs.append((name, output or str(path.with_suffix(out_suffix)), None))
+    _check_distinct(jobs)
     return jobs
+
+
+def _check_distinct(jobs: list[Job]) -> None:
+    """UsageError if two inputs map to one output (x.wav and x.flac -> x.rcq): one would silently replace the
+    other, so nothing is written."""
+    seen: dict[str, str] = {}
+    for src, dst, _ in jobs:
+        if dst is None or dst == "-":
+            continue
+        key = os.path.normcase(os.path.realpath(dst))
+        if key in seen:
+            raise UsageError(
+                f"{seen[key]} and {src} would both be written to {dst}; give them different names or run them "
+                "separately with different -o"
+            )
+        seen[key] = src
 
 
 # -- running -----------------------------------------------------------------------------------------
@@ -150,12 +184,36 @@ def _say(args: argparse.Namespace, dst: str | None, text: str) -> None:
         tqdm.write(text, file=sys.stderr if dst == "-" else sys.stdout)
 
 
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
+
+
+def _advance(bar: Any) -> Callable[[float], None]:
+    """bar.update, stopping at the bar's total: sums of float seconds can pass it, and tqdm then warns
+    (TqdmWarning) and shows a negative time left."""
+
+    def update(seconds: float) -> None:
+        step = min(seconds, (bar.total or 0) - bar.n)
+        if step > 0:
+            bar.update(step)
+
+    return update
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
+
+
 def _run_jobs(args: argparse.Namespace, jobs: list[Job], work: Callable[..., str], size_of: Callable) -> int:
     """Run work(src, dst, bar) for every job; per-file errors are printed and the rest continue."""
     from tqdm import tqdm
 
     failed = 0
-    disable = True if args.quiet else None  # None: tqdm shows bars only on a terminal
+    disable = bool(args.quiet) or not _is_terminal(sys.stderr)  # bars only on a terminal, never in a log
     with tqdm(jobs, unit="file", disable=disable or len(jobs) < 2, leave=False, file=sys.stderr) as files:
         for src, dst, error in files:
             try:
@@ -170,14 +228,16 @@ def _run_jobs(args: argparse.Namespace, jobs: list[Job], work: Callable[..., str
                 seconds = size_of(src)
                 quiet_bar = disable or seconds < 30  # bars for long files only
                 with tqdm(total=seconds, unit="s", disable=quiet_bar, leave=False, file=sys.stderr) as bar:
-                    _say(args, dst, work(src, dst, bar))
+                    _say(args, dst, work(src, dst, _advance(bar)))
             except UsageError:
                 raise
-            except (ValueError, OSError) as exc:
+            except (ValueError, OSError, MemoryError, RuntimeError) as exc:
                 from .main import _one_line
 
+                if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
+                    raise
                 failed += 1
-                msg = _one_line(exc)
+                msg = "out of memory" if isinstance(exc, (MemoryError, RuntimeError)) else _one_line(exc)
                 msg = msg if src in msg or (dst or "?") in msg else f"{src}: {msg}"
                 print(f"rotcodec {args.command}: error: {msg}", file=sys.stderr)
     return EXIT_ERROR if failed else EXIT_OK
@@ -205,14 +265,19 @@ def run_compress(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
     def seconds(src: str) -> float:
+        if not Path(src).is_file():  # a FIFO would block here; the real open reports it
+            return 0.0
         try:
             info = sf.info(src)
             return info.frames / info.samplerate if info.frames < UNKNOWN_FRAMES else 0.0
         except Exception:  # the real open reports the problem
             return 0.0
 
-    def work(src: str, dst: str, bar: Any) -> str:
-        r = model.compress_file(src, dst, args.kbps, args.n_q, args.entropy, args.force, bar.update, args.envelope)
+    band_noted = False
+
+    def work(src: str, dst: str, progress: Callable[[float], None]) -> str:
+        nonlocal band_noted
+        r = model.compress_file(src, dst, args.kbps, args.n_q, args.entropy, args.force, progress, args.envelope)
         h, lay = r.header, r.header.layout  # planned from the file's own first seconds
         mode = "entropy" if h.coding_mode else "plain"
         note = ""
@@ -221,18 +286,28 @@ def run_compress(args: argparse.Namespace) -> int:
             note = f" (warning: {args.kbps:g} kbps is below this model's lowest rate)"
         elif args.kbps is not None and r.kbps > args.kbps * 1.05:
             note = f" (warning: more than the {args.kbps:g} kbps asked: a file this short pays for its header)"
+        if h.original_sample_rate > h.model_sample_rate and not band_noted and not args.quiet:
+            band_noted = True  # once per run: every such file loses the same band
+            print(
+                f"rotcodec compress: note: model {model.name} codes {h.model_sample_rate} Hz audio: content above "
+                f"{h.model_sample_rate / 2000:g} kHz in {h.original_sample_rate} Hz input is not kept (decompress "
+                "restores the rate, not the band)",
+                file=sys.stderr,
+            )
         stages = lay.describe()
         requested = "" if args.kbps is None else f"requested {args.kbps:g} kbps, "
         return (
             f"{src} -> {dst}: {r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch, {stages}, "
             f"{requested}planned {model.bitrate(lay, h.channels, bool(h.coding_mode)):.2f} kbps, "
-            f"actual {r.kbps:.2f} kbps ({r.size} bytes, {mode}){note}"
+            f"measured {r.kbps:.2f} kbps ({r.size} bytes, {mode}){note}"
         )
 
-    return _run_jobs(args, jobs, work, lambda s: 0.0 if s == "-" else seconds(s))
+    with terminate_as_interrupt():
+        return _run_jobs(args, jobs, work, lambda s: 0.0 if s == "-" else seconds(s))
 
 
 def run_decompress(args: argparse.Namespace) -> int:
+    from ..bitstream.header import escape_text
     from ..inference import decompress_file, read_rcq_header
 
     out_fmt = args.format or ("flac" if (args.output or "").lower().endswith(".flac") else "wav")
@@ -247,16 +322,45 @@ def run_decompress(args: argparse.Namespace) -> int:
         except Exception:
             return 0.0
 
-    def work(src: str, dst: str, bar: Any) -> str:
-        r = decompress_file(src, dst, fixed, out_fmt, args.force, bar.update, args.device)
+    def work(src: str, dst: str, progress: Callable[[float], None]) -> str:
+        r = decompress_file(src, dst, fixed, out_fmt, args.force, progress, args.device)
         h = r.header
-        return f"{src} -> {dst}: {r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch ({h.model_id})"
+        audio = f"{r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch"
+        return f"{src} -> {dst}: {audio} ({escape_text(h.model_id)})"
 
-    return _run_jobs(args, jobs, work, lambda s: 0.0 if s == "-" else seconds(s))
+    with terminate_as_interrupt():
+        return _run_jobs(args, jobs, work, lambda s: 0.0 if s == "-" else seconds(s))
 
 
-def rcq_info(path: str) -> dict[str, Any]:
-    """Header fields of an `.rcq` file plus duration, nominal/actual kbps and the installed model."""
+def check_body(path: str, header: Any, installed: str | None) -> str:
+    """Read every chunk of an `.rcq` file, checking its CRC, payload and the frame count (BitstreamError if
+    corrupt). Entropy-coded payloads need the model's tables: without the model only plain files are checked.
+    Returns what was checked."""
+    from ..bitstream import BitstreamError, CodingMode, RcqReader
+    from ..inference.files import open_rcq
+    from ..inference.model import expected_frames
+
+    if installed is None and header.coding_mode != CodingMode.PLAIN:
+        return "not checked (entropy-coded payloads need the model's tables; model not installed)"
+    with open_rcq(path) as f:
+        if installed is None:
+            reader = RcqReader(f)
+        else:
+            from ..inference import load_model
+
+            reader = load_model(installed).reader(f)
+        chunks = frames = 0
+        for codes in reader:
+            chunks += 1
+            frames += codes.shape[2]
+    if abs(frames - expected_frames(header)) > 1:  # as decoding checks it
+        raise BitstreamError(f"corrupt .rcq stream: {frames} frames, header implies {expected_frames(header)}")
+    return f"ok ({chunks} chunks, {frames} frames checked)"
+
+
+def rcq_info(path: str, check: bool = True) -> dict[str, Any]:
+    """Header fields of an `.rcq` file plus duration, plain-packed/measured kbps and the installed model; with `check`,
+    the body is read and checked too (`check_body`; BitstreamError if corrupt)."""
     from ..inference import read_rcq_header
     from ..pretrained import find_by_fingerprint
 
@@ -266,6 +370,8 @@ def rcq_info(path: str) -> dict[str, Any]:
     size = os.path.getsize(path)
     duration = h.num_samples / h.original_sample_rate
     entry = find_by_fingerprint(h.model_hash, h.model_id)
+    installed = str(entry.weights_path) if entry else None
+    body = check_body(path, h, installed) if check else "not checked (--no-check)"
     return {
         "file": path,
         "format_version": version,
@@ -287,17 +393,20 @@ def rcq_info(path: str) -> dict[str, Any]:
         "envelope_rows": h.envelope_rows,
         "layout": h.layout.describe(),
         "codebook_sizes": list(h.codebook_sizes),
-        "nominal_kbps": h.plain_kbps,
-        "actual_kbps": size * 8 / max(duration, 1e-9) / 1000.0,
+        "plain_kbps": h.plain_kbps,
+        "measured_kbps": size * 8 / max(duration, 1e-9) / 1000.0,
         "size_bytes": size,
+        "body": body,
     }
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from ..bitstream.header import escape_text
+
     failed = 0
     for path in args.inputs:
         try:
-            info = rcq_info(path)
+            info = rcq_info(path, args.check)
         except (ValueError, OSError) as exc:
             from .main import _one_line
 
@@ -316,15 +425,16 @@ def run_info(args: argparse.Namespace) -> int:
                 runs.append([1, k])
         print(
             f"{path}\n  format version   {info['format_version']}\n"
-            f"  model            {info['model_id']} (hash {info['model_hash'][:16]}, "
+            f"  model            {escape_text(info['model_id'])} (hash {info['model_hash'][:16]}, "
             f"{'installed: ' + info['model_installed'] if info['model_installed'] else 'not installed'})\n"
             f"  audio            {info['channels']} ch, {info['original_sample_rate']} Hz, "
             f"{info['num_samples']} samples ({info['duration_s']:.3f} s)\n"
             f"  codes            {' + '.join(f'{n} x {k}' for n, k in runs)} codes per frame, "
             f"{info['frame_rate_hz']:g} Hz frames at {info['model_sample_rate']} Hz, {info['coding']} coding\n"
             f"  rows             {info['layout']}\n"
-            f"  bitrate          nominal {info['nominal_kbps']:.3f} kbps, actual {info['actual_kbps']:.3f} kbps "
-            f"({info['size_bytes']} bytes)"
+            f"  bitrate          plain-packed {info['plain_kbps']:.3f} kbps, measured {info['measured_kbps']:.3f} kbps "
+            f"({info['size_bytes']} bytes)\n"
+            f"  body             {info['body']}"
         )
     return EXIT_ERROR if failed else EXIT_OK
 
@@ -332,7 +442,8 @@ def run_info(args: argparse.Namespace) -> int:
 def run_models(args: argparse.Namespace) -> int:
     import math
 
-    from ..pretrained import list_models, search_dirs
+    from ..bitstream.header import escape_text
+    from ..pretrained import list_models, search_report
 
     rows = []
     for e in list_models():
@@ -364,11 +475,13 @@ def run_models(args: argparse.Namespace) -> int:
         return EXIT_OK
     for r in rows:
         print(
-            f"{r['name']:<16} {r['source']:<8} {r['sample_rate']} Hz, {r['n_q']} x {r['codebook_size']} codes, "
+            f"{escape_text(r['name']):<16} {r['source']:<8} {r['sample_rate']} Hz, "
+            f"{r['n_q']} x {r['codebook_size']} codes, "
             f"{r['kbps_min']:.2f}-{r['kbps_max']:.2f} kbps/ch (plain), entropy tables: "
-            f"{'yes' if r['entropy_tables'] else 'no'}  {r['path']}"
+            f"{'yes' if r['entropy_tables'] else 'no'}  {escape_text(r['path'])}"
         )
     if not rows:
         print("no models found")
-    print("searched: " + ", ".join(str(d) for d, _ in search_dirs()), file=sys.stderr)
+    for line in search_report():
+        print(line, file=sys.stderr)
     return EXIT_OK

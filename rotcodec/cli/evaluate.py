@@ -102,6 +102,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--max-seconds", type=positive_float, default=4.0, help="cut evaluation files to this many seconds")
     a.add_argument("--music", action="store_true", help="not speech: skip PESQ and STOI")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
+    a.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="CPU threads for training and evaluation (sets train.threads in every run; default: the recipe's)",
+    )
     a.set_defaults(func=run_ablate_cmd)
 
 
@@ -175,7 +181,7 @@ def run_ablate_cmd(args: argparse.Namespace) -> int:
             out=args.out,
             seeds=args.seeds,
             variants=args.variants,
-            overrides=args.overrides,
+            overrides=args.overrides + ([f"train.threads={args.threads}"] if args.threads else []),
             sweeps=args.sweep,
             eval_data=args.eval_data,
             kbps=args.kbps,

@@ -1,7 +1,7 @@
 """`rotcodec` entry point: builds the argument parser from the subcommand modules and runs one.
 
 Exit codes: 0 success; 1 bad input or runtime error (one line on stderr, e.g. a missing or corrupt file);
-2 usage error (unknown option, conflicting options); 130 interrupted.
+2 usage error (unknown option, conflicting options); 130 interrupted (Ctrl-C or SIGTERM).
 
 A subcommand module provides `register(subparsers)` (see rotcodec/cli/__init__.py). To add one, append its
 module name to SUBCOMMAND_MODULES; modules not present in this installation are skipped.
@@ -31,7 +31,7 @@ EPILOG = """exit codes:
   0    success
   1    bad input or runtime error (one-line message on stderr; outputs are left untouched)
   2    usage error (unknown or conflicting options)
-  130  interrupted
+  130  interrupted (Ctrl-C or SIGTERM; partial outputs are removed)
 
 Run 'rotcodec COMMAND --help' for a command's options."""
 
@@ -68,8 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    from ..outputs import terminate_as_interrupt
+
     try:
-        return int(func(args) or 0)
+        with terminate_as_interrupt():  # SIGTERM cleans up like Ctrl-C in every command
+            return int(func(args) or 0)
     except UsageError as exc:
         print(f"rotcodec {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

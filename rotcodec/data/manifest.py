@@ -16,13 +16,13 @@ import io
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rotcodec.audio import AudioError, atomic_replace, read_info
+from rotcodec.audio import AudioError, read_info
+from rotcodec.outputs import OutputError, atomic_file
 
 AUDIO_SUFFIXES = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64"}
@@ -224,15 +224,11 @@ def write_manifest(entries: Sequence[Entry], out: str | os.PathLike, force: bool
         writer = csv.DictWriter(buf, COLUMNS, delimiter="\t" if suffix == ".tsv" else ",", lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with atomic_file(out, "w", force) as fh:  # without force the name is created exclusively
             fh.write(buf.getvalue())
-        atomic_replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    except OutputError as exc:
+        raise ManifestError(str(exc)) from None
 
 
 @dataclass

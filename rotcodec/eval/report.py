@@ -9,9 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from rotcodec.eval.metrics import HIGHER_IS_BETTER
+from rotcodec.outputs import atomic_path
 
 # Column order of results.csv; metric columns come after these, unknown extras last.
 BASE_COLUMNS = (
@@ -57,14 +56,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call `write(tmp_path)` on a temporary file beside `path`, then move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # published readable as the umask allows (mkstemp alone makes 0600)
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -171,7 +164,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], title: str = "Quality versu
         "size (rotcodec: the whole .rcq stream). RTF = processing seconds / audio seconds (lower is faster).",
         "DNSMOS columns appear only when the optional `speechmos` package is installed.",
         "",
-        "| codec | setting | nominal kbps | files | " + " | ".join(f"{m}{arrows[m]}" for m in metrics) + " |",
+        "| codec | setting | requested kbps | files | " + " | ".join(f"{m}{arrows[m]}" for m in metrics) + " |",
         "|" + "---|" * (4 + len(metrics)),
     ]
     for (codec, nominal, setting), group in grouped(rows).items():

@@ -19,13 +19,14 @@ import soundfile as sf
 from ..audio import (
     UNKNOWN_FRAMES,
     AudioError,
-    atomic_replace,
     check_finite,
     check_input_file,
     check_sample_rate,
+    check_wav_complete,
     count_frames,
 )
 from ..bitstream import RcqHeader
+from ..outputs import OutputError, OutputExistsError, atomic_file
 
 Progress = Callable[[float], None]  # called with seconds of audio just processed
 
@@ -51,14 +52,6 @@ class FileResult:
 
 
 _EXACT_LENGTH_FORMATS = {"WAV", "WAVEX", "FLAC", "AIFF", "W64", "RF64", "CAF", "AU"}
-
-
-class OutputError(ValueError):
-    """An output that cannot be written (folder missing or not writable, would overwrite the input)."""
-
-
-class OutputExistsError(OutputError):
-    """The output file exists and overwriting was not asked for."""
 
 
 @dataclass
@@ -122,6 +115,7 @@ def open_audio(src: str | os.PathLike) -> Iterator[AudioSource]:
         raw.seek(0)
     else:
         name, raw = os.fspath(src), check_input_file(src)
+    check_wav_complete(raw, name)
     try:
         handle = sf.SoundFile(raw if not isinstance(raw, Path) else str(raw))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
@@ -156,7 +150,8 @@ def atomic_output(
     dst: str | os.PathLike, force: bool = False, src: str | os.PathLike | None = None
 ) -> Iterator[BinaryIO]:
     """A writable binary file that becomes `dst` only if the block succeeds ("-": copied to stdout at the
-    end). Refuses an existing `dst` unless `force`, and never overwrites `src`."""
+    end). Refuses an existing `dst` unless `force` (also one that appears while writing), and never overwrites
+    `src`."""
     if os.fspath(dst) == "-":
         with tempfile.TemporaryFile() as tmp:
             yield tmp  # type: ignore[misc]
@@ -171,14 +166,5 @@ def atomic_output(
         raise OutputError(f"{path}: is a directory")
     if path.exists() and not force:
         raise OutputExistsError(f"{path}: already exists (use --force to overwrite)")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write to folder {path.parent} ({exc.strerror})") from None
-    try:
-        with os.fdopen(fd, "w+b") as f:
-            yield f  # type: ignore[misc]
-        atomic_replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w+b", force) as f:  # without force the final name is created exclusively
+        yield f

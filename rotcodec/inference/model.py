@@ -47,6 +47,19 @@ PROBE_MARGIN = 1.02
 PROBE_SECONDS = 10.0
 RECORD_BYTES = 14  # a chunk record (10 bytes) plus up to 4 bytes of range-coder word padding
 
+# Memory: a model call's working set grows with channels x frames, and a file's header sets the channel count
+# (up to 65535), so calls are batched by a budget of channel-frames rather than by the file. Measured for the
+# shipped speech16k on CPU (peak RSS, one thread): 290 MB loaded; a 5 s decode step adds 210 MB for one channel
+# and 190 MB per further channel (about 0.8 MB per channel-frame), an encode step 300 MB + 190 MB per further
+# channel (a 12 s stereo 48 kHz file peaked at 1.0 GB in one batch), the 10 s rate probe 350 MB + 260 MB per
+# further channel. One channel of a 5 s step per call keeps decoding under 0.7 GB (256 channels: 0.45 GB) and
+# compressing under 0.8 GB (8 channels at 48 kHz: 0.79 GB) whatever the channel count; mono runs exactly as
+# before. tests/test_inference.py decodes 256 channels under a 1 GB cap.
+CPU_BATCH_FRAMES = 250
+GPU_BATCH_FRAMES = 4000  # 16 channels of a 5 s step: batching is what makes GPUs pay off
+PROBE_BATCH_SECONDS = 10.0  # channel-seconds per rate-probe call: one channel of the 10 s head
+OUT_PIECE_BYTES = 32 << 20  # float32 decoded audio per piece, all channels together, before 16-bit conversion
+
 
 def _resampler(sr_in: int, sr_out: int, rows: int) -> soxr.ResampleStream | None:
     return None if sr_in == sr_out else soxr.ResampleStream(sr_in, sr_out, rows, dtype="float32", quality="HQ")
@@ -83,6 +96,7 @@ class CodecModel:
         device: str = "cpu",
         block_seconds: float = 5.0,
         step_seconds: float = 5.0,
+        batch_frames: int | None = None,
     ) -> None:
         self.codec = model_file.codec.eval()
         self.entry = entry
@@ -93,6 +107,9 @@ class CodecModel:
         self.code_counts = None if counts is None else counts.to(torch.int64).numpy()
         self.block_seconds = float(block_seconds)
         self.step_seconds = float(step_seconds)
+        if batch_frames is None:
+            batch_frames = GPU_BATCH_FRAMES if self.device.type == "cuda" else CPU_BATCH_FRAMES
+        self.batch_frames = max(1, int(batch_frames))
 
     # -- properties ---------------------------------------------------------------------------------
     @property
@@ -122,7 +139,7 @@ class CodecModel:
             per_row = self._row_bits if costs is None else costs[layout.n_q]
             bits = float(sum(per_row[r] for r in self.codec.table_rows(layout)))
         else:
-            bits = sum(math.ceil(math.log2(k)) for k in self.codec.code_sizes(layout.n_q, layout.envelope))
+            return self.codec.bitrate(layout) * channels
         return self.codec.frame_rate * bits * channels / 1000.0
 
     def tables(self, layout: StreamLayout) -> np.ndarray | None:
@@ -157,12 +174,16 @@ class CodecModel:
         if sr != self.sample_rate:
             x = soxr.resample(np.ascontiguousarray(x.T), sr, self.sample_rate, quality="HQ").T
         pad = (-x.shape[1]) % self.hop_length  # whole frames, as the stream pads the end
-        batch = self._as_batch(np.pad(x, ((0, 0), (0, pad))))
+        x = np.pad(x, ((0, 0), (0, pad)))
+        # channels in groups (memory); each row's codes are joined before the mean, as in one call
+        seconds = max(x.shape[1] / self.sample_rate, 1e-9)
+        per = self._group_rows(max(1, int(PROBE_BATCH_SECONDS / seconds)), x.shape[0])
         costs = np.zeros((self.n_q + 1, len(self._code_bits)))
         measured = sorted({min(n, self.n_q) for n in (1, 2, 4, self.n_q)})  # past 4 stages the gains barely change
         for n in measured if self.codec.envelopes else [self.n_q]:
             with torch.no_grad():
-                rows = self.codec.table_codes(batch, n)
+                parts = [self.codec.table_codes(self._as_batch(x[a : a + per]), n) for a in range(0, len(x), per)]
+            rows = [torch.cat(r) for r in zip(*parts, strict=True)] if len(parts) > 1 else parts[0]
             costs[n:] = [
                 bits[c.reshape(-1).cpu().numpy()].mean() if c.numel() else 0.0
                 for bits, c in zip(self._code_bits, rows, strict=True)
@@ -300,6 +321,17 @@ class CodecModel:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)
         return t.reshape(-1, self.codec.channels, t.shape[-1])
 
+    def _group_rows(self, channels: int, rows: int) -> int:
+        """Rows (audio channels) per model call when `channels` of them fit the budget: at least the model's
+        own channel count, a multiple of it, at most `rows`."""
+        ch = self.codec.channels
+        return min(rows, max(ch, channels // ch * ch))
+
+    def _groups(self, frames: int, rows: int) -> list[tuple[int, int]]:
+        """Row ranges [a, b) coded per model call for calls of `frames` frames."""
+        per = self._group_rows(self.batch_frames // max(1, frames), rows)
+        return [(a, min(rows, a + per)) for a in range(0, rows, per)]
+
     def _check_rows(self, rows: int) -> None:
         if rows % self.codec.channels:
             raise AudioError(f"model {self.name} codes {self.codec.channels} channels at a time, got {rows}")
@@ -316,10 +348,27 @@ class CodecModel:
         # Non-causal models cannot stream: they see the whole signal in one call (memory grows with length).
         hop, step = self.hop_length, self._model_step() if self.streams else 1 << 62
         pending = np.zeros((rows, 0), np.float32)
+        groups = self._groups(step // hop if self.streams else 1, rows)
+        states = _GroupStates(self.codec, len(groups)) if self.streams and len(groups) > 1 else None
 
         def emit(x: np.ndarray) -> None:
-            codes = self.codec.encode(self._as_batch(x), layout.n_q, layout.envelope)
-            sink(codes.reshape(rows, codes.shape[2], -1).cpu().numpy())
+            parts = []
+            # a non-causal model sees the whole file at once: only its channels can be split
+            for g, (a, b) in enumerate(groups if self.streams else self._groups(max(1, x.shape[1] // hop), rows)):
+                with states.use(g) if states else contextlib.nullcontext():
+                    codes = self.codec.encode(self._as_batch(x[a:b]), layout.n_q, layout.envelope)
+                parts.append(codes.reshape(b - a, codes.shape[2], -1).cpu().numpy())
+            sink(np.concatenate(parts) if len(parts) > 1 else parts[0])
+
+        def flush() -> None:  # the frames the pitch tracker's lookahead held back
+            parts = []
+            for g, (a, b) in enumerate(groups):
+                with states.use(g) if states else contextlib.nullcontext():
+                    tail = self.codec.encode_flush(layout.envelope)
+                if tail is None:
+                    return
+                parts.append(tail.reshape(b - a, tail.shape[2], -1).cpu().numpy())
+            sink(np.concatenate(parts) if len(parts) > 1 else parts[0])
 
         with self._streaming():
             for block in blocks:
@@ -334,10 +383,8 @@ class CodecModel:
             pending = np.pad(pending, ((0, 0), (0, (-pending.shape[1]) % hop)))
             for start in range(0, pending.shape[1], step):
                 emit(pending[:, start : start + step])
-            # the frame the pitch tracker's lookahead held back
-            tail = self.codec.encode_flush(layout.envelope) if self.streams else None
-            if tail is not None:
-                sink(tail.reshape(rows, tail.shape[2], -1).cpu().numpy())
+            if self.streams:
+                flush()
 
     def decode_stream(self, header: RcqHeader, chunks: Iterable[np.ndarray], sink: Sink) -> None:
         """Decode codes chunks [C, code rows, frames]; `sink` gets float32 audio [C, t] at the original rate,
@@ -356,9 +403,9 @@ class CodecModel:
         if any(k > a for k, a in zip(header.codebook_sizes, allowed, strict=True)):
             raise ModelMismatchError(f"file uses more stages or codes than model {self.name} has")
         self._check_rows(header.channels)
-        rs = _resampler(self.sample_rate, header.original_sample_rate, header.channels)
+        channels = header.channels
+        rs = _resampler(self.sample_rate, header.original_sample_rate, channels)
         left = header.num_samples
-        max_frames = self._model_step() // self.hop_length
         frames = 0
 
         def put(y: np.ndarray) -> None:
@@ -368,25 +415,52 @@ class CodecModel:
                 left -= y.shape[1]
                 sink(np.ascontiguousarray(y, dtype=np.float32))
 
-        if not self.streams:  # decode the whole file in one call, as the model was trained
+        if self.streams:
+            # pieces of at most a model step, fewer frames when many channels would make one piece's audio large
+            frame_bytes = 4 * channels * self.hop_length * max(1.0, header.original_sample_rate / self.sample_rate)
+            max_frames = self._model_step() // self.hop_length
+            max_frames = max(1, min(max_frames, int(OUT_PIECE_BYTES // frame_bytes)))
+            groups = self._groups(max_frames, channels)
+        else:  # decode the whole file in one call, as the model was trained
             parts = list(chunks)
             chunks = [np.concatenate(parts, axis=2)] if parts else []
             max_frames = 1 << 62
+            groups = self._groups(max(1, sum(p.shape[2] for p in parts)), channels)
+        states = _GroupStates(self.codec, len(groups)) if self.streams and len(groups) > 1 else None
+
+        def run(call: Callable[[int, int], torch.Tensor | None]) -> np.ndarray | None:
+            """`call(a, b)` for every group of channels (each in its own streaming state), joined by channel."""
+            outs = []
+            for g, (a, b) in enumerate(groups):
+                with states.use(g) if states else contextlib.nullcontext():
+                    wav = call(a, b)
+                if wav is None:
+                    return None
+                outs.append(wav.reshape(b - a, -1).cpu().numpy())
+            return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+        def decode(codes: np.ndarray) -> Callable[[int, int], torch.Tensor]:
+            def call(a: int, b: int) -> torch.Tensor:
+                t = torch.from_numpy(codes[a:b]).to(self.device)
+                return self.codec.decode(t.reshape(-1, self.codec.channels, *t.shape[1:]), lay.envelope)
+
+            return call
+
         with self._streaming():
             for chunk in chunks:
                 frames += chunk.shape[2]
                 for start in range(0, chunk.shape[2], max_frames):
-                    codes = torch.from_numpy(chunk[:, :, start : start + max_frames]).to(self.device)
-                    wav = self.codec.decode(codes.reshape(-1, self.codec.channels, *codes.shape[1:]), lay.envelope)
-                    put(_run_resampler(rs, wav.reshape(header.channels, -1).cpu().numpy(), last=False))
-            if self.streams and (tail := self.codec.decode_flush()) is not None:  # the envelope's last frame
-                put(_run_resampler(rs, tail.reshape(header.channels, -1).cpu().numpy(), last=False))
+                    y = run(decode(chunk[:, :, start : start + max_frames]))
+                    assert y is not None
+                    put(_run_resampler(rs, y, last=False))
+            if self.streams and (tail := run(lambda a, b: self.codec.decode_flush())) is not None:
+                put(_run_resampler(rs, tail, last=False))  # the envelope's last frame
             if abs(frames - expected_frames(header)) > 1:
                 raise BitstreamError(f"corrupt .rcq stream: {frames} frames, header implies {expected_frames(header)}")
             if rs is not None:
-                put(_run_resampler(rs, np.zeros((header.channels, 0), np.float32), last=True))
+                put(_run_resampler(rs, np.zeros((channels, 0), np.float32), last=True))
         while left > 0:  # rounding in the resampler can leave a few samples short
-            put(np.zeros((header.channels, min(left, 1 << 16)), np.float32))
+            put(np.zeros((channels, min(left, 1 << 16)), np.float32))
 
     # -- bytes API ----------------------------------------------------------------------------------
     def compress(
@@ -526,6 +600,32 @@ class CodecModel:
                     self.decode_stream(h, reader, sink)
                 size = out.seek(0, io.SEEK_END)
         return FileResult(os.fspath(src) if isinstance(src, (str, os.PathLike)) else "-", os.fspath(dst), h, size)
+
+
+class _GroupStates:
+    """Separate streaming state per group of channels: the codec's streaming modules keep one state dict each,
+    swapped in while a group is coded, so groups of a stream can be coded one after another."""
+
+    def __init__(self, codec: torch.nn.Module, groups: int) -> None:
+        self.modules = codec._streaming_modules()
+        self.states: list[list[dict]] = [[{} for _ in self.modules] for _ in range(groups)]
+
+    @contextlib.contextmanager
+    def use(self, group: int) -> Iterator[None]:
+        for m, state in zip(self.modules, self.states[group], strict=True):
+            m._streaming_state = state
+        try:
+            yield
+        finally:  # a module may have replaced its dict
+            self.states[group] = [{k: _compact(v) for k, v in m._streaming_state.items()} for m in self.modules]
+
+
+def _compact(value: object) -> object:
+    """A state tensor that is a view into a larger one (convs keep a slice of their input) as a copy of its own:
+    kept for a group while others run, the view would pin that group's whole activation."""
+    if torch.is_tensor(value) and value.untyped_storage().nbytes() > value.numel() * value.element_size():
+        return value.clone()
+    return value
 
 
 def _checked_clip(wav: np.ndarray, sr: int, name: str) -> tuple[np.ndarray, int]:

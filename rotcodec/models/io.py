@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..config import ConfigError, from_dict, to_dict
+from ..outputs import atomic_path
 from .codec import Codec, CodecConfig
 
 FORMAT = "rotcodec-model"
@@ -95,15 +94,8 @@ def round_weights_(codec: Codec, dtype: torch.dtype) -> Codec:
 
 
 def _atomic_write(target: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:  # readable as the umask allows: model files are meant to be shared
         write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; model files are meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(

@@ -93,7 +93,7 @@ def export(
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..cli import HelpFormatter
+    from ..cli import HelpFormatter, add_threads_option
 
     p = subparsers.add_parser(
         "export",
@@ -114,10 +114,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--card", help="JSON file with model-card fields to store in the metadata")
     p.add_argument("--recipe", help="take the model config from this recipe (its weights must match the checkpoint's)")
+    add_threads_option(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..cli import use_threads
+
+    use_threads(args.threads)
     card = json.loads(Path(args.card).read_text()) if args.card else {}
     recipe = Path(args.recipe) if args.recipe else None
     path = export(Path(args.checkpoint), Path(args.out), args.data, args.seconds, card, args.dtype, recipe)

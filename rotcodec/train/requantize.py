@@ -133,7 +133,7 @@ def requantize(
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..cli import HelpFormatter
+    from ..cli import HelpFormatter, add_threads_option
 
     p = subparsers.add_parser(
         "requantize",
@@ -149,10 +149,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=int, default=20, help="k-means iterations per stage")
     p.add_argument("--seed", type=int, default=0, help="seed of the crops and the k-means initialisation")
     p.add_argument("--force", action="store_true", help="overwrite an existing output model")
+    add_threads_option(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..cli import use_threads
+
+    use_threads(args.threads)
     existing = [str(p) for p in _paths(args.out) if p.exists()]
     if existing and not args.force:
         raise ValueError(f"{existing[0]} exists: pass --force to overwrite it")
