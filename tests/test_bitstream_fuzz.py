@@ -153,7 +153,7 @@ def test_payload_decoders_behind_the_crc_are_safe(payload, sizes, frames, skewed
         assert all(((codes[:, s] >= 0) & (codes[:, s] < k)).all() for s, k in enumerate(sizes))
 
 
-def raw_header(channels=1, sizes=(1024,), chunk=16, version=3, mode=0, table_crc=0, model_id=b"m", side=(0, 255, 0)):
+def raw_header(channels=1, sizes=(1024,), chunk=16, version=4, mode=0, table_crc=0, model_id=b"m", side=(0, 255, 0)):
     rows = len(sizes)
     length = _FIXED.size + 2 * rows + len(model_id) + 4
     body = _FIXED.pack(
@@ -203,8 +203,8 @@ def test_absurd_headers_are_refused_by_reader(kw, msg):
 
 def test_newer_version_is_a_clear_error():
     data = bytearray(FILES[0][0])
-    data[4] = 4
-    with pytest.raises(UnsupportedVersionError, match=r"version 4 is newer.*up to 3.*upgrade"):
+    data[4] = 5
+    with pytest.raises(UnsupportedVersionError, match=r"version 5 is newer.*up to 4.*upgrade"):
         decode_bytes(bytes(data))
     assert issubclass(UnsupportedVersionError, BitstreamError) and issubclass(BitstreamError, ValueError)
 

@@ -66,7 +66,8 @@ def test_escape_text_shows_what_is_hidden() -> None:
 def fake_model(base: Path, payload: bytes = b"not really weights") -> Path:
     """A model pair that passes the registry's checks (not loadable: the weights are junk)."""
     base.with_suffix(".safetensors").write_bytes(payload)
-    meta = {"format": "rotcodec-model", "weights_sha256": hashlib.sha256(payload).hexdigest()}
+    digest = hashlib.sha256(payload).hexdigest()
+    meta = {"format": "rotcodec-model", "weights_sha256": digest, "model_hash": digest}
     base.with_suffix(".json").write_text(json.dumps(meta))
     return base
 
@@ -77,6 +78,25 @@ def tiny_model(base: Path) -> Path:
     cfg = CodecConfig(base_channels=8, strides=[2, 4, 5, 8], latent_dim=16, dilations=[1], quantizer=q)
     save_model(Codec(cfg).eval(), base)
     return base
+
+
+def test_one_model_identity_checked_on_load(tmp_path: Path) -> None:
+    """A model's `.rcq` fingerprint is its content hash, which loading verifies: a JSON that claims another
+    identity for the same weights is refused, and the same weights saved again keep their identity."""
+    from rotcodec.models import ModelFileError, model_hash, read_model
+
+    base = tiny_model(tmp_path / "m")
+    codec = read_model(base).codec
+    meta = json.loads(base.with_suffix(".json").read_text())
+    assert meta["model_hash"] == model_hash(codec)
+    assert load_model(base).fingerprint == bytes.fromhex(meta["model_hash"])[:16]
+    save_model(codec, tmp_path / "again", code_counts=torch.ones(len(codec.table_sizes()), 64, dtype=torch.int64))
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["model_hash"] == meta["model_hash"] and again["weights_sha256"] != meta["weights_sha256"]
+    meta["model_hash"] = "0" * 64
+    base.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="model_hash"):
+        read_model(base)
 
 
 @pytest.fixture()
@@ -109,7 +129,7 @@ def test_loading_by_name_ignores_a_junk_model_beside_the_user(clean_env: Path) -
     fake_model(clean_env / "speech16k")
     model = load_model("speech16k")  # the junk weights would fail to load
     bundled_meta = json.loads((bundled_dir() / "speech16k.json").read_text())
-    assert model.fingerprint == bytes.fromhex(bundled_meta["weights_sha256"])[:16]
+    assert model.fingerprint == bytes.fromhex(bundled_meta["model_hash"])[:16]
 
 
 def test_a_local_file_is_named_by_a_path(clean_env: Path) -> None:
@@ -146,7 +166,7 @@ def test_shadowed_models_are_reported_and_still_found_by_fingerprint(
     report = "\n".join(search_report())
     assert "shadowed" in report and str(folder / "speech16k.safetensors") in report
     assert "never the current directory" in report and "$ROTCODEC_MODELS" in report
-    # a file encoded with the shadowed model is still matched to it: the fingerprint names the weights
+    # a file encoded with the shadowed model is still matched to it: the fingerprint names that model
     found = find_by_fingerprint(hashlib.sha256(b"fine-tuned").digest()[:16], "speech16k")
     assert found is not None and found.base == folder / "speech16k"
 

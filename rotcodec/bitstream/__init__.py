@@ -11,7 +11,7 @@ input raises BitstreamError (a ValueError).
 from rotcodec.bitstream.entropy import EntropyTables, estimate_frequencies, quantize_counts
 from rotcodec.bitstream.errors import BitstreamError, UnsupportedVersionError
 from rotcodec.bitstream.format import RcqReader, RcqWriter, decode_bytes, encode_bytes, read_rcq, write_rcq
-from rotcodec.bitstream.header import MAGIC, VERSION, CodingMode, RcqHeader, weights_hash
+from rotcodec.bitstream.header import MAGIC, VERSION, CodingMode, RcqHeader
 from rotcodec.bitstream.packing import code_bits, pack_codes, unpack_codes
 
 __all__ = [
@@ -32,6 +32,5 @@ __all__ = [
     "quantize_counts",
     "read_rcq",
     "unpack_codes",
-    "weights_hash",
     "write_rcq",
 ]

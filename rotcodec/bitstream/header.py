@@ -1,6 +1,6 @@
 """The `.rcq` file header: fields, limits, and its byte layout (see docs/format.md for the table).
 
-Layout (little-endian), version 3::
+Layout (little-endian), version 4::
 
     0  4s  magic b"\\x89RCQ"       4  u8  version        5  u8  coding_mode   6  u16 header_len
     8  u32 model_sample_rate      12  u32 original_sample_rate               16  u64 num_samples
@@ -11,13 +11,13 @@ Layout (little-endian), version 3::
 
 The rows of each frame are `pitch_rows` pitch symbols, `envelope_rows` band gains of the model's envelope
 tier `envelope_tier`, then the RVQ stages (`StreamLayout`). Versions 1 and 2 did not say which rows were
-which; this reader refuses them (re-encode with this version).
+which, and version 3 fingerprinted the weights file instead of the model; this reader refuses them (re-encode
+with this version).
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
 import operator
 import struct
 import zlib
@@ -29,7 +29,7 @@ from rotcodec.bitstream.layout import StreamLayout
 from rotcodec.bitstream.packing import code_bits
 
 MAGIC = b"\x89RCQ"
-VERSION = 3  # the only version written and read
+VERSION = 4  # the only version written and read
 NO_ENVELOPE = 255  # envelope_tier byte of a stream without band gains
 HASH_BYTES = 16
 
@@ -80,11 +80,6 @@ def escape_text(text: str) -> str:
     return "".join(out)
 
 
-def weights_hash(blob: bytes) -> bytes:
-    """16-byte model fingerprint: the first 16 bytes of sha256 over the serialized weights."""
-    return hashlib.sha256(blob).digest()[:HASH_BYTES]
-
-
 def _as_int(name: str, value: object, lo: int, hi: int) -> int:
     """`value` as a Python int within [lo, hi] (numpy integers accepted, bools and floats refused)."""
     try:
@@ -102,7 +97,8 @@ def _as_int(name: str, value: object, lo: int, hi: int) -> int:
 class RcqHeader:
     """Everything a decoder needs besides the model weights and the codes.
 
-    model_id: model name (UTF-8, at most 255 bytes); model_hash: 16 bytes (see `weights_hash`).
+    model_id: model name (UTF-8, at most 255 bytes); model_hash: 16 bytes, the model's fingerprint
+    (the first 16 bytes of its content hash, `rotcodec.models.model_hash`).
     model_sample_rate / original_sample_rate: Hz; the decoder resamples back to the original rate.
     channels: audio channels, each coded separately; num_samples: length at the original rate.
     hop_length: model-rate samples per frame (frame rate = model_sample_rate / hop_length Hz).

@@ -1,7 +1,8 @@
 """Model files: `NAME.safetensors` (weights, never pickle) + `NAME.json` (config, versions, checksum).
 
 JSON fields: format ("rotcodec-model"), format_version, rotcodec_version, config (CodecConfig as a dict),
-weights_file, weights_sha256 (of the .safetensors file), model_hash (see `model_hash`), has_code_counts,
+weights_file, weights_sha256 (integrity checksum of the .safetensors file), model_hash (the model's identity, see
+`model_hash`; checked on load; `.rcq` files carry its first 16 bytes), has_code_counts,
 extra (caller's metadata). Optional code-frequency tables `[code rows, largest alphabet]` (for entropy coding) live
 in the safetensors file under the key `code_counts`, next to the state dict (whose keys never clash: they
 all start with `encoder.`, `quantizer.` or `decoder.`).
@@ -68,7 +69,9 @@ def model_hash(codec: Codec) -> str:
     equal hashes mean the codec decodes identically. Stable across save/load, inference-only files included
     (training-only EMA sums are left out), and so are encoder-only settings (the pitch tracker's lookahead),
     so files a model wrote before such a setting existed still find it."""
-    config = to_dict(codec.config)
+    # Through from_dict, as loading does: a config built with edges [0, 500] and one read back as [0.0, 500.0]
+    # are the same model.
+    config = to_dict(from_dict(type(codec.config), to_dict(codec.config)))
     if config.get("pitch"):
         config["pitch"] = {k: v for k, v in config["pitch"].items() if k != "lookahead"}
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
@@ -195,6 +198,8 @@ def read_model(path: str | Path, device: str | torch.device = "cpu") -> ModelFil
     except RuntimeError as exc:
         msg = " ".join(str(exc).split())[:300]
         raise ModelFileError(f"{weights_path}: weights do not match the config ({msg})") from None
+    if model_hash(codec) != meta.get("model_hash"):
+        raise ModelFileError(f"{json_path}: model_hash does not match the weights and config it describes")
     codec.to(device).eval()
     return ModelFile(codec, meta, code_counts, dict(meta.get("extra") or {}))
 

@@ -14,8 +14,9 @@ a directory separator, a leading `.` or `~`, or a `.safetensors`/`.json` suffix 
 `runs/x/model.safetensors`).
 
 Only the small JSON files are read here; weights are loaded by `rotcodec.inference.load_model`.
-An `.rcq` file names its model by id (the file stem) and fingerprint: the first 16 bytes of the SHA-256 of
-the `.safetensors` file (docs/format.md), which the JSON records as `weights_sha256`.
+An `.rcq` file names its model by id (the file stem) and fingerprint: the first 16 bytes of the model's
+content hash (`rotcodec.models.model_hash`, docs/format.md), which the JSON records as `model_hash` and
+`read_model` verifies. The JSON's `weights_sha256` is only the weights file's integrity checksum.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ class ModelEntry:
 
 
 def fingerprint_from_meta(meta: dict[str, Any]) -> bytes:
-    """First 16 bytes of the weights file's SHA-256, from the JSON's `weights_sha256` (b"" if missing)."""
-    digest = meta.get("weights_sha256")
+    """First 16 bytes of the model's content hash, from the JSON's `model_hash` (b"" if missing)."""
+    digest = meta.get("model_hash")
     try:
         return bytes.fromhex(digest)[:HASH_BYTES] if isinstance(digest, str) else b""
     except ValueError:
