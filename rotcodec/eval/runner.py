@@ -12,6 +12,7 @@ that lack a metric this version computes (written before it existed) are compute
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -184,65 +185,28 @@ def run_eval(opts: EvalOptions, on_row: Callable[[dict[str, Any]], None] | None 
         raise EvalError(str(exc)) from None
     if not jobs:
         raise EvalError("nothing to evaluate: give --model and/or --baselines")
-    if opts.items is not None:
-        sources: list[tuple[str, Any]] = list(opts.items)[: opts.max_files or None]
-    elif opts.data is not None:
-        sources = [(p, p) for p in find_eval_files(opts.data, opts.max_files)]
-    else:
-        raise EvalError("no evaluation data given (--data)")
-    rows: list[dict[str, Any]] = read_csv(out / "results.csv")
-    needed = metric_names(opts.speech)
-    stale = [r for r in rows if any(m not in r for m in needed)]
-    if stale:
-        missing = sorted({m for r in stale for m in needed if m not in r})
-        print(f"{len(stale)} row(s) in {out / 'results.csv'} lack {', '.join(missing)}: computing them again")
-        rows = [r for r in rows if all(m in r for m in needed)]
+    sources = _sources(opts)
+    rows = _previous_rows(out / "results.csv", metric_names(opts.speech))
     done = {(r["file"], r["codec"], r["setting"]) for r in rows}
     todo = [(f, j) for f, _ in sources for j in jobs if (f, j[0], j[1]) not in done]
     computed, last_flush = 0, time.monotonic()
-    bar = tqdm(total=len(todo), disable=opts.quiet, unit="run", dynamic_ncols=True, desc="eval")
+    quiet = opts.quiet or not sys.stderr.isatty()  # no bar in redirected logs
+    bar = tqdm(total=len(todo), disable=quiet, unit="run", dynamic_ncols=True, desc="eval")
     try:
         for key, source in sources:
             pending = [j for f, j in todo if f == key]
             if not pending:
                 continue
-            if isinstance(source, np.ndarray):
-                ref = np.ascontiguousarray(to_channels(source, channels), dtype=np.float32)
-                if opts.max_seconds:
-                    ref = ref[:, : int(round(opts.max_seconds * sr))]
-            else:
-                try:
-                    ref = load_reference(source, sr, channels, opts.max_seconds)
-                except AudioError as exc:
-                    bar.write(f"skipping {key}: {exc}")
-                    bar.update(len(pending))
-                    continue
-            seconds = ref.shape[-1] / sr
+            try:
+                ref = _reference(source, sr, channels, opts.max_seconds)
+            except AudioError as exc:
+                bar.write(f"skipping {key}: {exc}")
+                bar.update(len(pending))
+                continue
             for codec, setting, nominal, spec in pending:
                 bar.set_postfix_str(f"{codec} {setting}")
-                if spec is not None and neural is not None:
-                    run = neural.run_ceiling(ref, spec) if isinstance(spec, Ceiling) else neural.run(ref, spec)
-                    decoded, delay = align_estimate(ref, run.decoded, neural.codec.hop_length)
-                else:
-                    run, decoded, delay = (r := run_baseline(codec, ref, sr, nominal)), r.decoded, 0
-                row: dict[str, Any] = {
-                    "file": key,
-                    "codec": codec,
-                    "setting": setting,
-                    "nominal_kbps": nominal,
-                    "n_q": "",  # rotcodec runs say how many stages their stream sent
-                    "kbps_measured": run.kbps_measured,
-                    "kbps_file": run.kbps_file,
-                    "bytes": "" if run.n_bytes is None else run.n_bytes,
-                    "duration_s": seconds,
-                    "encode_seconds": run.encode_seconds,
-                    "decode_seconds": run.decode_seconds,
-                    "encode_rtf": run.encode_seconds / seconds,
-                    "decode_rtf": run.decode_seconds / seconds,
-                    "delay_samples": delay,
-                    **run.extra,
-                }
-                row.update(score(ref, decoded, sr, opts.speech, opts.dnsmos))
+                row = {"file": key, **_run_job(neural, codec, setting, nominal, spec, ref, sr)}
+                row.update(score(ref, row.pop("_decoded"), sr, opts.speech, opts.dnsmos))
                 rows.append(row)
                 computed += 1
                 if on_row is not None:
@@ -259,6 +223,64 @@ def run_eval(opts: EvalOptions, on_row: Callable[[dict[str, Any]], None] | None 
         raise EvalError("no file could be evaluated")
     write_report(rows, out)
     return EvalOutcome(rows, computed, out)
+
+
+def _sources(opts: EvalOptions) -> list[tuple[str, Any]]:
+    """(key, path or `[channels, time]` array) per evaluation item."""
+    if opts.items is not None:
+        return list(opts.items)[: opts.max_files or None]
+    if opts.data is not None:
+        return [(p, p) for p in find_eval_files(opts.data, opts.max_files)]
+    raise EvalError("no evaluation data given (--data)")
+
+
+def _previous_rows(csv_path: Path, needed: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows an earlier run left in results.csv, minus those that lack a metric now scored (recomputed)."""
+    rows: list[dict[str, Any]] = read_csv(csv_path)
+    stale = [r for r in rows if any(m not in r for m in needed)]
+    if stale:
+        missing = sorted({m for r in stale for m in needed if m not in r})
+        print(f"{len(stale)} row(s) in {csv_path} lack {', '.join(missing)}: computing them again")
+    return [r for r in rows if all(m in r for m in needed)]
+
+
+def _reference(source: Any, sr: int, channels: int, max_seconds: float | None) -> np.ndarray:
+    """The reference `[channels, time]` float32 at `sr` Hz from a path or an array (AudioError if unreadable)."""
+    if not isinstance(source, np.ndarray):
+        return load_reference(source, sr, channels, max_seconds)
+    ref = np.ascontiguousarray(to_channels(source, channels), dtype=np.float32)
+    return ref[:, : int(round(max_seconds * sr))] if max_seconds else ref
+
+
+def _run_job(
+    neural: NeuralCodec | None, codec: str, setting: str, nominal: float, spec: Any, ref: np.ndarray, sr: int
+) -> dict[str, Any]:
+    """Code `ref` with one codec setting -> its results row without the file and the metrics; the decoded
+    audio (aligned to `ref`) under `_decoded`."""
+    seconds = ref.shape[-1] / sr
+    if spec is not None and neural is not None:
+        run = neural.run_ceiling(ref, spec) if isinstance(spec, Ceiling) else neural.run(ref, spec)
+        decoded, delay = align_estimate(ref, run.decoded, neural.codec.hop_length)
+    else:
+        run = run_baseline(codec, ref, sr, nominal)
+        decoded, delay = run.decoded, 0
+    return {
+        "codec": codec,
+        "setting": setting,
+        "nominal_kbps": nominal,
+        "n_q": "",  # rotcodec runs say how many stages their stream sent
+        "kbps_measured": run.kbps_measured,
+        "kbps_file": run.kbps_file,
+        "bytes": "" if run.n_bytes is None else run.n_bytes,
+        "duration_s": seconds,
+        "encode_seconds": run.encode_seconds,
+        "decode_seconds": run.decode_seconds,
+        "encode_rtf": run.encode_seconds / seconds,
+        "decode_rtf": run.decode_seconds / seconds,
+        "delay_samples": delay,
+        **run.extra,
+        "_decoded": decoded,
+    }
 
 
 def write_report(rows: Sequence[dict[str, Any]], out: str | Path) -> None:

@@ -52,7 +52,8 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -144,7 +145,7 @@ def save_model(
         "rotcodec_version": __version__,
         "config": to_dict(codec.config),
         "weights_file": weights_path.name,
-        "weights_sha256": _sha256(weights_path),
+        "weights_sha256": file_sha256(weights_path),
         "model_hash": model_hash(codec),
         "has_code_counts": code_counts is not None,
         "extra": dict(extra_meta or {}),
@@ -176,7 +177,7 @@ def read_model(path: str | Path, device: str | torch.device = "cpu") -> ModelFil
     meta = _read_meta(json_path)
     if not weights_path.is_file():
         raise ModelFileError(f"model weights not found: {weights_path}")
-    if _sha256(weights_path) != meta.get("weights_sha256"):
+    if file_sha256(weights_path) != meta.get("weights_sha256"):
         raise ModelFileError(f"{weights_path}: checksum mismatch (file corrupt or not the one {json_path.name} names)")
     if not isinstance(meta.get("config"), dict):
         raise ModelFileError(f"{json_path}: no model config")

@@ -14,7 +14,6 @@ a weight would otherwise load without complaint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -29,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .. import __version__
-from ..models.io import save_model
+from ..models.io import file_sha256, save_model
 
 
 class CheckpointError(ValueError):
@@ -45,16 +44,8 @@ _TMP_PREFIX = ".tmp_"
 _TMP_NAME = re.compile(re.escape(_TMP_PREFIX) + r"[a-z0-9_]+")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _write_checksums(folder: Path) -> None:
-    files = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != CHECKSUMS}
+    files = {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != CHECKSUMS}
     text = json.dumps({"format": CHECKSUMS_FORMAT, "files": files}, indent=1, sort_keys=True)
     (folder / CHECKSUMS).write_text(text + "\n")
 
@@ -84,7 +75,7 @@ def verify_checkpoint(path: Path) -> None:
         file = path / name
         if not file.is_file():
             raise CheckpointError(f"{file} is missing")
-        if _sha256(file) != digest:
+        if file_sha256(file) != digest:
             raise CheckpointError(f"{file}: checksum mismatch (damaged file)")
 
 
