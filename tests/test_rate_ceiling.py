@@ -59,3 +59,24 @@ def test_whole_file_rate_is_at_most_the_request(model, kind, seconds, sr, channe
     assert header.channels == channels
     if lowest * 1.05 < kbps:  # a request below the smallest layout cannot be met: compress warns instead
         assert measured <= kbps, f"{kind} {seconds} s {sr} Hz x{channels}: {measured:.3f} > {kbps} kbps"
+
+
+def test_compress_prints_the_plans_own_rate_and_says_when_a_short_file_exceeds(tmp_path, capsys) -> None:  # noqa: ANN001
+    """The "planned" figure is what the plan expected for this file (its measured costs, header included),
+    so it lands near the measured rate; a short file over the request says so."""
+    import re
+
+    import soundfile as sf
+
+    from rotcodec.cli.main import main
+
+    sf.write(tmp_path / "long.wav", vowel(16000, 12.0, seed=3), 16000)
+    sf.write(tmp_path / "short.wav", vowel(16000, 1.0, seed=4), 16000)
+    assert main(["compress", str(tmp_path / "long.wav"), "--kbps", "3"]) == 0
+    out = capsys.readouterr().out
+    planned, measured = map(float, re.search(r"planned ([\d.]+) kbps, measured ([\d.]+) kbps", out).groups())
+    assert measured <= 3.0 and abs(planned - measured) < 0.05 * measured, out
+    assert main(["compress", str(tmp_path / "short.wav"), "--kbps", "3"]) == 0
+    out = capsys.readouterr().out
+    measured = float(re.search(r"measured ([\d.]+) kbps", out).group(1))
+    assert measured > 3.0 and "warning: more than the 3 kbps asked" in out, out  # 1 s: the header alone is 0.3

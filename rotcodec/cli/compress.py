@@ -59,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="audio files -> .rcq",
         description="Compress audio (any format soundfile reads, any sample rate, any channel count) to .rcq. "
         "IN may be files, folders (recursed; the tree is mirrored under -o) or - (stdin -> stdout). Without -o, "
-        "X.wav becomes X.rcq beside it. Prints the rows sent and the requested, planned (expected from the "
-        "model's code tables) and measured (file size) bitrate.",
+        "X.wav becomes X.rcq beside it. Prints the rows sent and the requested, planned (what the plan expected "
+        "from the file's first 10 s, header included) and measured (file size) bitrate.",
         epilog=EXIT_HELP,
     )
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio file, folder, or - for stdin")
@@ -284,7 +284,7 @@ def run_compress(args: argparse.Namespace) -> int:
         lowest = min(model.bitrate(o, h.channels, bool(h.coding_mode)) for o in model.layouts())
         if args.kbps is not None and lowest > args.kbps + 1e-9:
             note = f" (warning: {args.kbps:g} kbps is below this model's lowest rate)"
-        elif args.kbps is not None and r.kbps > args.kbps * 1.05:
+        elif args.kbps is not None and r.kbps > args.kbps + 1e-9:
             note = f" (warning: more than the {args.kbps:g} kbps asked: a file this short pays for its header)"
         if h.original_sample_rate > h.model_sample_rate and not band_noted and not args.quiet:
             band_noted = True  # once per run: every such file loses the same band
@@ -298,7 +298,7 @@ def run_compress(args: argparse.Namespace) -> int:
         requested = "" if args.kbps is None else f"requested {args.kbps:g} kbps, "
         return (
             f"{src} -> {dst}: {r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch, {stages}, "
-            f"{requested}planned {model.bitrate(lay, h.channels, bool(h.coding_mode)):.2f} kbps, "
+            f"{requested}planned {r.planned_kbps:.2f} kbps, "
             f"measured {r.kbps:.2f} kbps ({r.size} bytes, {mode}){note}"
         )
 

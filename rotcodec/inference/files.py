@@ -33,12 +33,14 @@ Progress = Callable[[float], None]  # called with seconds of audio just processe
 
 @dataclass
 class FileResult:
-    """One compressed or decompressed file: the `.rcq` header and the output's size in bytes."""
+    """One compressed or decompressed file: the `.rcq` header, the output's size in bytes and, for compress, the
+    rate its plan expected (kbps, header included; NaN for decompress)."""
 
     src: str
     dst: str
     header: RcqHeader
     size: int
+    planned_kbps: float = float("nan")
 
     @property
     def duration(self) -> float:
@@ -47,7 +49,7 @@ class FileResult:
 
     @property
     def kbps(self) -> float:
-        """Actual bitrate of the output file in kbps, header and chunk records included."""
+        """Measured bitrate of the output file in kbps, header and chunk records included."""
         return self.size * 8 / max(self.duration, 1e-9) / 1000.0
 
 

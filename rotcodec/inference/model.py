@@ -206,13 +206,18 @@ class CodecModel:
         n_q: int | None = None,
         entropy: bool | None = None,
         envelope: bool | None = None,
-    ) -> StreamLayout:
+    ) -> tuple[StreamLayout, float]:
         """`plan` for one file of `seconds` at `sr` Hz whose first PROBE_SECONDS are `head` `[channels, t]`: with
-        `kbps` and entropy coding, planned from what that audio's codes cost, header and records included."""
+        `kbps` and entropy coding, planned from what that audio's codes cost, header and records included.
+        Returns the layout and the whole file's expected rate in kbps (the plan's own figure: from the audio's
+        costs where it measured them, else the tables; header and records spread over `seconds`)."""
         costs = None
         if kbps is not None and n_q is None and self.coding_mode(entropy) == CodingMode.ENTROPY:
             costs = self.row_costs(head, sr)
-        return self.plan(kbps, n_q, head.shape[0], entropy, envelope, costs, seconds)
+        channels = head.shape[0]
+        layout = self.plan(kbps, n_q, channels, entropy, envelope, costs, seconds)
+        rate = self.bitrate(layout, channels, entropy, costs) + self.overhead_kbps(layout, channels, seconds)
+        return layout, rate
 
     def layouts(self, envelope: bool | None = None) -> list[StreamLayout]:
         """Every layout a stream of this model may have (`envelope` False: none with band gains)."""
@@ -506,7 +511,7 @@ class CodecModel:
                 bufs = [io.BytesIO() for _ in part]
                 if layout is None:
                     head = np.concatenate([clips[i][0][:, : int(PROBE_SECONDS * r)] for i in part], axis=1)
-                    q = self.plan_file(head, r, length / r, kbps, n_q, entropy, envelope)
+                    q, _ = self.plan_file(head, r, length / r, kbps, n_q, entropy, envelope)
                 else:
                     q = layout
                 tables = self.tables(q)
@@ -559,18 +564,20 @@ class CodecModel:
         `layout` (None: `plan_file` from the file's first seconds); the result's header holds the layout.
         `progress(seconds)` is called after each block read."""
         with open_audio(src) as source:
+            seconds = source.frames / source.sr
             if layout is None:
                 head = source.head(int(PROBE_SECONDS * source.sr))
-                q = self.plan_file(head, source.sr, source.frames / source.sr, kbps, n_q, entropy, envelope)
+                q, planned = self.plan_file(head, source.sr, seconds, kbps, n_q, entropy, envelope)
             else:
                 q = layout
+                planned = self.bitrate(q, source.channels, entropy) + self.overhead_kbps(q, source.channels, seconds)
             header = self.make_header(source.sr, source.channels, source.frames, q, entropy)
             with atomic_output(dst, force, src) as out:
                 with RcqWriter(out, header, self.tables(q)) as writer:
                     blocks = source.blocks(max(1, int(self.block_seconds * source.sr)), progress)
                     self.encode_stream(blocks, source.sr, source.channels, q, writer.write_chunk)
                 size = out.seek(0, io.SEEK_END)
-        return FileResult(os.fspath(src), os.fspath(dst), header, size)
+        return FileResult(os.fspath(src), os.fspath(dst), header, size, planned)
 
     def decompress_file(
         self,
