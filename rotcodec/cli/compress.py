@@ -65,9 +65,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio file, folder, or - for stdin")
     rate = p.add_mutually_exclusive_group()
-    rate.add_argument("--kbps", type=positive_float, help="target bitrate in kbps, all channels together")
-    rate.add_argument("--n-q", type=positive_int, dest="n_q", metavar="N", help="number of RVQ stages (default: all)")
-    _add_common(p, "bundled/local model name or model file path (default: speech16k)")
+    rate.add_argument(
+        "--kbps",
+        type=positive_float,
+        help="most kbps for the whole file, all channels together (a ceiling for files of 10 s or more); without "
+        "--kbps or --n-q: every stage and the finest band gains, the model's highest rate",
+    )
+    rate.add_argument(
+        "--n-q",
+        type=positive_int,
+        dest="n_q",
+        metavar="N",
+        help="number of RVQ stages, with the band gains the decoder was trained with",
+    )
+    _add_common(p, "model name (see rotcodec models) or a path such as ./NAME (default: speech16k)")
     p.add_argument(
         "--entropy",
         action=argparse.BooleanOptionalAction,
