@@ -3,6 +3,12 @@
     python benchmarks/codec_speed.py                       # default model (speech16k), 2 CPU threads
     python benchmarks/codec_speed.py --model runs/x/model  # any model file
     python benchmarks/codec_speed.py --minutes 1 10 --seconds 10 --threads 2
+    python benchmarks/codec_speed.py --anchors --minutes   # against EnCodec 24 kHz, 1 and 2 threads
+
+`--anchors` needs EnCodec (`pip install --no-deps encodec`; its torchaudio import is stubbed, since
+torchaudio does not load beside this torch and a random-weight model never calls it). It times EnCodec
+24 kHz at 6 kbps (random weights: speed does not depend on them) beside rotcodec at each `--kbps` setting in
+one run, and the latency of one 20 ms frame through rotcodec's streaming encoder and decoder.
 
 Without an installed model, a random-weight model with the default `CodecConfig` (speech16k architecture)
 is used: speed and memory do not depend on the weights. Real-time factor = audio seconds / wall seconds
@@ -148,6 +154,100 @@ def memory_rows(model_path: str, minutes: list[float], sr: int, workdir: Path, t
     return [head, "|---" * (len(minutes) + 1) + "|"] + [f"| {k} | " + " | ".join(v) + " |" for k, v in results.items()]
 
 
+def best_of(repeats: int, fn) -> float:  # noqa: ANN001
+    """Fastest wall time (s) of `repeats` calls of `fn`."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def load_encodec():  # noqa: ANN201
+    """EnCodec 24 kHz at 6 kbps with random weights, or None when the package is missing."""
+    import types
+
+    import torch
+
+    sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))  # imported by encodec, unused here
+    try:
+        from encodec import EncodecModel
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    model = EncodecModel.encodec_model_24khz(pretrained=False)
+    model.set_target_bandwidth(6.0)
+    return model.eval()
+
+
+def anchor_rows(model_path: str, seconds: float, repeats: int, kbps: list[float], workdir: Path) -> list[str]:
+    """Markdown rows: EnCodec 24 kHz and rotcodec at each rate, 1 and 2 threads, real-time factors and
+    rotcodec / EnCodec ratios from the same run."""
+    import torch
+
+    from rotcodec.inference import load_model
+
+    encodec = load_encodec()
+    if encodec is None:
+        return ["(anchors skipped: EnCodec is not installed; `pip install --no-deps encodec`)"]
+    model = load_model(model_path)
+    wav = workdir / "anchor.wav"
+    generate(wav, seconds, model.sample_rate)
+    x, sr = sf.read(wav, dtype="float32")
+    generate(workdir / "anchor24.wav", seconds, 24000)
+    x24 = torch.from_numpy(sf.read(workdir / "anchor24.wav", dtype="float32")[0])[None, None]
+    rows = ["| threads | codec | encode x real time | decode x real time | encode / EnCodec | decode / EnCodec |"]
+    rows.append("|---|---|---|---|---|---|")
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            frames = encodec.encode(x24)
+            enc_ref = seconds / best_of(repeats, lambda: encodec.encode(x24))
+            dec_ref = seconds / best_of(repeats, lambda: encodec.decode(frames))  # noqa: B023
+        rows.append(f"| {threads} | EnCodec 24 kHz, 6 kbps (14.9 M params) | {enc_ref:.1f} | {dec_ref:.1f} | 1 | 1 |")
+        for rate in kbps:
+            data = model.compress(x, sr, kbps=rate)
+            enc = seconds / best_of(repeats, lambda: model.compress(x, sr, kbps=rate))  # noqa: B023
+            dec = seconds / best_of(repeats, lambda: model.decompress(data))  # noqa: B023
+            rows.append(
+                f"| {threads} | rotcodec {model.name} `--kbps {rate:g}` | {enc:.1f} | {dec:.1f} | "
+                f"{enc / enc_ref:.2f} | {dec / dec_ref:.2f} |"
+            )
+    return rows
+
+
+def frame_latency(model_path: str, kbps: float, frames: int = 100) -> str:
+    """Median ms to encode, and to decode, one frame (20 ms at 50 Hz) in streaming mode, one thread."""
+    import torch
+
+    from rotcodec.inference import load_model
+
+    torch.set_num_threads(1)
+    model = load_model(model_path)
+    codec, hop = model.codec, model.hop_length
+    rng = np.random.default_rng(0)
+    chunks = [torch.from_numpy(0.1 * rng.standard_normal((1, 1, hop), dtype=np.float32)) for _ in range(frames)]
+    layout = model.plan(kbps)
+    enc_ms, dec_ms, codes = [], [], []
+    with torch.no_grad(), codec.streaming():
+        for c in chunks:
+            start = time.perf_counter()
+            codes.append(codec.encode(c, layout.n_q, layout.envelope))
+            enc_ms.append(1000 * (time.perf_counter() - start))
+    with torch.no_grad(), codec.streaming():
+        for c in codes:
+            if c.shape[-1] == 0:
+                continue
+            start = time.perf_counter()
+            codec.decode(c, layout.envelope)
+            dec_ms.append(1000 * (time.perf_counter() - start))
+    return (
+        f"One {1000 * hop / model.sample_rate:g} ms frame, streaming, 1 thread, `--kbps {kbps:g}` layout: "
+        f"encode {np.median(enc_ms[5:]):.2f} ms, decode {np.median(dec_ms[5:]):.2f} ms (median of {frames - 5})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="model name or path (default: speech16k, else random weights)")
@@ -156,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="best of N timings")
     p.add_argument("--minutes", type=float, nargs="*", default=[1.0, 10.0], help="file lengths for peak memory")
     p.add_argument("--opus-kbps", type=float, nargs="*", default=[6.0, 8.0, 12.0])
+    p.add_argument("--anchors", action="store_true", help="also time EnCodec 24 kHz beside rotcodec (see above)")
+    p.add_argument("--kbps", type=float, nargs="*", default=[1.5, 3.0, 6.0, 12.0], help="rotcodec rates for --anchors")
     args = p.parse_args(argv)
 
     import torch
@@ -177,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
             generate(wav, args.seconds, sr)
             for kbps in args.opus_kbps:
                 print(opus_speed(wav, args.seconds, kbps, sr, workdir))
+        if args.anchors:
+            print(f"\n## Against EnCodec ({args.seconds:g} s of audio, best of {args.repeats}, same run)\n")
+            for row in anchor_rows(model_path, args.seconds, args.repeats, args.kbps, workdir):
+                print(row)
+            print("\n" + frame_latency(model_path, 6.0))
+            torch.set_num_threads(args.threads)
         if args.minutes:
             print(f"\n## Peak memory (fresh process per run, {sr} Hz mono input, {args.threads} threads)\n")
             for row in memory_rows(model_path, args.minutes, sr, workdir, args.threads):
