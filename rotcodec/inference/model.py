@@ -180,9 +180,13 @@ class CodecModel:
         per = self._group_rows(max(1, int(PROBE_BATCH_SECONDS / seconds)), x.shape[0])
         costs = np.zeros((self.n_q + 1, len(self._code_bits)))
         measured = sorted({min(n, self.n_q) for n in (1, 2, 4, self.n_q)})  # past 4 stages the gains barely change
-        for n in measured if self.codec.envelopes else [self.n_q]:
-            with torch.no_grad():
-                parts = [self.codec.table_codes(self._as_batch(x[a : a + per]), n) for a in range(0, len(x), per)]
+        measured = measured if self.codec.envelopes else [self.n_q]
+        with torch.no_grad():  # one encode per group of channels, one decode per stage count
+            groups = [
+                self.codec.table_codes_at(self._as_batch(x[a : a + per]), measured) for a in range(0, len(x), per)
+            ]
+        for i, n in enumerate(measured):
+            parts = [g[i] for g in groups]
             rows = [torch.cat(r) for r in zip(*parts, strict=True)] if len(parts) > 1 else parts[0]
             costs[n:] = [
                 bits[c.reshape(-1).cpu().numpy()].mean() if c.numel() else 0.0

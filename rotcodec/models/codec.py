@@ -339,16 +339,24 @@ class Codec(StreamingModule):
         tables (`table_sizes`), each `[batch * channels, frames]`: the pitch row, every envelope tier's band
         gains (measured on the decode of `gains_n_q` stages, default all, as a stream with that many stages
         sends them), all stages. For code tables and per-file rate planning."""
+        return self.table_codes_at(wav, [self.n_q if gains_n_q is None else gains_n_q])[0]
+
+    def table_codes_at(self, wav: torch.Tensor, gains_n_qs: list[int]) -> list[list[torch.Tensor]]:
+        """`table_codes` for several stage counts of the band gains, encoding once: one list of rows per count."""
         codes = self.encode(wav, self.n_q, None).flatten(0, 1)  # [batch * channels, pitch + n_q, frames]
         p = self.pitch_rows
-        rows = [codes[:, k] for k in range(p)]
-        if len(self.envelopes):
-            sent = codes[:, : p + self._check_n_q(gains_n_q)]  # a stage's codes do not depend on later stages
-            x, y = self._fold(wav)[:, 0], self._synthesise(sent)[:, 0]
-            rows += [
-                gains[:, b] for tier in self.envelopes for gains in [tier.analyse(x, y)] for b in range(tier.cfg.bands)
-            ]
-        return rows + [codes[:, k] for k in range(p, codes.shape[1])]
+        head = [codes[:, k] for k in range(p)]
+        stages = [codes[:, k] for k in range(p, codes.shape[1])]
+        if not len(self.envelopes):
+            return [head + stages for _ in gains_n_qs]
+        x = self._fold(wav)[:, 0]
+        out = []
+        for n in gains_n_qs:
+            sent = codes[:, : p + self._check_n_q(n)]  # a stage's codes do not depend on later stages
+            y = self._synthesise(sent)[:, 0]
+            gains = [g[:, b] for tier in self.envelopes for g in [tier.analyse(x, y)] for b in range(tier.cfg.bands)]
+            out.append(head + gains + stages)
+        return out
 
     @torch.no_grad()
     def encode_flush(self, envelope: int | None = 0) -> torch.Tensor | None:
