@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..outputs import terminate_as_interrupt
 from . import (
     EXIT_ERROR,
     EXIT_OK,
@@ -313,8 +312,7 @@ def run_compress(args: argparse.Namespace) -> int:
             f"measured {r.kbps:.2f} kbps ({r.size} bytes, {mode}){note}"
         )
 
-    with terminate_as_interrupt():
-        return _run_jobs(args, jobs, work, lambda s: 0.0 if s == "-" else seconds(s))
+    return _run_jobs(args, jobs, work, lambda s: 0.0 if s == "-" else seconds(s))
 
 
 def run_decompress(args: argparse.Namespace) -> int:
@@ -339,8 +337,7 @@ def run_decompress(args: argparse.Namespace) -> int:
         audio = f"{r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch"
         return f"{src} -> {dst}: {audio} ({escape_text(h.model_id)})"
 
-    with terminate_as_interrupt():
-        return _run_jobs(args, jobs, work, lambda s: 0.0 if s == "-" else seconds(s))
+    return _run_jobs(args, jobs, work, lambda s: 0.0 if s == "-" else seconds(s))
 
 
 def check_body(path: str, header: Any, installed: str | None) -> str:

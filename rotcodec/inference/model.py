@@ -201,6 +201,13 @@ class CodecModel:
         records = math.ceil(frames / header.chunk_frames) + 1
         return 8 * (len(pack_header(header, 0)) + RECORD_BYTES * records) / max(seconds, 1e-9) / 1000.0
 
+    def expected_kbps(
+        self, layout: StreamLayout, channels: int, seconds: float, entropy: bool | None, costs: np.ndarray | None = None
+    ) -> float:
+        """A `seconds`-long file's expected rate in kbps with `layout`: payload (`bitrate`) plus header and chunk
+        records."""
+        return self.bitrate(layout, channels, entropy, costs) + self.overhead_kbps(layout, channels, seconds)
+
     def plan_file(
         self,
         head: np.ndarray,
@@ -220,8 +227,7 @@ class CodecModel:
             costs = self.row_costs(head, sr)
         channels = head.shape[0]
         layout = self.plan(kbps, n_q, channels, entropy, envelope, costs, seconds)
-        rate = self.bitrate(layout, channels, entropy, costs) + self.overhead_kbps(layout, channels, seconds)
-        return layout, rate
+        return layout, self.expected_kbps(layout, channels, seconds, entropy, costs)
 
     def layouts(self, envelope: bool | None = None) -> list[StreamLayout]:
         """Every layout a stream of this model may have (`envelope` False: none with band gains)."""
@@ -341,6 +347,23 @@ class CodecModel:
         per = self._group_rows(self.batch_frames // max(1, frames), rows)
         return [(a, min(rows, a + per)) for a in range(0, rows, per)]
 
+    def _per_group(
+        self,
+        groups: list[tuple[int, int]],
+        states: _GroupStates | None,
+        call: Callable[[int, int], torch.Tensor | None],
+    ) -> np.ndarray | None:
+        """`call(a, b)` (a model output `[batch, channels, ...]` for rows a..b) for every group of rows, each in
+        its own streaming state, joined by row -> `[rows, ...]`; None if a call returns None."""
+        outs = []
+        for g, (a, b) in enumerate(groups):
+            with states.use(g) if states else contextlib.nullcontext():
+                out = call(a, b)
+            if out is None:
+                return None
+            outs.append(out.reshape(b - a, *out.shape[2:]).cpu().numpy())
+        return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
     def _check_rows(self, rows: int) -> None:
         if rows % self.codec.channels:
             raise AudioError(f"model {self.name} codes {self.codec.channels} channels at a time, got {rows}")
@@ -360,24 +383,13 @@ class CodecModel:
         groups = self._groups(step // hop if self.streams else 1, rows)
         states = _GroupStates(self.codec, len(groups)) if self.streams and len(groups) > 1 else None
 
-        def emit(x: np.ndarray) -> None:
-            parts = []
-            # a non-causal model sees the whole file at once: only its channels can be split
-            for g, (a, b) in enumerate(groups if self.streams else self._groups(max(1, x.shape[1] // hop), rows)):
-                with states.use(g) if states else contextlib.nullcontext():
-                    codes = self.codec.encode(self._as_batch(x[a:b]), layout.n_q, layout.envelope)
-                parts.append(codes.reshape(b - a, codes.shape[2], -1).cpu().numpy())
-            sink(np.concatenate(parts) if len(parts) > 1 else parts[0])
+        def encode(x: np.ndarray) -> Callable[[int, int], torch.Tensor]:
+            return lambda a, b: self.codec.encode(self._as_batch(x[a:b]), layout.n_q, layout.envelope)
 
-        def flush() -> None:  # the frames the pitch tracker's lookahead held back
-            parts = []
-            for g, (a, b) in enumerate(groups):
-                with states.use(g) if states else contextlib.nullcontext():
-                    tail = self.codec.encode_flush(layout.envelope)
-                if tail is None:
-                    return
-                parts.append(tail.reshape(b - a, tail.shape[2], -1).cpu().numpy())
-            sink(np.concatenate(parts) if len(parts) > 1 else parts[0])
+        def emit(x: np.ndarray) -> None:
+            # a non-causal model sees the whole file at once: only its channels can be split
+            split = groups if self.streams else self._groups(max(1, x.shape[1] // hop), rows)
+            sink(self._per_group(split, states, encode(x)))
 
         with self._streaming():
             for block in blocks:
@@ -392,8 +404,10 @@ class CodecModel:
             pending = np.pad(pending, ((0, 0), (0, (-pending.shape[1]) % hop)))
             for start in range(0, pending.shape[1], step):
                 emit(pending[:, start : start + step])
-            if self.streams:
-                flush()
+            if self.streams:  # the frames the pitch tracker's lookahead held back
+                tail = self._per_group(groups, states, lambda a, b: self.codec.encode_flush(layout.envelope))
+                if tail is not None:
+                    sink(tail)
 
     def decode_stream(self, header: RcqHeader, chunks: Iterable[np.ndarray], sink: Sink) -> None:
         """Decode codes chunks [C, code rows, frames]; `sink` gets float32 audio [C, t] at the original rate,
@@ -437,17 +451,6 @@ class CodecModel:
             groups = self._groups(max(1, sum(p.shape[2] for p in parts)), channels)
         states = _GroupStates(self.codec, len(groups)) if self.streams and len(groups) > 1 else None
 
-        def run(call: Callable[[int, int], torch.Tensor | None]) -> np.ndarray | None:
-            """`call(a, b)` for every group of channels (each in its own streaming state), joined by channel."""
-            outs = []
-            for g, (a, b) in enumerate(groups):
-                with states.use(g) if states else contextlib.nullcontext():
-                    wav = call(a, b)
-                if wav is None:
-                    return None
-                outs.append(wav.reshape(b - a, -1).cpu().numpy())
-            return np.concatenate(outs) if len(outs) > 1 else outs[0]
-
         def decode(codes: np.ndarray) -> Callable[[int, int], torch.Tensor]:
             def call(a: int, b: int) -> torch.Tensor:
                 t = torch.from_numpy(codes[a:b]).to(self.device)
@@ -459,11 +462,13 @@ class CodecModel:
             for chunk in chunks:
                 frames += chunk.shape[2]
                 for start in range(0, chunk.shape[2], max_frames):
-                    y = run(decode(chunk[:, :, start : start + max_frames]))
+                    y = self._per_group(groups, states, decode(chunk[:, :, start : start + max_frames]))
                     assert y is not None
                     put(_run_resampler(rs, y, last=False))
-            if self.streams and (tail := run(lambda a, b: self.codec.decode_flush())) is not None:
-                put(_run_resampler(rs, tail, last=False))  # the envelope's last frame
+            if self.streams:  # the envelope's last frame
+                tail = self._per_group(groups, states, lambda a, b: self.codec.decode_flush())
+                if tail is not None:
+                    put(_run_resampler(rs, tail, last=False))
             if abs(frames - expected_frames(header)) > 1:
                 raise BitstreamError(f"corrupt .rcq stream: {frames} frames, header implies {expected_frames(header)}")
             if rs is not None:
@@ -574,7 +579,7 @@ class CodecModel:
                 q, planned = self.plan_file(head, source.sr, seconds, kbps, n_q, entropy, envelope)
             else:
                 q = layout
-                planned = self.bitrate(q, source.channels, entropy) + self.overhead_kbps(q, source.channels, seconds)
+                planned = self.expected_kbps(q, source.channels, seconds, entropy)
             header = self.make_header(source.sr, source.channels, source.frames, q, entropy)
             with atomic_output(dst, force, src) as out:
                 with RcqWriter(out, header, self.tables(q)) as writer:
