@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .outputs import OutputError, atomic_file, publish
+from .outputs import OutputError, atomic_file
 
 MIN_SAMPLE_RATE = 1_000  # Hz; below this a header is almost certainly corrupt
 MAX_SAMPLE_RATE = 768_000  # Hz; the highest rate real converters use
@@ -258,12 +258,6 @@ def to_channels(wav: np.ndarray, channels: int) -> np.ndarray:
     if c == 1:
         return np.repeat(x.astype(np.float32), channels, axis=0)
     raise AudioError(f"cannot convert {c} channels to {channels}; only mono<->N conversions are defined")
-
-
-def atomic_replace(tmp: str, path: str | os.PathLike) -> None:
-    """Give a finished temp file normal permissions (mkstemp makes it 0600) and move it onto `path`
-    (`rotcodec.outputs.publish` with force)."""
-    publish(tmp, path, force=True)
 
 
 _FORMATS = {"wav": "WAV", "flac": "FLAC"}

@@ -235,7 +235,7 @@ def decode_bytes(data: bytes, freqs: np.ndarray | None = None) -> tuple[RcqHeade
 
 
 def write_rcq(path: str | Path, header: RcqHeader, codes: np.ndarray, freqs: np.ndarray | None = None) -> None:
-    """Write an `.rcq` file atomically (temporary file in the same folder, then os.replace; `rotcodec.outputs`)."""
+    """Write an `.rcq` file atomically (`rotcodec.outputs.atomic_file`: a temporary file beside it, then renamed)."""
     with atomic_file(path, "wb") as f:  # readable as the umask allows, temp file removed on failure
         with RcqWriter(f, header, freqs) as writer:
             writer.write_chunk(codes)

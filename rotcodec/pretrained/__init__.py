@@ -224,9 +224,9 @@ def resolve_model(name_or_path: str | os.PathLike | None = None) -> ModelEntry:
 
 
 def find_by_fingerprint(fingerprint: bytes, model_id: str | None = None) -> ModelEntry | None:
-    """The known model whose weights fingerprint equals `fingerprint` (a model named `model_id` first).
+    """The known model whose fingerprint equals `fingerprint` (a model named `model_id` first).
 
-    Shadowed models count too: the fingerprint names the weights exactly, whatever folder order says."""
+    Shadowed models count too: the fingerprint names the model exactly, whatever folder order says."""
     entries = _all_models()
     entries.sort(key=lambda e: e.name != model_id)  # stable: search order within each group
     for entry in entries:
