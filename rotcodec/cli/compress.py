@@ -77,7 +77,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="number of RVQ stages, with the band gains the decoder was trained with",
     )
-    _add_common(p, "model name (see rotcodec models) or a path such as ./NAME (default: speech16k)")
+    _add_common(
+        p,
+        "model name (see rotcodec models) or a path such as ./NAME (default: chosen per file by content, "
+        "speech16k for speech and music24k for music; see rotcodec detect)",
+    )
     p.add_argument(
         "--entropy",
         action=argparse.BooleanOptionalAction,
@@ -264,15 +268,35 @@ def run_compress(args: argparse.Namespace) -> int:
 
     from ..audio import UNKNOWN_FRAMES
     from ..inference import OptionError
+    from ..inference.content import ContentClassifier, ContentUncertain
+    from ..inference.files import open_audio
+    from .detect import MODEL_FOR
 
     jobs = plan_jobs(args.inputs, args.output, AUDIO_SUFFIXES, ".rcq")
     use_threads(args.threads)
-    model = _load(args, args.model)
-    try:
-        model.coding_mode(args.entropy)
-        model.plan(args.kbps, args.n_q, 1, args.entropy, args.envelope)  # option errors before any file
-    except OptionError as exc:
-        raise UsageError(str(exc)) from None
+    models: dict[str, Any] = {}
+
+    def model_named(name: str) -> Any:
+        if name not in models:
+            models[name] = model = _load(args, name)
+            try:
+                model.coding_mode(args.entropy)
+                model.plan(args.kbps, args.n_q, 1, args.entropy, args.envelope)  # option errors before any file
+            except OptionError as exc:
+                raise UsageError(str(exc)) from None
+        return models[name]
+
+    model_named(args.model or MODEL_FOR["speech"])
+    rule = None if args.model else ContentClassifier.load()
+
+    def choose(source: Any) -> Any:
+        if rule is None:
+            return model_named(args.model)
+        try:
+            kind, _ = rule.classify(source.head(int(20 * source.sr)), source.sr)
+        except ContentUncertain as exc:
+            raise ValueError(f"{exc}: pass --model {MODEL_FOR['speech']} or --model {MODEL_FOR['music']}") from None
+        return model_named(MODEL_FOR[kind])
 
     def seconds(src: str) -> float:
         if not Path(src).is_file():  # a FIFO would block here; the real open reports it
@@ -287,7 +311,11 @@ def run_compress(args: argparse.Namespace) -> int:
 
     def work(src: str, dst: str, progress: Callable[[float], None]) -> str:
         nonlocal band_noted
-        r = model.compress_file(src, dst, args.kbps, args.n_q, args.entropy, args.force, progress, args.envelope)
+        with open_audio(src) as source:
+            model = choose(source)
+            r = model.compress_source(
+                source, src, dst, args.kbps, args.n_q, args.entropy, args.force, progress, args.envelope
+            )
         h, lay = r.header, r.header.layout  # planned from the file's own first seconds
         mode = "entropy" if h.coding_mode else "plain"
         note = ""
@@ -307,7 +335,8 @@ def run_compress(args: argparse.Namespace) -> int:
         stages = lay.describe()
         requested = "" if args.kbps is None else f"requested {args.kbps:g} kbps, "
         return (
-            f"{src} -> {dst}: {r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch, {stages}, "
+            f"{src} -> {dst}: {r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch, {model.name}, "
+            f"{stages}, "
             f"{requested}planned {r.planned_kbps:.2f} kbps, "
             f"measured {r.kbps:.2f} kbps ({r.size} bytes, {mode}){note}"
         )

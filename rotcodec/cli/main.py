@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = (
     "rotcodec.cli.train",
     "rotcodec.cli.evaluate",
     "rotcodec.cli.prepare",
+    "rotcodec.cli.detect",
     "rotcodec.train.export",
     "rotcodec.train.requantize",
     "rotcodec.eval.compare",

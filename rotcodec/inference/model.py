@@ -24,7 +24,7 @@ from ..bitstream.header import pack_header, read_header
 from ..bitstream.layout import StreamLayout
 from ..models.io import ModelFile
 from ..pretrained import ModelEntry
-from .files import FileResult, Progress, atomic_output, open_audio, open_rcq
+from .files import AudioSource, FileResult, Progress, atomic_output, open_audio, open_rcq
 
 Sink = Callable[[np.ndarray], None]
 
@@ -573,19 +573,36 @@ class CodecModel:
         `layout` (None: `plan_file` from the file's first seconds); the result's header holds the layout.
         `progress(seconds)` is called after each block read."""
         with open_audio(src) as source:
-            seconds = source.frames / source.sr
-            if layout is None:
-                head = source.head(int(PROBE_SECONDS * source.sr))
-                q, planned = self.plan_file(head, source.sr, seconds, kbps, n_q, entropy, envelope)
-            else:
-                q = layout
-                planned = self.expected_kbps(q, source.channels, seconds, entropy)
-            header = self.make_header(source.sr, source.channels, source.frames, q, entropy)
-            with atomic_output(dst, force, src) as out:
-                with RcqWriter(out, header, self.tables(q)) as writer:
-                    blocks = source.blocks(max(1, int(self.block_seconds * source.sr)), progress)
-                    self.encode_stream(blocks, source.sr, source.channels, q, writer.write_chunk)
-                size = out.seek(0, io.SEEK_END)
+            return self.compress_source(source, src, dst, kbps, n_q, entropy, force, progress, envelope, layout)
+
+    def compress_source(
+        self,
+        source: AudioSource,
+        src: str | os.PathLike,
+        dst: str | os.PathLike,
+        kbps: float | None = None,
+        n_q: int | None = None,
+        entropy: bool | None = None,
+        force: bool = False,
+        progress: Progress | None = None,
+        envelope: bool | None = None,
+        layout: StreamLayout | None = None,
+    ) -> FileResult:
+        """`compress_file` for an audio input already open (`open_audio(src)`), e.g. one whose head chose
+        the model."""
+        seconds = source.frames / source.sr
+        if layout is None:
+            head = source.head(int(PROBE_SECONDS * source.sr))
+            q, planned = self.plan_file(head, source.sr, seconds, kbps, n_q, entropy, envelope)
+        else:
+            q = layout
+            planned = self.expected_kbps(q, source.channels, seconds, entropy)
+        header = self.make_header(source.sr, source.channels, source.frames, q, entropy)
+        with atomic_output(dst, force, src) as out:
+            with RcqWriter(out, header, self.tables(q)) as writer:
+                blocks = source.blocks(max(1, int(self.block_seconds * source.sr)), progress)
+                self.encode_stream(blocks, source.sr, source.channels, q, writer.write_chunk)
+            size = out.seek(0, io.SEEK_END)
         return FileResult(os.fspath(src), os.fspath(dst), header, size, planned)
 
     def decompress_file(

@@ -172,8 +172,8 @@ def _cut_metrics(path: Path, step: int) -> None:
 
 
 def load_init(codec: Codec, init: str) -> None:
-    """Copy the weights of model file `init` into `codec`, or raise a one-line error. A branch the recipe
-    adds to the loaded weights (the harmonic source) keeps its own init."""
+    """Copy the weights of model file `init` into `codec`, or raise a one-line error. A harmonic source the
+    recipe adds keeps its own init; one the recipe drops (a speech model fine-tuned for music) is left out."""
     try:
         loaded = read_model(init).codec  # ModelFileError (a ValueError) for a missing or corrupt file
     except (RuntimeError, KeyError, TypeError, AttributeError, ArithmeticError) as exc:
@@ -186,6 +186,8 @@ def load_init(codec: Codec, init: str) -> None:
         if theirs[k].shape != ours[k].shape
     ]
     missing = [k for k in sorted(set(ours) - set(theirs)) if not k.startswith("harmonic.")]
+    if codec.harmonic is None:
+        theirs = {k: v for k, v in theirs.items() if not k.startswith("harmonic.")}
     unexpected = sorted(set(theirs) - set(ours))
     problems = []
     if shapes:
