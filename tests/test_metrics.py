@@ -1,4 +1,4 @@
-"""Tests for rotcodec.eval.metrics and rotcodec.eval.align on generated speech-like audio."""
+"""Tests for rotcodec.eval.metrics and rotcodec.eval.align on generated speech-like and music-like audio."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_length_mismatch_is_trimmed_and_noted(speech: np.ndarray) -> None:
     est = np.concatenate([speech, np.ones(500, dtype=np.float32)])
     report = m.evaluate(speech, est, SR, speech=False)
     assert "length" in report.notes
-    assert set(report.values) == {"si_sdr", "mel_distance", "mrstft"}
+    assert set(report.values) == {"si_sdr", "mel_distance", "mrstft", "bandwidth_ratio", "flatness_error"}
     assert report.values["mel_distance"] == pytest.approx(0.0, abs=1e-7)
 
 
@@ -216,3 +216,130 @@ def test_align_rejects_no_overlap() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert al.compensate_delay(np.arange(5.0), -2, 6).tolist() == [0, 0, 0, 1, 2, 3]
+
+
+# Music metrics (bandwidth_ratio, flatness_error) on 1 s of generated audio at 24 kHz.
+SR24 = 24000
+
+
+def _noise(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(SR24)
+
+
+def _shaped(x: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """`x` with its spectrum multiplied by `gain`, a function of the rfft bins' frequencies (Hz)."""
+    return np.fft.irfft(np.fft.rfft(x) * gain, n=x.size)
+
+
+def _freqs(n: int = SR24) -> np.ndarray:
+    return np.fft.rfftfreq(n, 1 / SR24)
+
+
+def _sines(seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(SR24 * seconds)) / SR24
+    return sum(np.sin(2 * np.pi * f * t + k) for k, f in enumerate((220, 330, 440, 660, 1234, 2500, 5000)))
+
+
+def test_music_metric_names() -> None:
+    assert m.MUSIC_METRICS == ("bandwidth_ratio", "flatness_error")
+    assert m.metric_names(speech=False) == m.GENERAL_METRICS + m.MUSIC_METRICS
+    assert m.metric_names(speech=True) == m.GENERAL_METRICS + m.SPEECH_METRICS
+    assert m.HIGHER_IS_BETTER["bandwidth_ratio"] and not m.HIGHER_IS_BETTER["flatness_error"]
+    x = _sines() + 0.01 * _noise()
+    report = m.evaluate(x, x.copy(), SR24, speech=False)
+    assert tuple(report.values) == m.metric_names(speech=False) and report.notes == {}
+    assert report.values["bandwidth_ratio"] == 1.0
+    assert report.values["flatness_error"] == pytest.approx(0.0, abs=1e-12)
+    assert not set(m.MUSIC_METRICS) & set(m.evaluate(x, x, SR24, speech=True).values)
+
+
+def test_bandwidth_ratio_of_a_low_passed_signal() -> None:
+    noise = _noise()
+    low6 = _shaped(noise, _freqs() <= 6000)
+    assert 6000 <= m.effective_bandwidth_hz(low6, SR24) < 6200  # the edge, plus a few bins of smoothing
+    assert m.effective_bandwidth_hz(noise, SR24) == SR24 / 2
+    assert 0.45 < m.bandwidth_ratio(noise, low6, SR24) < 0.6
+    assert m.bandwidth_ratio(noise, _shaped(noise, _freqs() <= 8000), SR24) == pytest.approx(8 / 12, abs=0.02)
+    assert m.bandwidth_ratio(low6, noise, SR24) > 1.9  # content above the reference's band
+    assert m.bandwidth_ratio(noise, np.zeros(SR24), SR24) == 0.0
+    # A tone at 9961 Hz (on a bin) 55 dB below the noise's bins: within 60 dB in its own bin, but not once
+    # spread by the 7-bin smoothing; 20 dB louder it counts.
+    tone = np.sin(2 * np.pi * (850 * SR24 / 2048) * np.arange(SR24) / SR24)
+    assert m.bandwidth_ratio(noise, low6 + 6.5e-5 * tone, SR24) < 0.52
+    assert m.bandwidth_ratio(noise, low6 + 6.5e-4 * tone, SR24) == pytest.approx(9961 / 12000, abs=0.01)
+    stereo = np.stack([noise, low6])  # spectra are averaged over channels: the wider channel sets the edge
+    assert m.bandwidth_ratio(stereo, stereo, SR24) == 1.0
+    assert m.bandwidth_ratio(stereo, np.stack([low6, low6]), SR24) < 0.6
+
+
+def test_bandwidth_threshold_is_the_references_and_ignores_level() -> None:
+    f = _freqs()
+    # Flat to 1 kHz, then -20 dB per octave: 60 dB down near 8 kHz, so the edge depends on the threshold level.
+    sloped = _shaped(_noise(3), np.where(f <= 1000, 1.0, 10.0 ** -np.log2(np.maximum(f, 1.0) / 1000)))
+    edge = m.effective_bandwidth_hz(sloped, SR24)
+    assert 7000 < edge < 8200
+    # 20 dB quieter: scaled back to the reference's power before the common threshold, so the same edge (a
+    # fixed threshold would put it near 4 kHz, where the reference is 40 dB down).
+    assert m.effective_bandwidth_hz(0.1 * sloped, SR24, floor_of=sloped) == edge
+    assert m.bandwidth_ratio(sloped, 0.1 * sloped, SR24) == pytest.approx(1.0, abs=0.01)
+    # A loud hum (40 dB above the noise) raises the estimate's own maximum by over 60 dB above its noise bins;
+    # the threshold stays the reference's, so the full band still counts.
+    noise = _noise()
+    hum = noise + 141.0 * np.sin(2 * np.pi * 100.0 * np.arange(SR24) / SR24)
+    assert m.effective_bandwidth_hz(hum, SR24) < 300  # by its own maximum, only the hum is left
+    assert m.bandwidth_ratio(noise, hum, SR24) == 1.0
+
+
+def test_flatness_error_tells_tones_from_noise() -> None:
+    sines = _sines()
+    noise = _noise(4) * sines.std()  # same power
+    assert m.flatness_error(sines, noise, SR24) > 0.3
+    assert m.flatness_error(sines, sines.copy(), SR24) < 0.01
+    assert m.flatness_error(sines, sines + 0.01 * noise, SR24) < 0.01  # -40 dB of noise: still tonal
+    assert m.flatness_error(sines, 0.1 * sines, SR24) < 1e-6  # a level change keeps the shape
+    assert m.flatness_error(noise, noise + 0.1 * sines, SR24) < 0.1
+    both = np.stack([sines, noise])
+    each = [m.flatness_error(sines, noise, SR24), m.flatness_error(noise, noise, SR24)]
+    assert m.flatness_error(both, np.stack([noise, noise]), SR24) == pytest.approx(np.mean(each))
+
+
+def test_flatness_error_counts_only_active_frames() -> None:
+    sines = _sines()
+    quiet = 1e-4 * _noise(5)
+    ref = np.concatenate([sines, quiet])  # then 1 s of near-silence (-80 dB): inactive
+    # Loud noise where the reference is quiet, from one frame after its last active frame: not scored.
+    est = np.concatenate([sines, quiet[:1024], 10 * sines.std() * _noise(6)[1024:]])
+    assert m.flatness_error(ref, est, SR24) < 0.01
+    est_loud = np.concatenate([sines.std() * _noise(6), sines])
+    assert m.flatness_error(ref, est_loud, SR24) > 0.2
+
+
+def test_music_metrics_nan_with_reason() -> None:
+    noise = _noise()
+    report = m.evaluate(np.zeros(SR24), noise, SR24, speech=False)
+    for name in m.MUSIC_METRICS:
+        assert np.isnan(report.values[name]) and "silent" in report.notes[name], name
+    with pytest.warns(m.MetricWarning, match="bandwidth_ratio is NaN: needs at least 2048 samples"):
+        assert np.isnan(m.bandwidth_ratio(noise[:2000], noise[:2000], SR24))
+    with pytest.warns(m.MetricWarning, match="flatness_error is NaN: needs at least 1024 samples"):
+        assert np.isnan(m.flatness_error(noise[:1000], noise[:1000], SR24))
+    with pytest.warns(m.MetricWarning, match="channel 1"):
+        assert np.isnan(m.flatness_error(np.stack([noise, np.zeros(SR24)]), np.stack([noise, noise]), SR24))
+    with pytest.warns(m.MetricWarning, match="reference is silent"):
+        assert np.isnan(m.effective_bandwidth_hz(noise, SR24, floor_of=np.zeros(SR24)))
+    with pytest.warns(m.MetricWarning, match="reference is silent"):  # a constant, once its mean is removed
+        assert np.isnan(m.bandwidth_ratio(np.full(SR24, 0.5), noise, SR24))
+
+
+def test_music_columns_reach_the_summary_table() -> None:
+    from rotcodec.eval.report import columns_for, summary_markdown
+
+    x = _sines() + 0.01 * _noise()
+    low = _shaped(x, _freqs() <= 6000)
+    rows = [
+        {"file": f, "codec": "c", "setting": "6", "nominal_kbps": 6.0, **m.compute_all(x, est, SR24, speech=False)}
+        for f, est in (("a.wav", low), ("b.wav", x))
+    ]
+    assert columns_for(rows)[-2:] == list(m.MUSIC_METRICS)
+    header = summary_markdown(rows).splitlines()[6]
+    assert header.endswith("| mrstft ↓ | bandwidth_ratio ↑ | flatness_error ↓ |"), header

@@ -8,15 +8,16 @@ reason, and `evaluate` collects the reasons in `MetricReport.notes` instead.
 
 Metrics: SI-SDR (dB), multi-scale log-mel L1 distance (DAC-style, log10 units), multi-resolution STFT
 distance (auraloss), PESQ wide-band (MOS-LQO, 16 kHz), STOI (0..1), periodicity error (voicing lost or added,
-0..1, `periodicity.py`), pitch error (cents, same file) and, optionally, DNSMOS (needs the
-`speechmos` package, which is not a dependency).
+0..1, `periodicity.py`), pitch error (cents, same file), for music the bandwidth ratio (effective bandwidth of
+the estimate over the reference's) and the spectral flatness error (tones turned into noise or back, 0..1)
+and, optionally, DNSMOS (needs the `speechmos` package, which is not a dependency).
 """
 
 from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,9 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "stoi": True,
     "periodicity_error": False,
     "pitch_error": False,
+    # Above 1 the estimate has content above the reference's band (added noise, aliasing): not better.
+    "bandwidth_ratio": True,
+    "flatness_error": False,
     "dnsmos_ovrl": True,
     "dnsmos_sig": True,
     "dnsmos_bak": True,
@@ -46,14 +50,15 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 }
 
 
-# The columns `evaluate` fills for every input, and those it adds for speech.
+# The columns `evaluate` fills for every input, and those it adds for speech, or else for music.
 GENERAL_METRICS = ("si_sdr", "mel_distance", "mrstft")
 SPEECH_METRICS = ("pesq_wb", "stoi", "periodicity_error", "pitch_error")
+MUSIC_METRICS = ("bandwidth_ratio", "flatness_error")
 
 
 def metric_names(speech: bool) -> tuple[str, ...]:
     """Names of the metrics `evaluate(..., speech=speech)` reports (DNSMOS aside)."""
-    return GENERAL_METRICS + (SPEECH_METRICS if speech else ())
+    return GENERAL_METRICS + (SPEECH_METRICS if speech else MUSIC_METRICS)
 
 
 class MetricWarning(UserWarning):
@@ -248,6 +253,153 @@ def pitch_error(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
     return _public("pitch_error", _pitch(*_pair(ref, est), _check_sr(sr)))
 
 
+# Bandwidth: Hann frames of _BW_FFT samples at 50 % overlap; the long-term spectrum is smoothed by a moving mean
+# over 2 * _BW_SMOOTH + 1 bins and read against a threshold _BW_RANGE_DB below the reference's maximum.
+_BW_FFT, _BW_HOP, _BW_SMOOTH, _BW_RANGE_DB = 2048, 1024, 3, 60.0
+# Flatness: Hann frames of _FLAT_FFT samples, hop _FLAT_HOP, over the bins from _FLAT_LOW_HZ to
+# min(Nyquist, _FLAT_HIGH_HZ), in the reference's frames within _FLAT_ACTIVE_DB of its loudest.
+_FLAT_FFT, _FLAT_HOP, _FLAT_LOW_HZ, _FLAT_HIGH_HZ, _FLAT_ACTIVE_DB = 1024, 512, 50.0, 12000.0, 40.0
+_FLAT_FLOOR = 1e-10  # -100 dB: a frame's power floor relative to its mean power (keeps the log finite)
+_CHUNK_FRAMES = 512  # frames per FFT batch, so that long files need little memory
+
+
+def _frame_power(x: np.ndarray, n_fft: int, hop: int) -> Iterator[np.ndarray]:
+    """Power spectra `[frames, n_fft // 2 + 1]` of the 1-D signal `x` in periodic-Hann frames starting at 0, hop,
+    2 hop, ... (a tail shorter than a frame is left out), in batches of up to `_CHUNK_FRAMES` frames."""
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
+    window = np.hanning(n_fft + 1)[:-1]
+    for start in range(0, len(frames), _CHUNK_FRAMES):
+        spec = np.fft.rfft(frames[start : start + _CHUNK_FRAMES] * window, axis=-1)
+        yield spec.real**2 + spec.imag**2
+
+
+def _long_term_spectrum(x: np.ndarray) -> np.ndarray:
+    """Mean power spectrum `[_BW_FFT // 2 + 1]` over the frames and channels of `x` `[channels, time]` (each
+    channel's mean removed first), smoothed by a moving mean over 2 * _BW_SMOOTH + 1 bins (fewer at the ends)."""
+    total, count = np.zeros(_BW_FFT // 2 + 1), 0
+    for ch in x:
+        for power in _frame_power(ch - ch.mean(), _BW_FFT, _BW_HOP):
+            total += power.sum(0)
+            count += len(power)
+    kernel = np.ones(2 * _BW_SMOOTH + 1)
+    return np.convolve(total / count, kernel, "same") / np.convolve(np.ones_like(total), kernel, "same")
+
+
+def _edge_hz(spectrum: np.ndarray, floor_of: np.ndarray, sr: int) -> float:
+    """Highest bin frequency (Hz) at which `spectrum`, scaled to the total power of `floor_of` (another long-term
+    spectrum, or the same), is within _BW_RANGE_DB of `floor_of`'s maximum; 0 when there is none."""
+    if spectrum.sum() > 0.0:
+        spectrum = spectrum * (floor_of.sum() / spectrum.sum())
+    above = np.flatnonzero(spectrum >= floor_of.max() * 10.0 ** (-_BW_RANGE_DB / 10.0))
+    return float(above[-1] * sr / _BW_FFT) if above.size and floor_of.max() > 0.0 else 0.0
+
+
+def _bandwidth(r: np.ndarray, e: np.ndarray, sr: int) -> _Scored:
+    if r.shape[-1] < _BW_FFT:
+        return NAN, f"needs at least {_BW_FFT} samples, got {r.shape[-1]}"
+    ref_spectrum = _long_term_spectrum(r)
+    if ref_spectrum.max() == 0.0:
+        return NAN, "reference is silent"
+    ref_hz = _edge_hz(ref_spectrum, ref_spectrum, sr)
+    if ref_hz == 0.0:
+        return NAN, "reference has no content above 0 Hz"
+    return _edge_hz(_long_term_spectrum(e), ref_spectrum, sr) / ref_hz, None
+
+
+def effective_bandwidth_hz(x: np.ndarray, sr: int, floor_of: np.ndarray | None = None) -> float:
+    """Effective bandwidth in Hz of `x` (`[time]` or `[channels, time]` at `sr` Hz).
+
+    From the long-term average power spectrum (periodic-Hann frames of 2048 samples, hop 1024, averaged over
+    frames and channels after removing each channel's mean, then a moving mean over 7 bins so that no single bin
+    decides): the highest bin frequency at which the spectrum is at or above a threshold 60 dB below the
+    maximum of the spectrum of `floor_of` (a reference, any length or channel count) or of `x` itself when
+    `floor_of` is None. With a `floor_of`, `x`'s spectrum is first scaled to the reference's total power, so
+    that a level difference alone does not move the edge. 0.0 when nothing reaches the threshold (e.g. a
+    silent `x`); NaN (with a `MetricWarning`) for input shorter than 2048 samples or a silent reference.
+    """
+    sr = _check_sr(sr)
+    sig = as_channels(x, "x")
+    ref = sig if floor_of is None else as_channels(floor_of, "floor_of")
+    return _public("effective_bandwidth_hz", _bandwidth_hz(sig, ref, sr))
+
+
+def _bandwidth_hz(x: np.ndarray, ref: np.ndarray, sr: int) -> _Scored:
+    n = min(x.shape[-1], ref.shape[-1])
+    if n < _BW_FFT:
+        return NAN, f"needs at least {_BW_FFT} samples, got {n}"
+    floor_of = _long_term_spectrum(ref)
+    if floor_of.max() == 0.0:
+        return NAN, f"{'signal' if ref is x else 'reference'} is silent"
+    return _edge_hz(floor_of if ref is x else _long_term_spectrum(x), floor_of, sr), None
+
+
+def bandwidth_ratio(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
+    """Effective bandwidth of `est` divided by that of `ref` (`[time]` or `[channels, time]` at `sr` Hz).
+
+    Both edges are read against one threshold, 60 dB below the maximum of the reference's long-term spectrum,
+    with `est`'s spectrum first scaled to the reference's total power (see `effective_bandwidth_hz`), so that a
+    uniformly quieter (or louder) estimate gets the same edge, and its own peaks do not move the threshold.
+    1.0 when the estimate reaches as high as the reference; a codec band-limiting full-band 24 kHz music to
+    8 kHz gives about 8 / 12 = 0.67; 0.0 for a silent estimate. Above 1 the estimate has
+    content above the reference's band (noise, aliasing). NaN (with a `MetricWarning`) for a silent reference or
+    input shorter than one 2048-sample frame.
+    """
+    return _public("bandwidth_ratio", _bandwidth(*_pair(ref, est), _check_sr(sr)))
+
+
+def _flatness_bins(sr: int) -> tuple[int, int]:
+    """First and last FFT bin of the flatness band, 50 Hz .. min(Nyquist, 12 kHz)."""
+    lo = int(np.ceil(_FLAT_LOW_HZ * _FLAT_FFT / sr))
+    return lo, int(np.floor(min(sr / 2, _FLAT_HIGH_HZ) * _FLAT_FFT / sr))
+
+
+def _flatness_frames(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame of the 1-D signal `x`: spectral flatness (0..1) and mean power over the analysed bins."""
+    lo, hi = _flatness_bins(sr)
+    flatness, level = [], []
+    for power in _frame_power(x, _FLAT_FFT, _FLAT_HOP):
+        band = power[:, lo : hi + 1]
+        mean = band.mean(-1)
+        floored = band + _FLAT_FLOOR * mean[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.exp(np.log(floored).mean(-1)) / floored.mean(-1)
+        flatness.append(np.where(mean > 0.0, ratio, 1.0))  # a digitally silent frame: its (zero) floor is flat
+        level.append(mean)
+    return np.concatenate(flatness), np.concatenate(level)
+
+
+def _flatness(r: np.ndarray, e: np.ndarray, sr: int) -> _Scored:
+    if r.shape[-1] < _FLAT_FFT:
+        return NAN, f"needs at least {_FLAT_FFT} samples, got {r.shape[-1]}"
+    lo, hi = _flatness_bins(sr)
+    if hi <= lo:
+        return NAN, f"sample rate {sr} Hz leaves no band above {_FLAT_LOW_HZ:g} Hz"
+    errors = []
+    for c, (ref_c, est_c) in enumerate(zip(r, e, strict=True)):
+        ref_flat, ref_level = _flatness_frames(ref_c, sr)
+        if ref_level.max() == 0.0:
+            where = "" if len(r) == 1 else f" (channel {c})"
+            return NAN, f"reference is silent{where} between {_FLAT_LOW_HZ:g} Hz and {min(sr / 2, _FLAT_HIGH_HZ):g} Hz"
+        active = ref_level >= ref_level.max() * 10.0 ** (-_FLAT_ACTIVE_DB / 10.0)
+        errors.append(float(np.abs(ref_flat - _flatness_frames(est_c, sr)[0])[active].mean()))
+    return float(np.mean(errors)), None
+
+
+def flatness_error(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
+    """Mean absolute difference of spectral flatness (0..1) between `ref` and `est` (`[time]` or
+    `[channels, time]` at `sr` Hz) over the reference's active frames; 0 if identical, lower is better.
+
+    Flatness of a frame (periodic Hann, 1024 samples, hop 512): the geometric over the arithmetic mean of its
+    power spectrum over the bins from 50 Hz to min(Nyquist, 12 kHz), each bin floored at 100 dB below the
+    frame's mean power (about 0 for pure tones, 0.56 for white noise, 1 for a digitally silent frame). Active:
+    the reference frame's power in that band is within 40 dB of its loudest frame's. A codec that turns tones
+    into noise raises it, and so does one that cuts off the band's top (the missing bins are far below the
+    mean). Averaged over channels; NaN (with a `MetricWarning`) for a silent reference (channel) or input
+    shorter than one frame.
+    """
+    return _public("flatness_error", _flatness(*_pair(ref, est), _check_sr(sr)))
+
+
 def dnsmos(est: np.ndarray, sr: int) -> dict[str, float] | None:
     """OPTIONAL non-intrusive DNSMOS scores via the `speechmos` package; `None` if it is not importable.
 
@@ -269,7 +421,7 @@ def dnsmos(est: np.ndarray, sr: int) -> dict[str, float] | None:
 
 def evaluate(ref: np.ndarray, est: np.ndarray, sr: int, speech: bool = True, with_dnsmos: bool = False) -> MetricReport:
     """All metrics at once: `si_sdr`, `mel_distance`, `mrstft`, plus `pesq_wb`, `stoi`, `periodicity_error` and
-    `pitch_error` (cents) if `speech`,
+    `pitch_error` (cents) if `speech`, else `bandwidth_ratio` and `flatness_error` (music),
     plus `dnsmos_*` if `with_dnsmos` and speechmos is installed. NaN values get a reason in `notes`."""
     sr = _check_sr(sr)
     r, e = _pair(ref, est)
@@ -283,6 +435,9 @@ def evaluate(ref: np.ndarray, est: np.ndarray, sr: int, speech: bool = True, wit
         scored["stoi"] = _stoi(r, e, sr)
         scored["periodicity_error"] = _periodicity(r, e, sr)
         scored["pitch_error"] = _pitch(r, e, sr)
+    else:
+        scored["bandwidth_ratio"] = _bandwidth(r, e, sr)
+        scored["flatness_error"] = _flatness(r, e, sr)
     for name, (value, reason) in scored.items():
         report.values[name] = value
         if reason is not None:

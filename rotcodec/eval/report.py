@@ -43,6 +43,8 @@ SUMMARY_METRICS = (
     "si_sdr",
     "mel_distance",
     "mrstft",
+    "bandwidth_ratio",
+    "flatness_error",
     "pesq_wb",
     "stoi",
     "periodicity_error",

@@ -72,6 +72,16 @@ def _run_resampler(rs: soxr.ResampleStream | None, x: np.ndarray, last: bool) ->
     return np.ascontiguousarray(rs.resample_chunk(np.ascontiguousarray(x.T), last=last).T)
 
 
+def _quality_table(meta: object) -> dict[tuple[int, int | None], float]:
+    """A model file's `layout_quality` metadata (`train/quality_table.py`) as {(n_q, tier or None): distance,
+    lower is better}; empty when absent or malformed (the planner then uses its fixed rule)."""
+    try:
+        rows = meta["table"]  # type: ignore[index]
+        return {(int(n), None if int(t) < 0 else int(t)): float(v) for n, t, v in rows}
+    except (TypeError, KeyError, ValueError):
+        return {}
+
+
 def expected_frames(header: RcqHeader) -> int:
     """Code frames that `header.num_samples` original-rate samples give after resampling and padding."""
     model_len = round(header.num_samples * header.model_sample_rate / header.original_sample_rate)
@@ -105,6 +115,7 @@ class CodecModel:
         self.device = torch.device(device)
         counts = model_file.code_counts
         self.code_counts = None if counts is None else counts.to(torch.int64).numpy()
+        self.layout_quality = _quality_table(model_file.extra.get("layout_quality"))
         self.block_seconds = float(block_seconds)
         self.step_seconds = float(step_seconds)
         if batch_frames is None:
@@ -254,9 +265,10 @@ class CodecModel:
 
         - `n_q`: that many stages with envelope tier 0 (the one the decoder was trained with).
         - `kbps`: of the layouts whose expected bitrate (times RATE_MARGIN when entropy-coded) fits, the one
-          whose band gains cost the most, then the most stages: on the shipped model finer band gains buy far
-          more quality per bit than stages past the first few (`docs/results/envelope_tiers`). If none fits,
-          the cheapest layout.
+          with the best measured quality in the model's `layout_quality` table (`train/quality_table.py`);
+          for models without one, the one whose band gains cost the most, then the most stages (on speech16k
+          finer band gains buy far more quality per bit than stages past the first few:
+          `docs/results/envelope_tiers`). If none fits, the cheapest layout.
         - neither: all stages and the costliest (finest) tier: the model's best quality.
         """
         has_envelope = len(self.codec.envelopes) > 0 and envelope is not False
@@ -278,6 +290,10 @@ class CodecModel:
         fits = [(rate, lay) for rate, lay in options if kbps is None or rate <= kbps + 1e-9]
         if not fits:
             return min(options, key=lambda o: o[0])[1]
+
+        ranked = [(rate, lay) for rate, lay in fits if (lay.n_q, lay.envelope) in self.layout_quality]
+        if ranked:  # lowest measured distance; of equals, the cheaper
+            return min(ranked, key=lambda o: (self.layout_quality[(o[1].n_q, o[1].envelope)], o[0]))[1]
 
         def side_cost(lay: StreamLayout) -> float:  # from the tables: the tiers' order is the model's, not the file's
             return self.bitrate(self.codec.layout(1, lay.envelope), 1, entropy)

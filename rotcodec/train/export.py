@@ -20,6 +20,7 @@ import torch
 from ..data.dataset import DataConfig, build_datasets
 from ..models import Codec
 from ..models.io import STORAGE_DTYPES, ModelFileError, read_model, round_weights_, save_model
+from .quality_table import measure_layout_quality
 from .recipe import load_recipe
 
 
@@ -65,10 +66,12 @@ def export(
     card: dict,
     dtype: str = "float16",
     recipe: Path | None = None,
+    quality_seconds: float = 0.0,
 ) -> Path:
     """Write an inference-only model file from a checkpoint; float weights are stored as `dtype`. recipe: take
     the model config from this recipe instead (settings without weights, such as `envelope`); the
-    checkpoint's weights must fit it exactly."""
+    checkpoint's weights must fit it exactly. quality_seconds: measure every layout's quality on that many
+    seconds of `sources` (`quality_table.py`), which the planner then ranks layouts by."""
     model_path = checkpoint / "model" if (checkpoint / "model.json").exists() else checkpoint
     loaded = read_model(model_path)
     codec = loaded.codec
@@ -84,8 +87,13 @@ def export(
     round_weights_(codec, STORAGE_DTYPES[dtype])  # count codes with the weights that ship
     counts = count_codes(codec, sources, seconds) if sources else None
     meta = {**loaded.extra, **card}
+    if recipe is not None:  # its tiers may differ from those the old table measured
+        meta.pop("layout_quality", None)
     if counts is not None:
         meta["code_count_seconds"] = seconds
+    if quality_seconds > 0 and sources:
+        table = measure_layout_quality(codec, crop_batches(codec, sources, quality_seconds, seed=1))
+        meta["layout_quality"] = {"metric": "mel_distance", "seconds": quality_seconds, "table": table}
     weights, _ = save_model(
         codec, out, extra_meta=meta, code_counts=counts, inference_only=True, storage_dtype=STORAGE_DTYPES[dtype]
     )
@@ -112,6 +120,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="float16",
         help="storage precision of the weights (float16 halves the file; loading uses float32)",
     )
+    p.add_argument(
+        "--quality-seconds",
+        type=float,
+        default=0.0,
+        help="also measure every layout's mel distance on this many seconds of --data (other crops than the "
+        "tables'); --kbps then sends the best layout that fits instead of the fixed rule",
+    )
     p.add_argument("--card", help="JSON file with model-card fields to store in the metadata")
     p.add_argument("--recipe", help="take the model config from this recipe (its weights must match the checkpoint's)")
     add_threads_option(p)
@@ -124,6 +139,8 @@ def _run(args: argparse.Namespace) -> int:
     use_threads(args.threads)
     card = json.loads(Path(args.card).read_text()) if args.card else {}
     recipe = Path(args.recipe) if args.recipe else None
-    path = export(Path(args.checkpoint), Path(args.out), args.data, args.seconds, card, args.dtype, recipe)
+    path = export(
+        Path(args.checkpoint), Path(args.out), args.data, args.seconds, card, args.dtype, recipe, args.quality_seconds
+    )
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
