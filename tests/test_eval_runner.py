@@ -177,3 +177,18 @@ def test_csv_round_trip_keeps_columns_and_blanks_nan(tmp_path: Path) -> None:
     assert read_csv(tmp_path / "r.csv") == [
         {"file": "a", "codec": "x", "setting": "1", "si_sdr": "", "extra": "3", "notes": "n"}
     ]
+
+
+def test_split_takes_one_split_of_a_manifest(tmp_path: Path) -> None:
+    for name in ("a", "b", "c"):
+        sf.write(tmp_path / f"{name}.wav", _speechy(0.5, 16000, 0), 16000)
+    manifest = tmp_path / "m.tsv"
+    rows = ["path\tduration\tsample_rate\tchannels\tsplit\tspeaker"]
+    rows += [f"{n}.wav\t0.5\t16000\t1\t{s}\tx" for n, s in (("a", "train"), ("b", "test"), ("c", "test"))]
+    manifest.write_text("\n".join(rows) + "\n")
+    assert [Path(p).name for p in find_eval_files(manifest, split="test")] == ["b.wav", "c.wav"]
+    assert len(find_eval_files(manifest)) == 3
+    with pytest.raises(EvalError, match="no files of split 'valid'"):
+        find_eval_files(manifest, split="valid")
+    with pytest.raises(EvalError, match="splits come from a manifest"):
+        find_eval_files(tmp_path, split="test")

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         help="rotcodec model: a name from `rotcodec models`, or a file path such as ./NAME or "
-        "DIR/NAME.safetensors (default: speech16k)",
+        "DIR/NAME.safetensors (default: speech16k; with --music, music24k)",
     )
     p.add_argument("--no-model", action="store_true", help="score only the --baselines, no rotcodec model")
     p.add_argument("--data", required=True, help="folder, glob, audio file or manifest (.tsv/.csv/.jsonl)")
@@ -69,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output folder (resumable)")
     p.add_argument("--max-files", type=positive_int, help="evaluate at most this many files")
+    p.add_argument("--split", choices=["train", "valid", "test"], help="only this split of a --data manifest")
     add_threads_option(p)
     p.add_argument("--max-seconds", type=positive_float, help="cut every file to this many seconds")
     p.add_argument("--music", action="store_true", help="not speech: skip PESQ and STOI")
@@ -141,12 +142,13 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
     from ..eval.baselines import MissingEncoderError
     from ..eval.runner import DEFAULT_KBPS, EvalError, EvalOptions, parse_baseline_kbps, run_eval
     from ..pretrained import DEFAULT_MODEL
+    from .detect import MODEL_FOR
 
     _check_eval_args(args)
     use_threads(args.threads)
     try:
         opts = EvalOptions(
-            model=None if args.no_model else (args.model or DEFAULT_MODEL),
+            model=None if args.no_model else (args.model or (MODEL_FOR["music"] if args.music else DEFAULT_MODEL)),
             data=args.data,
             out=args.out,
             kbps=DEFAULT_KBPS if args.kbps is None else args.kbps,
@@ -158,6 +160,7 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
             baselines=args.baselines,
             baseline_kbps=parse_baseline_kbps(args.baseline_kbps),
             max_files=args.max_files,
+            split=args.split,
             max_seconds=args.max_seconds,
             speech=not args.music,
             dnsmos=args.dnsmos,

@@ -54,14 +54,19 @@ def parse_baseline_kbps(items: Sequence[str]) -> dict[str, list[float]]:
     return out
 
 
-def find_eval_files(data: str | Path, max_files: int | None = None) -> list[str]:
-    """Audio paths under a folder, in a manifest, a glob or one file (sorted, at most `max_files`)."""
+def find_eval_files(data: str | Path, max_files: int | None = None, split: str | None = None) -> list[str]:
+    """Audio paths under a folder, in a manifest, a glob or one file (sorted, at most `max_files`); `split`:
+    only a manifest's files of that split (train, valid, test)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             entries = find_audio([str(data)])
     except ManifestError as exc:
         raise EvalError(f"--data: {exc}") from None
+    if split is not None:
+        entries = [e for e in entries if e.split == split]
+        if not entries:
+            raise EvalError(f"--data: no files of split {split!r} in {data} (splits come from a manifest)")
     if not entries:
         raise EvalError(f"--data: no audio files found in {data}")
     paths = sorted(dict.fromkeys(e.path for e in entries))
@@ -120,6 +125,7 @@ class EvalOptions:
     baselines: Sequence[str] = ()
     baseline_kbps: dict[str, list[float]] = field(default_factory=dict)
     max_files: int | None = None
+    split: str | None = None
     max_seconds: float | None = None
     speech: bool = True
     dnsmos: bool = False
@@ -230,7 +236,7 @@ def _sources(opts: EvalOptions) -> list[tuple[str, Any]]:
     if opts.items is not None:
         return list(opts.items)[: opts.max_files or None]
     if opts.data is not None:
-        return [(p, p) for p in find_eval_files(opts.data, opts.max_files)]
+        return [(p, p) for p in find_eval_files(opts.data, opts.max_files, opts.split)]
     raise EvalError("no evaluation data given (--data)")
 
 
