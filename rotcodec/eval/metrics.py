@@ -9,7 +9,7 @@ reason, and `evaluate` collects the reasons in `MetricReport.notes` instead.
 Metrics: SI-SDR (dB), multi-scale log-mel L1 distance (DAC-style, log10 units), multi-resolution STFT
 distance (auraloss), PESQ wide-band (MOS-LQO, 16 kHz), STOI (0..1), periodicity error (voicing lost or added,
 0..1, `periodicity.py`), pitch error (cents, same file), for music the bandwidth ratio (effective bandwidth of
-the estimate over the reference's) and the spectral flatness error (tones turned into noise or back, 0..1)
+the estimate over the reference's) and the spectral flatness error (tones turned into noise or back, dB)
 and, optionally, DNSMOS (needs the `speechmos` package, which is not a dependency).
 """
 
@@ -259,7 +259,7 @@ _BW_FFT, _BW_HOP, _BW_SMOOTH, _BW_RANGE_DB = 2048, 1024, 3, 60.0
 # Flatness: Hann frames of _FLAT_FFT samples, hop _FLAT_HOP, over the bins from _FLAT_LOW_HZ to
 # min(Nyquist, _FLAT_HIGH_HZ), in the reference's frames within _FLAT_ACTIVE_DB of its loudest.
 _FLAT_FFT, _FLAT_HOP, _FLAT_LOW_HZ, _FLAT_HIGH_HZ, _FLAT_ACTIVE_DB = 1024, 512, 50.0, 12000.0, 40.0
-_FLAT_FLOOR = 1e-10  # -100 dB: a frame's power floor relative to its mean power (keeps the log finite)
+_FLAT_FLOOR = 1e-6  # bins floored 60 dB below the frame mean: flatness in -60..0 dB
 _CHUNK_FRAMES = 512  # frames per FFT batch, so that long files need little memory
 
 
@@ -354,7 +354,7 @@ def _flatness_bins(sr: int) -> tuple[int, int]:
 
 
 def _flatness_frames(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame of the 1-D signal `x`: spectral flatness (0..1) and mean power over the analysed bins."""
+    """Per frame of the 1-D signal `x`: spectral flatness in dB (-100..0) and mean power over the analysed bins."""
     lo, hi = _flatness_bins(sr)
     flatness, level = [], []
     for power in _frame_power(x, _FLAT_FFT, _FLAT_HOP):
@@ -363,7 +363,8 @@ def _flatness_frames(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
         floored = band + _FLAT_FLOOR * mean[:, None]
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.exp(np.log(floored).mean(-1)) / floored.mean(-1)
-        flatness.append(np.where(mean > 0.0, ratio, 1.0))  # a digitally silent frame: its (zero) floor is flat
+        ratio = np.where(mean > 0.0, ratio, 1.0)  # a digitally silent frame: its (zero) floor is flat
+        flatness.append(10.0 * np.log10(np.maximum(ratio, _FLAT_FLOOR)))
         level.append(mean)
     return np.concatenate(flatness), np.concatenate(level)
 
@@ -386,12 +387,15 @@ def _flatness(r: np.ndarray, e: np.ndarray, sr: int) -> _Scored:
 
 
 def flatness_error(ref: np.ndarray, est: np.ndarray, sr: int) -> float:
-    """Mean absolute difference of spectral flatness (0..1) between `ref` and `est` (`[time]` or
-    `[channels, time]` at `sr` Hz) over the reference's active frames; 0 if identical, lower is better.
+    """Mean absolute difference of spectral flatness in dB between `ref` and `est` (`[time]` or
+    `[channels, time]` at `sr` Hz) over the reference's active frames; 0 if identical, lower is better. In dB
+    because music's flatness spans decades near 0: on a linear 0..1 scale every codec's error on music was the
+    same 0.006. A noise floor 40 dB under a pure tone already moves it by about 14 dB.
 
     Flatness of a frame (periodic Hann, 1024 samples, hop 512): the geometric over the arithmetic mean of its
-    power spectrum over the bins from 50 Hz to min(Nyquist, 12 kHz), each bin floored at 100 dB below the
-    frame's mean power (about 0 for pure tones, 0.56 for white noise, 1 for a digitally silent frame). Active:
+    power spectrum over the bins from 50 Hz to min(Nyquist, 12 kHz), each bin floored at 60 dB below the
+    frame's mean power (so -60 dB at the lowest, pure tones; about -2.5 dB for white noise, 0 dB for a
+    digitally silent frame). Active:
     the reference frame's power in that band is within 40 dB of its loudest frame's. A codec that turns tones
     into noise raises it, and so does one that cuts off the band's top (the missing bins are far below the
     mean). Averaged over channels; NaN (with a `MetricWarning`) for a silent reference (channel) or input
