@@ -13,7 +13,8 @@
 # The tiny-recipe CUDA test runs first and stops the script if it fails: the runs would fail the same way, and an
 # early stop leaves device time to fix and rerun.
 # Optional: WHEELS=folder of wheels to install into /tmp/site first (a machine without the audio packages);
-# INIT=weights to start from; BENCH=1: whole-step rotation-vs-STE cost at the end (about 60 s);
+# INIT=weights to start from; RECIPE=run A's recipe (default recipes/speech16k_refine.yaml; the music codec:
+# RECIPE=recipes/music24k.yaml INIT=rotcodec/pretrained/music24k DATA=music_manifest.tsv); BENCH=1: whole-step rotation-vs-STE cost at the end (about 60 s);
 # EXTRA="k=v k=v" recipe overrides for every run (a CPU dry run of this script:
 # EXTRA="train.batch_size=2 train.log_every=2 train.valid_batches=1" BUDGET_S=20 SKIP_TESTS=1 GAN=1 BENCH=1).
 set -u
@@ -22,6 +23,7 @@ BUDGET_S=${BUDGET_S:-480}
 GAN=${GAN:-0}
 RATE_A=${RATE_A:-$([ "$GAN" = 1 ] && echo 3.3 || echo 5.5)}
 INIT=${INIT:-rotcodec/pretrained/speech16k}
+RECIPE=${RECIPE:-recipes/speech16k_refine.yaml}
 export PYTHONUNBUFFERED=1
 T0=$(date +%s)
 log() { echo "[$(($(date +%s) - T0)) s] $*"; }
@@ -54,7 +56,7 @@ STEPS_A=$(python3 -c "print(max(200, int($RATE_A * $BUDGET_S)))")
 common=(--set "data.sources=[$DATA]" --set train.threads=2 --set train.checkpoint_every=250
     --set train.keep_checkpoints=4 --set train.valid_every=500 --set train.max_minutes="$MAXMIN")
 log "A trains for $MAXMIN min (cosine over $STEPS_A steps)"
-python3 -m rotcodec train recipes/speech16k_refine.yaml --init "$INIT" --run-dir /tmp/runs/A --quiet "${common[@]}" \
+python3 -m rotcodec train "$RECIPE" --init "$INIT" --run-dir /tmp/runs/A --quiet "${common[@]}" \
     --set train.batch_size=128 --set train.lr=0.0002 --set train.warmup_steps=100 --set train.final_lr_ratio=0.1 \
     --set train.steps="$STEPS_A" --set data.num_workers=8 "${extra[@]}" > "$OUT/logs/train_A.txt" 2>&1 &
 PA=$!
