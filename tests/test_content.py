@@ -95,9 +95,12 @@ def test_detect_cli_names_the_model_and_fit_writes_a_rule(tmp_path, capsys):
         folder.mkdir()
         for seed in range(3):
             sf.write(folder / f"{seed}.wav", synth_clip(kind, 3.0, 16000, seed)[0], 16000)
+    (music / "junk.wav").write_bytes(b"not audio")  # skipped with a one-line note, not a traceback
     out_json = tmp_path / "rule.json"
     args = ["detect", "--fit", "--speech", str(speech), "--music", str(music), "--clips", "12", "-o", str(out_json)]
+    capsys.readouterr()
     assert main(args) == 0
+    assert "skipped 1 unreadable file(s)" in capsys.readouterr().out
     assert ContentClassifier.load(out_json).trained_on.startswith("12 crops")
     assert main(args) == 2  # exists: needs --force
     assert main(["detect", "--fit", "--speech", str(speech), "-o", str(out_json)]) == 2

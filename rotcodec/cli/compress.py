@@ -268,9 +268,9 @@ def run_compress(args: argparse.Namespace) -> int:
 
     from ..audio import UNKNOWN_FRAMES
     from ..inference import OptionError
-    from ..inference.content import ContentClassifier, ContentUncertain
+    from ..inference.content import SECONDS, ContentClassifier, ContentUncertain
     from ..inference.files import open_audio
-    from .detect import MODEL_FOR
+    from ..pretrained import CHOOSE_MODEL_HINT, MODEL_FOR
 
     jobs = plan_jobs(args.inputs, args.output, AUDIO_SUFFIXES, ".rcq")
     use_threads(args.threads)
@@ -293,9 +293,9 @@ def run_compress(args: argparse.Namespace) -> int:
         if rule is None:
             return model_named(args.model)
         try:
-            kind, _ = rule.classify(source.head(int(20 * source.sr)), source.sr)
+            kind, _ = rule.classify(source.head(int(SECONDS * source.sr)), source.sr)
         except ContentUncertain as exc:
-            raise ValueError(f"{exc}: pass --model {MODEL_FOR['speech']} or --model {MODEL_FOR['music']}") from None
+            raise ValueError(f"{exc}: pass {CHOOSE_MODEL_HINT}") from None
         return model_named(MODEL_FOR[kind])
 
     def seconds(src: str) -> float:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..pretrained import CHOOSE_MODEL_HINT, MODEL_FOR
 from . import EXIT_ERROR, EXIT_OK, HelpFormatter, UsageError, positive_int
-
-# The bundled model for each class `compress` can pick without --model.
-MODEL_FOR = {"speech": "speech16k", "music": "music24k"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +37,7 @@ def run_detect(args: argparse.Namespace) -> int:
     if not args.inputs:
         raise UsageError("give audio files to classify, or --fit")
     from ..audio import AudioError
-    from ..inference.content import ContentClassifier, ContentUncertain
+    from ..inference.content import SECONDS, ContentClassifier, ContentUncertain
     from ..inference.files import open_audio
 
     rule = ContentClassifier.load()
@@ -47,11 +45,11 @@ def run_detect(args: argparse.Namespace) -> int:
     for src in args.inputs:
         try:
             with open_audio(src) as source:
-                head = source.head(int(20 * source.sr))
+                head = source.head(int(SECONDS * source.sr))
             kind, p = rule.classify(head, source.sr)
             print(f"{src}: {kind} (P(music) {p:.2f}) -> {MODEL_FOR[kind]}")
         except ContentUncertain as exc:
-            print(f"{src}: {exc}: compress needs --model {MODEL_FOR['speech']} or --model {MODEL_FOR['music']}")
+            print(f"{src}: {exc}: compress needs {CHOOSE_MODEL_HINT}")
         except (AudioError, OSError) as exc:
             failed = True
             print(f"rotcodec detect: error: {exc}", file=sys.stderr)
@@ -59,11 +57,12 @@ def run_detect(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
+    import warnings
     from pathlib import Path
 
     import numpy as np
 
-    from ..data.manifest import find_audio
+    from ..data.manifest import find_audio, probe
     from ..inference.content import clip_features, file_features, fit
     from ..outputs import write_bytes
 
@@ -71,7 +70,11 @@ def _fit(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.output} exists: pass --force to overwrite it")
 
     def split(sources: list[str]) -> tuple[dict[str, list[str]], list[str]]:
-        entries = find_audio(sources)
+        with warnings.catch_warnings():  # unreadable files are counted below instead
+            warnings.simplefilter("ignore")
+            entries, skipped = probe(find_audio(sources))
+        if skipped:
+            print(f"rotcodec detect: note: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0][0]}")
         train: dict[str, list[str]] = {}
         for e in entries:
             if e.split in (None, "train"):

@@ -141,8 +141,7 @@ def _check_eval_args(args: argparse.Namespace) -> None:
 def run_eval_cmd(args: argparse.Namespace) -> int:
     from ..eval.baselines import MissingEncoderError
     from ..eval.runner import DEFAULT_KBPS, EvalError, EvalOptions, parse_baseline_kbps, run_eval
-    from ..pretrained import DEFAULT_MODEL
-    from .detect import MODEL_FOR
+    from ..pretrained import DEFAULT_MODEL, MODEL_FOR
 
     _check_eval_args(args)
     use_threads(args.threads)

@@ -42,7 +42,6 @@ FEATURES = (
     "steady_pitch",
     "long_periodic_share",
 )
-CLASSES = ("speech", "music")
 LONG_RUN_S = 0.3  # voiced syllables rarely last longer; sung and played notes often do
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "pretrained" / "content.json"
 
@@ -73,7 +72,8 @@ def features(x: np.ndarray, sr: int) -> np.ndarray:
     # Speech pauses between words and phrases: many frames well below the clip's mean level.
     quiet_share = float(np.mean(energy < 0.1 * energy.mean()))
     # Syllables come at 2-8 Hz: the share of the loudness contour's modulation energy in that band.
-    contour = level_db.clip(level_db.max() - 50) - level_db.clip(level_db.max() - 50).mean()
+    contour = level_db.clip(level_db.max() - 50)
+    contour = contour - contour.mean()
     mod = np.abs(np.fft.rfft(contour * np.hanning(contour.size))) ** 2
     mod_f = np.fft.rfftfreq(contour.size, HOP / RATE)
     in_band = mod[(mod_f >= 2) & (mod_f <= 8)].sum()

@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MODEL = "speech16k"
+# The bundled model for each kind of content, as `rotcodec compress` picks them without --model.
+MODEL_FOR = {"speech": DEFAULT_MODEL, "music": "music24k"}
+CHOOSE_MODEL_HINT = f"--model {MODEL_FOR['speech']} or --model {MODEL_FOR['music']}"
 HASH_BYTES = 16
 
 
