@@ -3,7 +3,9 @@
 #
 # Usage:   recipes/data/build_game_music.sh OUT_DIR [RATE] [PACKAGE ...]
 #          RATE: output sample rate in Hz (default 24000); PACKAGE: default wesnoth-1.16-music
-#          (~128 min, orchestral); also tested: warzone2100-music (~243 min, electronic/orchestral).
+#          (~128 min, orchestral); also tested: warzone2100-music (~243 min, electronic/orchestral),
+#          widelands-data, hedgewars-data, supertuxkart-data, freedroidrpg-data, flare-game, megaglest-data
+#          (their music folders only).
 # Output:  OUT_DIR/<package>/<track>.flac (mono FLAC at RATE, stereo mixed down) and
 #          OUT_DIR/<package>/SOURCE.txt (package, version, licence).
 #
@@ -27,6 +29,17 @@ PACKAGES=("$@")
 # shellcheck source=recipes/data/deb_audio.sh
 source "$(dirname "${BASH_SOURCE[0]}")/deb_audio.sh"
 need_tools build_game_music apt-get dpkg dpkg-deb ffmpeg find
+
+# Game data packages also hold sound effects and voices: where a package has a music folder, only the
+# files under it count.
+audio_files() {
+    local root=$1 filter=()
+    local -a kinds=( \( -iname '*.ogg' -o -iname '*.opus' -o -iname '*.mp3' -o -iname '*.flac' -o -iname '*.wav' \) )
+    if [[ -n $(find "$root" -type f "${kinds[@]}" -ipath '*/music/*' -print -quit) ]]; then
+        filter=(-ipath '*/music/*')
+    fi
+    find "$root" -type f "${kinds[@]}" "${filter[@]}" -print0 | sort -z
+}
 
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
@@ -55,8 +68,7 @@ for pkg in "${PACKAGES[@]}"; do
             -f flac "$out.part" || die "ffmpeg failed on $src"
         mv -f "$out.part" "$out"
         n=$((n + 1))
-    done < <(find "$WORK/$pkg/root" -type f \( -name '*.ogg' -o -name '*.opus' -o -name '*.mp3' \
-        -o -name '*.flac' -o -name '*.wav' \) -print0 | sort -z)
+    done < <(audio_files "$WORK/$pkg/root")
     [[ $n -gt 0 ]] || die "no audio files found inside $pkg"
 
     cat >"$dest/SOURCE.txt" <<TXT
