@@ -98,6 +98,38 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert killed_rows == whole_rows
 
 
+def _cli_train(run: Path, steps: int, resume: bool = False) -> list[str]:
+    sets = [f"train.steps={steps}", "train.checkpoint_every=1000", "train.log_every=1", "train.valid_every=1000"]
+    cmd = [sys.executable, "-m", "rotcodec.cli.main", "train", str(TINY), "--run-dir", str(run), "--quiet"]
+    return cmd + [a for s in sets for a in ("--set", s)] + (["--resume"] if resume else [])
+
+
+def test_sigterm_saves_the_step_in_flight_and_resume_matches(tmp_path: Path) -> None:
+    steps = 80
+    subprocess.run(_cli_train(tmp_path / "whole", steps), check=True, timeout=300, capture_output=True)
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen(_cli_train(stopped, steps), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    metrics = stopped / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    # checkpoint_every is 1000: the only checkpoint is the one the signal asked for, at the step it ended
+    done = (stopped / "checkpoints" / "latest").read_text().strip()
+    step = int(done.removeprefix("step_"))
+    assert 5 <= step < steps
+    assert f"stopped by a signal after step {step}" in out
+    subprocess.run(_cli_train(stopped, steps, resume=True), check=True, timeout=300, capture_output=True)
+    name = f"step_{steps:08d}"
+    a = load_file(tmp_path / "whole" / "checkpoints" / name / "model.safetensors")
+    b = load_file(stopped / "checkpoints" / name / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_nan_guard_stops_with_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rotcodec.data import dataset
 

@@ -36,6 +36,7 @@ from .checkpoint import save_checkpoint
 from .diagnostics import latent_effective_dims
 from .recipe import Recipe
 from .setup import DistInfo, Models, TrainingError, build_models, load_init, prepare_run_dir, setup_process, start_point
+from .stopping import RUN_ON, SIGNALLED, StopRequest, should_stop
 
 
 def lr_at(step: int, cfg: Any) -> float:
@@ -131,25 +132,33 @@ def _run_steps(run: _Run, step: int, quiet: bool) -> dict[str, Any]:
     guard = _NonFiniteGuard(cfg.max_bad_steps)
     last: dict[str, Any] = {}
     deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
+    halt = RUN_ON
     try:
-        while step < cfg.steps:
-            out = _train_step(models, next(batches).to(device, non_blocking=True), step, run.recipe, amp)
-            guard.check(out.finite, step, log.bar.write if info.main else None)
-            step += 1
-            log.bar.update(1)
-            final = step == cfg.steps or _out_of_time(deadline, step, cfg.log_every, info, device)
-            if info.main and (step % cfg.log_every == 0 or final):
-                last = log.train_row(step, out, guard.skipped)
-            if info.main and (step % cfg.valid_every == 0 or final):
-                samples = run.run_dir / "samples" / f"step_{step:08d}"
-                vals = validate(models.codec, models.loss_fn, valid_ds, cfg, device, samples)
-                last.update(log.valid_row(step, vals))
-            if step % cfg.checkpoint_every == 0 or final:
-                _save(run, step)
-            if final:
-                break
+        with StopRequest() as stop:
+            while step < cfg.steps:
+                out = _train_step(models, next(batches).to(device, non_blocking=True), step, run.recipe, amp)
+                guard.check(out.finite, step, log.bar.write if info.main else None)
+                step += 1
+                log.bar.update(1)
+                halt = should_stop(deadline, stop, step, cfg.log_every, info, device)
+                final = step == cfg.steps or halt != RUN_ON
+                if info.main and (step % cfg.log_every == 0 or final):
+                    last = log.train_row(step, out, guard.skipped)
+                # a signalled stop skips the last validation: it should end within seconds
+                if info.main and (step % cfg.valid_every == 0 or (final and halt != SIGNALLED)):
+                    samples = run.run_dir / "samples" / f"step_{step:08d}"
+                    vals = validate(models.codec, models.loss_fn, valid_ds, cfg, device, samples)
+                    last.update(log.valid_row(step, vals))
+                if step % cfg.checkpoint_every == 0 or final:
+                    _save(run, step)
+                if final:
+                    break
     finally:
         log.close()
+    if halt == SIGNALLED:
+        if info.main:
+            print(f"stopped by a signal after step {step}: checkpoint saved; continue with --resume", flush=True)
+        raise KeyboardInterrupt
     return last
 
 
@@ -327,19 +336,6 @@ def _save(run: _Run, step: int) -> None:
         )
     if run.info.world_size > 1:
         dist.barrier()
-
-
-def _out_of_time(deadline: float | None, step: int, every: int, info: DistInfo, device: torch.device) -> bool:
-    """Whether train.max_minutes has run out, checked every `every` steps; under DDP rank 0's clock decides
-    for all ranks, so they stop at the same step."""
-    if deadline is None or step % every:
-        return False
-    late = time.monotonic() > deadline
-    if info.world_size == 1:
-        return late
-    flag = torch.tensor(float(late), device=device)
-    dist.broadcast(flag, 0)
-    return bool(flag)
 
 
 def _unwrap(m: nn.Module | None) -> nn.Module | None:
