@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..outputs import terminate_as_interrupt
     from ..runtime import keep_freed_memory
 
-    keep_freed_memory()  # encodes and decodes 13-20% faster on glibc (rotcodec/runtime.py)
+    keep_freed_memory()  # faster coding on glibc (rotcodec/runtime.py)
     try:
         with terminate_as_interrupt():  # SIGTERM cleans up like Ctrl-C in every command
             return int(func(args) or 0)
