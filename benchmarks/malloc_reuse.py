@@ -6,8 +6,8 @@ speed with and without it, measured side by side in one run.
 
 The setting is process-wide and cannot be undone, so each measurement runs in its own child process; the
 two variants alternate, `--rounds` times, and the table shows each one's best. Encode and decode code a
-generated file through the Python API (`CodecModel.compress` / `decompress`); training runs the recipe's real
-loop on synthetic data (`benchmarks/train_speed.py`'s set-up).
+file (`codec_speed.generate`'s speech-like signal) through the Python API (`CodecModel.compress` / `decompress`);
+training is `train_speed.measure`: the recipe's real loop on synthetic data.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 def child(args: argparse.Namespace) -> dict[str, float]:
     """One measurement in this process: real-time factors of encode and decode, training audio-seconds/s."""
-    import numpy as np
+    import soundfile as sf
     import torch
 
     from rotcodec.runtime import keep_freed_memory
@@ -31,13 +31,15 @@ def child(args: argparse.Namespace) -> dict[str, float]:
     if args.keep:
         keep_freed_memory()
     torch.set_num_threads(args.threads)
+    from codec_speed import generate  # this folder's benchmarks: the same test signal and training set-up
+    from train_speed import measure
+
     from rotcodec.inference import load_model
 
     model = load_model(args.model)
-    sr = model.sample_rate
-    t = np.arange(int(args.seconds * sr)) / sr
-    rng = np.random.default_rng(0)  # a gliding tone in noise: voiced and unvoiced frames, every band busy
-    x = (0.3 * np.sin(2 * np.pi * (120 + 40 * np.sin(t)) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(Path(tmp) / "in.wav", args.seconds, model.sample_rate)
+        x, sr = sf.read(Path(tmp) / "in.wav", dtype="float32")
     model.compress(x[:sr], sr, kbps=args.kbps)  # warm-up
     start = time.perf_counter()
     data = model.compress(x, sr, kbps=args.kbps)
@@ -47,26 +49,7 @@ def child(args: argparse.Namespace) -> dict[str, float]:
     decode = args.seconds / (time.perf_counter() - start)
     out = {"encode": encode, "decode": decode}
     if args.train_steps:
-        from rotcodec.train.loop import train
-        from rotcodec.train.recipe import load_recipe
-
-        recipe = load_recipe(
-            args.recipe,
-            [
-                "data.synthetic=true",
-                "data.num_workers=0",
-                f"train.threads={args.threads}",
-                f"train.steps={args.train_steps}",
-                f"train.log_every={max(1, args.train_steps // 4)}",
-                "train.valid_every=1000000",
-                "train.checkpoint_every=1000000",
-            ],
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            train(recipe, Path(tmp) / "run", quiet=True)
-            rows = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
-        steady = [r for r in rows[1:] if "audio_s_per_s" in r] or rows  # the first window holds k-means
-        out["train"] = sum(r["audio_s_per_s"] for r in steady) / len(steady)
+        out["train"] = measure(args.recipe, args.train_steps, [f"train.threads={args.threads}"])[2]
     return out
 
 

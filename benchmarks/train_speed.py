@@ -18,26 +18,24 @@ import torch
 
 from rotcodec.models.codec import Codec
 from rotcodec.train.loop import train
-from rotcodec.train.recipe import load_recipe
+from rotcodec.train.recipe import Recipe, load_recipe
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("recipe")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--set", dest="overrides", action="append", default=[])
-    args = p.parse_args()
-    overrides = [
-        "data.synthetic=true",
-        "data.num_workers=0",
-        f"train.steps={args.steps}",
-        f"train.log_every={max(1, args.steps // 4)}",
-        "train.valid_every=1000000",
-        "train.checkpoint_every=1000000",
-        *args.overrides,
-    ]
-    recipe = load_recipe(args.recipe, overrides)
-    params = Codec(recipe.model).num_parameters()
+def measure(recipe_path: str, steps: int, overrides: list[str] = ()) -> tuple[Recipe, float, float, float]:
+    """Train `steps` steps of the recipe on synthetic data in a temporary folder: (recipe, steps/s,
+    audio-s/s after the first logging window, wall seconds including start-up)."""
+    recipe = load_recipe(
+        recipe_path,
+        [
+            "data.synthetic=true",
+            "data.num_workers=0",
+            f"train.steps={steps}",
+            f"train.log_every={max(1, steps // 4)}",
+            "train.valid_every=1000000",
+            "train.checkpoint_every=1000000",
+            *overrides,
+        ],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         train(recipe, Path(tmp) / "run", quiet=True)
@@ -46,6 +44,17 @@ def main() -> None:
     steady = [r for r in rows[1:] if "steps_per_s" in r] or rows  # first window includes k-means/warm-up
     sps = sum(r["steps_per_s"] for r in steady) / len(steady)
     aps = sum(r["audio_s_per_s"] for r in steady) / len(steady)
+    return recipe, sps, aps, wall
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("recipe")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    args = p.parse_args()
+    recipe, sps, aps, wall = measure(args.recipe, args.steps, args.overrides)
+    params = Codec(recipe.model).num_parameters()
     device = "cuda" if torch.cuda.is_available() and recipe.train.device in ("auto", "cuda") else "cpu"
     print(
         f"recipe={args.recipe} device={device} threads={torch.get_num_threads()} "

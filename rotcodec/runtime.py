@@ -4,7 +4,7 @@ glibc's malloc maps every large block (over 128 KB, or its adaptive threshold of
 the kernel and unmaps it when it is freed. A codec's activations are many same-sized multi-megabyte tensors,
 allocated and freed at every layer, so at one thread a 64-harmonic sine table for 10 s of 16 kHz audio took
 37 ms to fill from fresh mappings and 18 ms from the heap. Whole encodes, decodes and training steps gain less
-and the machine's noise is of the same size: in three side-by-side runs of `python benchmarks/malloc_reuse.py`
+and the machine's noise is of the same size: in four side-by-side runs of `python benchmarks/malloc_reuse.py`
 (one thread) encode ran 1.02-1.32x, decode 1.02-1.33x and training 0.95-1.12x as fast.
 
 `keep_freed_memory` tells malloc to serve every block from its heap and not to trim freed memory off it. The

@@ -24,10 +24,10 @@ RATE=${2:-24000}
 shift $(($# >= 2 ? 2 : 1))
 PACKAGES=("$@")
 [[ ${#PACKAGES[@]} -gt 0 ]] || PACKAGES=(wesnoth-1.16-music)
-[[ $RATE =~ ^[0-9]+$ && $RATE -ge 8000 && $RATE -le 192000 ]] || die "RATE must be an integer in 8000..192000 Hz"
 
 # shellcheck source=recipes/data/deb_audio.sh
 source "$(dirname "${BASH_SOURCE[0]}")/deb_audio.sh"
+check_rate build_game_music "$RATE"
 need_tools build_game_music apt-get dpkg dpkg-deb ffmpeg find
 
 # Game data packages also hold sound effects and voices: where a package has a music folder, only the

@@ -18,11 +18,11 @@ die() { echo "build_loops: $*" >&2; exit 1; }
 OUT_DIR=$1
 RATE=${2:-24000}
 SECONDS_EACH=${3:-20}
-[[ $RATE =~ ^[0-9]+$ && $RATE -ge 8000 && $RATE -le 192000 ]] || die "RATE must be an integer in 8000..192000 Hz"
 [[ $SECONDS_EACH =~ ^[0-9]+$ && $SECONDS_EACH -ge 1 ]] || die "SECONDS must be a positive integer"
 
 # shellcheck source=recipes/data/deb_audio.sh
 source "$(dirname "${BASH_SOURCE[0]}")/deb_audio.sh"
+check_rate build_loops "$RATE"
 need_tools build_loops apt-get dpkg dpkg-deb ffmpeg find
 
 mkdir -p "$OUT_DIR"

@@ -13,6 +13,14 @@ need_tools() {
     done
 }
 
+# check_rate NAME RATE: stop unless RATE is a sample rate the builders write (an integer in 8000..192000 Hz).
+check_rate() {
+    [[ $2 =~ ^[0-9]+$ && $2 -ge 8000 && $2 -le 192000 ]] || {
+        echo "$1: RATE must be an integer in 8000..192000 Hz" >&2
+        exit 1
+    }
+}
+
 # fetch_deb NAME PKG WORKDIR: download PKG into WORKDIR and unpack it into WORKDIR/root; sets DEB_VERSION.
 fetch_deb() {
     local name=$1 pkg=$2 work=$3 deb
