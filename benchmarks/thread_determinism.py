@@ -29,7 +29,7 @@ def codes_of(model, data: bytes) -> np.ndarray:  # noqa: ANN001
     from rotcodec.bitstream import decode_bytes
     from rotcodec.inference import read_rcq_header
 
-    return decode_bytes(data, model.tables(read_rcq_header(data).layout))[1]
+    return decode_bytes(data, model.tables(model.layout_of(read_rcq_header(data))))[1]
 
 
 def main(argv: list[str] | None = None) -> int:

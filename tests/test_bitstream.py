@@ -166,6 +166,12 @@ def test_header_stores_the_layout_explicitly():
     for bad in ({"envelope_tier": None}, {"envelope_rows": 0}, {"pitch_rows": 3, "envelope_rows": 3}):
         with pytest.raises(BitstreamError):
             dataclasses.replace(header, **bad)
+    # a last stage with a smaller alphabet than the stage before it is trimmed; a lone stage needs the model
+    trimmed = dataclasses.replace(header, codebook_sizes=(128, 5, 5, 5, 1024, 37))
+    assert trimmed.layout == StreamLayout(2, 2, 1, 3, last_codes=37)
+    assert trimmed.layout.describe() == "n_q 2 (last of 37 codes) + pitch + 3 band gains (tier 2)"
+    lone = dataclasses.replace(header, codebook_sizes=(128, 5, 5, 5, 37))
+    assert lone.layout == StreamLayout(1, 2, 1, 3)
 
 
 class OneByteAtATime(io.RawIOBase):

@@ -72,6 +72,51 @@ def test_export_writes_a_float16_model_with_tables_that_compresses(tmp_path: Pat
     assert sr == 16000 and decoded.shape == (1, wav.size) and np.isfinite(decoded).all()
 
 
+def test_export_lists_codes_by_use_and_plans_fill_the_rate_with_a_trimmed_stage(tmp_path: Path) -> None:
+    """Export renumbers each stage's codes by falling use without changing what the model codes; a `--kbps`
+    plan between two stage counts then adds a stage trimmed to its most used codes, and the stream decodes."""
+    src = _trained_tiny(tmp_path / "ckpt" / "model")
+    data = tmp_path / "audio"
+    data.mkdir()
+    for i in range(3):
+        sf.write(data / f"clip{i}.wav", _speechlike(2.0, 10 + i), 16000)
+    out = tmp_path / "tiny"
+    assert main(["export", str(tmp_path / "ckpt"), "-o", str(out), "--data", str(data), "--seconds", "5"]) == 0
+    model = load_model(out)
+    assert model.sorted_codes and np.all(np.diff(model.code_counts, axis=1) <= 0)
+    # the same quantizer, renumbered: decoded latents equal those of the unsorted model (float16 weights)
+    original = read_model(src).codec
+    from rotcodec.models.io import STORAGE_DTYPES, round_weights_
+
+    round_weights_(original, STORAGE_DTYPES["float16"])
+    z = original.embed(torch.from_numpy(_speechlike(1.0, 5))[None, None])
+    torch.testing.assert_close(
+        model.codec.quantizer.decode(model.codec.quantizer.encode(z)),
+        original.quantizer.decode(original.quantizer.encode(z)),
+    )
+
+    wav = _speechlike(12.0, 7)
+    costs = model.row_costs(wav[None, : 10 * 16000], 16000)  # what compress measures: the first 10 s
+    assert np.all(costs.rows[1:] == costs.rows[model.n_q]) and costs.rows[1].min() > 0  # no band gains: one price
+    two, three = (model.bitrate(model.codec.layout(n), costs=costs) for n in (2, 3))
+    kbps = (two + three) / 2 * 1.02 + model.overhead_kbps(model.codec.layout(3), 1, 12.0)
+    layout = model.plan(kbps=kbps, costs=costs, seconds=12.0)
+    assert layout.n_q == 3 and layout.last_codes is not None and 2 <= layout.last_codes < 64
+    stream = model.compress(wav, 16000, kbps=kbps)
+    header = read_rcq_header(stream)
+    assert header.codebook_sizes[-1] == layout.last_codes and model.layout_of(header) == header.layout == layout
+    lone = model.codec.layout(1, None, 5)
+    assert model.layout_of(read_rcq_header(model.compress(wav, 16000, layout=lone))) == lone
+    assert len(stream) * 8 / 12.0 / 1000 <= kbps
+    decoded, _ = model.decompress(stream)
+    assert decoded.shape == (1, wav.size) and np.isfinite(decoded).all()
+    # in the latent, a trimmed stage refines less than the whole stage and more than none
+    rvq = model.codec.quantizer
+    z = model.codec.embed(torch.from_numpy(wav)[None, None])
+    err = [float((z - rvq.decode(rvq.encode(z, n, last))).pow(2).sum()) for n, last in ((2, None), (3, 8), (3, None))]
+    assert err[0] > err[1] > err[2], err
+
+
 def test_export_float32_and_bad_checkpoint(tmp_path: Path, capsys) -> None:
     source = _trained_tiny(tmp_path / "model")
     out = tmp_path / "full"

@@ -101,6 +101,57 @@ def test_property_codes_in_range_and_roundtrip(
     assert torch.equal(rvq.decode(codes), rvq(x).quantized)
 
 
+@settings(max_examples=20, deadline=None)
+@given(
+    n_q=st.integers(1, 4),
+    k=st.integers(3, 40),
+    keep=st.integers(2, 40),
+    values=st.sampled_from([None, "unit", "raw"]),
+    seed=st.integers(0, 1000),
+)
+def test_property_a_trimmed_last_stage_picks_the_nearest_of_its_first_codes(
+    n_q: int, k: int, keep: int, values: str | None, seed: int
+) -> None:
+    torch.manual_seed(seed)
+    keep = min(keep, k)
+    factorised = {"codebook_dim": 4, "factorised_values": values} if values else {}
+    rvq = ResidualVQ(6, n_q, k, kmeans_init=False, **factorised).eval()
+    x = torch.randn(2, 6, 5)
+    full, trimmed = rvq.encode(x), rvq.encode(x, last_codes=keep)
+    assert torch.equal(trimmed[:, :-1], full[:, :-1])  # earlier stages never change
+    assert trimmed.min() >= 0 and trimmed[:, -1].max() < keep
+    # the last stage's pick is the nearest of the kept codes to what the earlier stages left
+    last = rvq.stages[n_q - 1]
+    residual = x - rvq.decode(full[:, :-1]) if n_q > 1 else x
+    rows = residual.permute(0, 2, 1).reshape(-1, 6)
+    key = last._search_key(last._project(rows))
+    dist = torch.cdist(key, last.lookup_codebook()[:keep])
+    picked = dist.gather(1, trimmed[:, -1].reshape(-1, 1)).squeeze(1)
+    torch.testing.assert_close(picked, dist.min(1).values)
+    # every stage's trimmed codes at several sizes in one pass, as the rate planner measures them
+    at_once = rvq.encode_trimmed(x, [keep, 2])
+    assert at_once.shape == (2, n_q, 2, 5) and torch.equal(at_once[:, n_q - 1, 0], trimmed[:, -1])
+    assert torch.equal(at_once[:, 0, 1], rvq.encode(x, 1, last_codes=2)[:, 0])
+    with pytest.raises(ValueError, match="last_codes"):
+        rvq.encode(x, last_codes=k + 1)
+
+
+def test_permuting_codes_renumbers_without_changing_the_quantizer() -> None:
+    rvq = small_rvq("rotation", "detached", n_q=2)
+    x = torch.randn(3, 8, 7)
+    codes = rvq.encode(x)
+    before = rvq.decode(codes)
+    k = rvq.stages[0].cfg.codebook_size
+    order = torch.randperm(k, generator=torch.Generator().manual_seed(1))
+    rvq.stages[0].permute_codes_(order)
+    renumbered = rvq.encode(x)
+    inverse = torch.argsort(order)
+    assert torch.equal(renumbered[:, 0], inverse[codes[:, 0]]) and torch.equal(renumbered[:, 1], codes[:, 1])
+    torch.testing.assert_close(rvq.decode(renumbered), before)
+    with pytest.raises(ValueError, match="permutation"):
+        rvq.stages[0].permute_codes_(torch.zeros(k, dtype=torch.long))
+
+
 def clustered(n: int, centers: torch.Tensor, noise: float, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, centers.shape[0], (n,), generator=gen)

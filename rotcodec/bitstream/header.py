@@ -176,8 +176,12 @@ class RcqHeader:
 
     @property
     def layout(self) -> StreamLayout:
-        """The stream's rows as a `StreamLayout`."""
-        return StreamLayout(self.n_q, self.envelope_tier, self.pitch_rows, self.envelope_rows)
+        """The stream's rows as a `StreamLayout`; a last stage with a smaller alphabet than the stage before it
+        is trimmed. Whether a lone stage is trimmed depends on the model's codebook size:
+        `CodecModel.layout_of` decides that too."""
+        sizes = self.codebook_sizes
+        last = sizes[-1] if self.n_q >= 2 and sizes[-1] < sizes[-2] else None
+        return StreamLayout(self.n_q, self.envelope_tier, self.pitch_rows, self.envelope_rows, last)
 
     @property
     def frame_rate(self) -> float:

@@ -3,7 +3,9 @@
 all read their rows from it; nothing is guessed back from alphabet sizes.
 
 Rows, per channel and frame: `pitch_rows` pitch symbols (models with `pitch`), then the `envelope_rows`
-band gains of envelope tier `envelope` (None: no band gains), then `n_q` RVQ stages.
+band gains of envelope tier `envelope` (None: no band gains), then `n_q` RVQ stages. The last stage may be
+trimmed: it sends one of its first `last_codes` codes only (a smaller alphabet in the header), which lets a
+stream spend a fraction of a stage's bits.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class StreamLayout:
     """n_q: RVQ stages sent (>= 1); envelope: the envelope tier whose band gains are sent, or None;
-    pitch_rows / envelope_rows: how many rows of each kind come before the stages."""
+    pitch_rows / envelope_rows: how many rows of each kind come before the stages; last_codes: the last
+    stage's alphabet when it is trimmed (>= 2), None when it is whole."""
 
     n_q: int
     envelope: int | None = None
     pitch_rows: int = 0
     envelope_rows: int = 0
+    last_codes: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_q < 1:
@@ -28,6 +32,8 @@ class StreamLayout:
             raise ValueError(f"envelope tier {self.envelope} does not match {self.envelope_rows} envelope rows")
         if self.pitch_rows < 0 or self.envelope_rows < 0 or (self.envelope is not None and self.envelope < 0):
             raise ValueError(f"negative row counts or tier in {self}")
+        if self.last_codes is not None and self.last_codes < 2:
+            raise ValueError(f"a trimmed stage keeps at least 2 codes, got last_codes={self.last_codes}")
 
     @property
     def side_rows(self) -> int:
@@ -40,8 +46,9 @@ class StreamLayout:
         return self.side_rows + self.n_q
 
     def describe(self) -> str:
-        """E.g. "n_q 2 + pitch + 48 band gains (tier 2)"."""
-        text = f"n_q {self.n_q}" + (" + pitch" if self.pitch_rows else "")
+        """E.g. "n_q 2 (last of 96 codes) + pitch + 48 band gains (tier 2)"."""
+        trim = "" if self.last_codes is None else f" (last of {self.last_codes} codes)"
+        text = f"n_q {self.n_q}{trim}" + (" + pitch" if self.pitch_rows else "")
         return text + (
             f" + {self.envelope_rows} band gains (tier {self.envelope})" if self.envelope is not None else ""
         )

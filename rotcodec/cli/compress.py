@@ -316,7 +316,7 @@ def run_compress(args: argparse.Namespace) -> int:
             r = model.compress_source(
                 source, src, dst, args.kbps, args.n_q, args.entropy, args.force, progress, args.envelope
             )
-        h, lay = r.header, r.header.layout  # planned from the file's own first seconds
+        h, lay = r.header, model.layout_of(r.header)  # planned from the file's own first seconds
         mode = "entropy" if h.coding_mode else "plain"
         note = ""
         lowest = min(model.bitrate(o, h.channels, bool(h.coding_mode)) for o in model.layouts())

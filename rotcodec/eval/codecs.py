@@ -121,9 +121,9 @@ class NeuralCodec:
         decoded, _ = self.model.decompress(data)
         t2 = time.perf_counter()
         header = read_rcq_header(data)
-        lay = header.layout
+        lay = self.model.layout_of(header)
         kbps = 8.0 * len(data) / seconds / 1000.0
-        latent_error = self.latent_error(wav, lay.n_q)
+        latent_error = self.latent_error(wav, lay.n_q, lay.last_codes)
         plain = header.coding_mode == CodingMode.PLAIN
         return CodecRun(
             decoded.astype(np.float32),
@@ -142,18 +142,18 @@ class NeuralCodec:
             },
         )
 
-    def latent_error(self, wav: np.ndarray, n_q: int) -> float:
+    def latent_error(self, wav: np.ndarray, n_q: int, last_codes: int | None = None) -> float:
         """‖z − ẑ‖² / ‖z‖² over all frames of `wav` `[channels, time]`: z the encoder's latent (`embed`), ẑ its
-        n_q-stage quantization as the decoder receives it (the same codes as the bitstream's). 0: the decoder
-        gets the continuous latent; about 1 or more: the quantized latent is no approximation of z, and the
-        ceiling feeds the decoder something it was never trained on."""
+        n_q-stage quantization as the decoder receives it (the same codes as the bitstream's; `last_codes`: its
+        last stage trimmed). 0: the decoder gets the continuous latent; about 1 or more: the quantized latent is
+        no approximation of z, and the ceiling feeds the decoder something it was never trained on."""
         import torch
 
         with torch.no_grad():
             z = self.codec.embed(self.model._as_batch(wav))
             if z.shape[-1] == 0:
                 return float("nan")
-            q = self.codec.quantizer.decode(self.codec.quantizer.encode(z, n_q))
+            q = self.codec.quantizer.decode(self.codec.quantizer.encode(z, n_q, last_codes))
             return float((z - q).pow(2).sum() / z.pow(2).sum().clamp_min(1e-12))
 
     def run_ceiling(self, wav: np.ndarray, ceiling: Ceiling) -> CodecRun:

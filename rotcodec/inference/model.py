@@ -4,6 +4,7 @@ streaming encode/decode, in-memory `compress`/`decompress` and file `compress_fi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import math
@@ -16,6 +17,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 import torch
+from einops import rearrange
 
 from ..audio import AudioError, as_audio, check_finite, check_sample_rate
 from ..bitstream import BitstreamError, CodingMode, RcqHeader, RcqReader, RcqWriter
@@ -82,6 +84,25 @@ def _quality_table(meta: object) -> dict[tuple[int, int | None], float]:
         return {}
 
 
+def trim_sizes(codebook_size: int) -> list[int]:
+    """The alphabet sizes a plan may trim a stage to, largest first: about 1/8 bit per code apart (at 50 Hz
+    frames, ~6 bps per channel between neighbours), from 2 to just under `codebook_size`."""
+    top = int(math.log2(codebook_size) * 8)
+    return sorted({round(2 ** (i / 8)) for i in range(8, top + 1)} - {codebook_size}, reverse=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class FileCosts:
+    """What one file's codes cost under a model's tables (range coding), measured on its first seconds.
+
+    rows: `[n_q + 1, table rows]` mean bits per code, row n for a stream of n stages. sizes / trimmed: mean bits
+    per code of stage s sent last and trimmed to its first sizes[j] codes, `[n_q, len(sizes)]`."""
+
+    rows: np.ndarray
+    sizes: tuple[int, ...]
+    trimmed: np.ndarray
+
+
 def expected_frames(header: RcqHeader) -> int:
     """Code frames that `header.num_samples` original-rate samples give after resampling and padding."""
     model_len = round(header.num_samples * header.model_sample_rate / header.original_sample_rate)
@@ -116,6 +137,7 @@ class CodecModel:
         counts = model_file.code_counts
         self.code_counts = None if counts is None else counts.to(torch.int64).numpy()
         self.layout_quality = _quality_table(model_file.extra.get("layout_quality"))
+        self._trim_cache: dict[tuple[int, int], np.ndarray] = {}
         self.block_seconds = float(block_seconds)
         self.step_seconds = float(step_seconds)
         if batch_frames is None:
@@ -140,22 +162,65 @@ class CodecModel:
         return self.code_counts is not None
 
     def bitrate(
-        self, layout: StreamLayout, channels: int = 1, entropy: bool | None = None, costs: np.ndarray | None = None
+        self, layout: StreamLayout, channels: int = 1, entropy: bool | None = None, costs: FileCosts | None = None
     ) -> float:
         """Expected payload bitrate in kbps of a stream with `layout` for `channels` audio channels: whole bits
         per code with plain packing; with entropy coding (`entropy`: as in `coding_mode`) the bits per code
         `costs` measured on the audio (`row_costs`), else the tables' entropy per row. Actual entropy-coded
         sizes vary by file around the tables' figure."""
         if self.coding_mode(entropy) == CodingMode.ENTROPY:
-            per_row = self._row_bits if costs is None else costs[layout.n_q]
-            bits = float(sum(per_row[r] for r in self.codec.table_rows(layout)))
+            rows = self.codec.table_rows(layout)
+            k = layout.last_codes
+            # band gains after a trimmed stage are priced as after the whole stages before it: a decode that
+            # got only part of a stage is nearer to that one
+            per_row = self._row_bits if costs is None else costs.rows[layout.n_q - (k is not None)]
+            bits = [per_row[r] for r in rows]
+            if k is not None:
+                if costs is not None and k in costs.sizes:
+                    bits[-1] = costs.trimmed[layout.n_q - 1, costs.sizes.index(k)]
+                else:  # the trimmed table's entropy, scaled as the file's whole stage is to its table's
+                    bits[-1] *= self._trimmed_bits(rows[-1], k) / max(self._row_bits[rows[-1]], 1e-9)
+            return self.codec.frame_rate * float(sum(bits)) * channels / 1000.0
         else:
             return self.codec.bitrate(layout) * channels
-        return self.codec.frame_rate * bits * channels / 1000.0
 
     def tables(self, layout: StreamLayout) -> np.ndarray | None:
-        """The code-frequency tables of the rows a stream with `layout` carries (None: the model has none)."""
-        return None if self.code_counts is None else self.code_counts[self.codec.table_rows(layout)]
+        """The code-frequency tables of the rows a stream with `layout` carries, as wide as its largest alphabet
+        (a trimmed stage uses the first columns of its row); None: the model has none."""
+        if self.code_counts is None:
+            return None
+        width = max(self.codec.code_sizes(layout.n_q, layout.envelope, layout.last_codes))
+        return self.code_counts[self.codec.table_rows(layout), :width]
+
+    def layout_of(self, header: RcqHeader) -> StreamLayout:
+        """The layout a stream's header describes, read against this model: its last stage is trimmed when
+        its alphabet is smaller than this model's codebook."""
+        lay = header.layout
+        last = header.codebook_sizes[-1]
+        return dataclasses.replace(lay, last_codes=last if last < self.codec.codebook_size else None)
+
+    @property
+    def sorted_codes(self) -> bool:
+        """Whether every stage lists its codes by falling use in the model's tables (`rotcodec export` sorts
+        them), so that a trimmed stage keeps its most used codes: plans trim stages only then."""
+        if self.code_counts is None:
+            return False
+        stages = self.code_counts[len(self.codec.table_sizes()) - self.n_q :]
+        return bool(np.all(np.diff(stages, axis=1) <= 0))
+
+    def _trimmed_bits(self, row: int, codes: int) -> float:
+        """Expected bits per code of table row `row` trimmed to its first `codes` codes (its entropy)."""
+        bits = self._trimmed_code_bits(row, codes)
+        return float((np.exp2(-bits) * bits).sum())
+
+    def _trimmed_code_bits(self, row: int, codes: int) -> np.ndarray:
+        """What range coding charges for each code of table row `row` trimmed to its first `codes` codes."""
+        key = (row, codes)
+        if key not in self._trim_cache:
+            assert self.code_counts is not None
+            table = quantize_counts(self.code_counts[row, :codes], codes).astype(np.float64)
+            self._trim_cache[key] = -np.log2(table / float(1 << TABLE_BITS))
+        return self._trim_cache[key]
 
     @functools.cached_property
     def _code_bits(self) -> list[np.ndarray]:
@@ -175,11 +240,12 @@ class CodecModel:
         assert self.code_counts is not None
         return np.array([expected_bits(self.code_counts[r], k) for r, k in enumerate(self.codec.table_sizes())])
 
-    def row_costs(self, x: np.ndarray, sr: int) -> np.ndarray | None:
-        """What the model's tables charge for the codes of audio x `[channels, t]` at `sr` Hz: mean range-coded
-        bits per code `[n_q + 1, table rows]`, row n for a stream of n stages (band gains cost more when fewer
-        stages leave the decode further from the input; measured at 1, 2 and 4 stages, each count using the
-        nearest measured one below it). None without tables."""
+    def row_costs(self, x: np.ndarray, sr: int) -> FileCosts | None:
+        """What the model's tables charge for the codes of audio x `[channels, t]` at `sr` Hz (`FileCosts`): mean
+        range-coded bits per code of every row for streams of n stages (band gains cost more when fewer stages
+        leave the decode further from the input; measured at 1, 2 and 4 stages, each count using the nearest
+        measured one below it), and of every stage trimmed to each of `trim_sizes` (models whose codes are
+        sorted by use). None without tables."""
         if self.code_counts is None:
             return None
         if sr != self.sample_rate:
@@ -194,18 +260,31 @@ class CodecModel:
         # refining_stages): counts above 4 take 4's costs, a little above their own, so plans stay within --kbps.
         measured = sorted({min(n, self.n_q) for n in (1, 2, 4)})
         measured = measured if self.codec.envelopes else [self.n_q]
+        sizes = trim_sizes(self.codec.codebook_size) if self.sorted_codes else []
+        trimmed: list[torch.Tensor] = []
         with torch.no_grad():  # one encode per group of channels, one decode per stage count
-            groups = [
-                self.codec.table_codes_at(self._as_batch(x[a : a + per]), measured) for a in range(0, len(x), per)
-            ]
+            groups = []
+            for a in range(0, len(x), per):
+                batch = self._as_batch(x[a : a + per])
+                groups.append(self.codec.table_codes_at(batch, measured))
+                if sizes:  # [stages, sizes, batch * frames]
+                    codes = self.codec.quantizer.encode_trimmed(self.codec.embed(batch), sizes)
+                    trimmed.append(rearrange(codes, "b q s t -> q s (b t)"))
         for i, n in enumerate(measured):
             parts = [g[i] for g in groups]
             rows = [torch.cat(r) for r in zip(*parts, strict=True)] if len(parts) > 1 else parts[0]
-            costs[n:] = [
+            costs[n if i else 0 :] = [  # the first measured count stands for the counts below it too
                 bits[c.reshape(-1).cpu().numpy()].mean() if c.numel() else 0.0
                 for bits, c in zip(self._code_bits, rows, strict=True)
             ]
-        return costs
+        trim = np.zeros((self.n_q, len(sizes)))
+        if sizes:
+            codes = torch.cat(trimmed, dim=-1).cpu().numpy()
+            first = len(self.codec.table_sizes()) - self.n_q
+            for s in range(self.n_q):
+                for j, k in enumerate(sizes):
+                    trim[s, j] = self._trimmed_code_bits(first + s, k)[codes[s, j]].mean() if codes.shape[-1] else 0
+        return FileCosts(costs, tuple(sizes), trim)
 
     def overhead_kbps(self, layout: StreamLayout, channels: int, seconds: float) -> float:
         """What the header and chunk records add to a `seconds`-long file's rate (kbps)."""
@@ -215,7 +294,7 @@ class CodecModel:
         return 8 * (len(pack_header(header, 0)) + RECORD_BYTES * records) / max(seconds, 1e-9) / 1000.0
 
     def expected_kbps(
-        self, layout: StreamLayout, channels: int, seconds: float, entropy: bool | None, costs: np.ndarray | None = None
+        self, layout: StreamLayout, channels: int, seconds: float, entropy: bool | None, costs: FileCosts | None = None
     ) -> float:
         """A `seconds`-long file's expected rate in kbps with `layout`: payload (`bitrate`) plus header and chunk
         records."""
@@ -256,7 +335,7 @@ class CodecModel:
         channels: int = 1,
         entropy: bool | None = None,
         envelope: bool | None = None,
-        costs: np.ndarray | None = None,
+        costs: FileCosts | None = None,
         seconds: float | None = None,
     ) -> StreamLayout:
         """The rows a stream sends, planned once per file (`envelope` False: no band gains; True: always some).
@@ -295,12 +374,26 @@ class CodecModel:
 
         ranked = [(rate, lay) for rate, lay in fits if (lay.n_q, lay.envelope) in self.layout_quality]
         if ranked:  # lowest measured distance; of equals, the cheaper
-            return min(ranked, key=lambda o: (self.layout_quality[(o[1].n_q, o[1].envelope)], o[0]))[1]
+            best = min(ranked, key=lambda o: (self.layout_quality[(o[1].n_q, o[1].envelope)], o[0]))[1]
+        else:
 
-        def side_cost(lay: StreamLayout) -> float:  # from the tables: the tiers' order is the model's, not the file's
-            return self.bitrate(self.codec.layout(1, lay.envelope), 1, entropy)
+            def side_cost(lay: StreamLayout) -> float:  # from the tables: the tiers' order is the model's
+                return self.bitrate(self.codec.layout(1, lay.envelope), 1, entropy)
 
-        return max(fits, key=lambda o: (side_cost(o[1]), o[1].n_q))[1]
+            best = max(fits, key=lambda o: (side_cost(o[1]), o[1].n_q))[1]
+        return best if kbps is None else self._fill(best, kbps, total)
+
+    def _fill(self, layout: StreamLayout, kbps: float, total: Callable[[StreamLayout], float]) -> StreamLayout:
+        """`layout` plus one more stage trimmed to the most codes whose bits still fit `kbps` (`total`: a
+        layout's planned rate), so a file spends what it was given rather than up to a stage less; `layout`
+        itself when none fits or the model's codes are not sorted by use (`sorted_codes`)."""
+        if layout.n_q >= self.n_q or not self.sorted_codes:
+            return layout
+        for k in trim_sizes(self.codec.codebook_size):
+            trimmed = self.codec.layout(layout.n_q + 1, layout.envelope, k)
+            if total(trimmed) <= kbps + 1e-9:
+                return trimmed
+        return layout
 
     def coding_mode(self, entropy: bool | None = None) -> CodingMode:
         """Plain or entropy coding for the `--entropy` choice (None: entropy if the model has tables)."""
@@ -322,7 +415,7 @@ class CodecModel:
             channels=channels,
             num_samples=num_samples,
             hop_length=self.hop_length,
-            codebook_sizes=self.codec.code_sizes(layout.n_q, layout.envelope),
+            codebook_sizes=self.codec.code_sizes(layout.n_q, layout.envelope, layout.last_codes),
             coding_mode=self.coding_mode(entropy),
             chunk_frames=chunk,
             pitch_rows=layout.pitch_rows,
@@ -402,7 +495,9 @@ class CodecModel:
         states = _GroupStates(self.codec, len(groups)) if self.streams and len(groups) > 1 else None
 
         def encode(x: np.ndarray) -> Callable[[int, int], torch.Tensor]:
-            return lambda a, b: self.codec.encode(self._as_batch(x[a:b]), layout.n_q, layout.envelope)
+            return lambda a, b: self.codec.encode(
+                self._as_batch(x[a:b]), layout.n_q, layout.envelope, layout.last_codes
+            )
 
         def emit(x: np.ndarray) -> None:
             # a non-causal model sees the whole file at once: only its channels can be split
@@ -433,14 +528,14 @@ class CodecModel:
         self.check_header(header)
         if header.model_sample_rate != self.sample_rate or header.hop_length != self.hop_length:
             raise ModelMismatchError(f"file's rate/hop do not match model {self.name}")
-        lay = header.layout
+        lay = self.layout_of(header)
         try:
-            fits = self.codec.layout(lay.n_q, lay.envelope) == lay
+            fits = self.codec.layout(lay.n_q, lay.envelope, lay.last_codes) == lay
         except ValueError:  # more stages or envelope tiers than the model has
             fits = False
         if not fits:
             raise ModelMismatchError(f"file's rows ({lay.describe()}) do not fit model {self.name}")
-        allowed = self.codec.code_sizes(lay.n_q, lay.envelope)
+        allowed = self.codec.code_sizes(lay.n_q, lay.envelope, lay.last_codes)
         if any(k > a for k, a in zip(header.codebook_sizes, allowed, strict=True)):
             raise ModelMismatchError(f"file uses more stages or codes than model {self.name} has")
         self._check_rows(header.channels)
@@ -572,7 +667,7 @@ class CodecModel:
         header = read_header(fileobj.read)[0]
         self.check_header(header)
         fileobj.seek(pos)
-        return RcqReader(fileobj, self.tables(header.layout))
+        return RcqReader(fileobj, self.tables(self.layout_of(header)))
 
     # -- files ---------------------------------------------------------------------------------------
     def compress_file(

@@ -180,9 +180,10 @@ class Codec(StreamingModule):
         """Code rows before the RVQ stages: 1 (the pitch symbols) for models with `pitch`, else 0."""
         return 0 if self.harmonic is None else 1
 
-    def layout(self, n_q: int | None = None, envelope: int | None = 0) -> StreamLayout:
+    def layout(self, n_q: int | None = None, envelope: int | None = 0, last_codes: int | None = None) -> StreamLayout:
         """The rows of a stream with n_q stages (None: all) and the band gains of envelope tier `envelope`
-        (None: none). Tier 0 on a model without an envelope means none: every model accepts the default."""
+        (None: none). Tier 0 on a model without an envelope means none: every model accepts the default.
+        `last_codes`: the last stage trimmed to its first that many codes (None, or the codebook size: whole)."""
         if isinstance(envelope, bool) or not (envelope is None or isinstance(envelope, int)):
             raise CodecInputError(f"envelope must be a tier index or None, got {envelope!r}")
         if envelope == 0 and not len(self.envelopes):
@@ -190,14 +191,20 @@ class Codec(StreamingModule):
         if envelope is not None and not 0 <= envelope < len(self.envelopes):
             raise CodecInputError(f"envelope tier {envelope} is not one of this model's {len(self.envelopes)}")
         rows = 0 if envelope is None else self.envelopes[envelope].cfg.bands
-        return StreamLayout(self._check_n_q(n_q), envelope, self.pitch_rows, rows)
+        if last_codes is not None and not 2 <= last_codes <= self.codebook_size:
+            raise CodecInputError(f"a trimmed stage keeps 2..{self.codebook_size} codes, got {last_codes}")
+        last = None if last_codes == self.codebook_size else last_codes
+        return StreamLayout(self._check_n_q(n_q), envelope, self.pitch_rows, rows, last)
 
-    def code_sizes(self, n_q: int | None = None, envelope: int | None = 0) -> tuple[int, ...]:
-        """Alphabet size of each row of `encode(wav, n_q, envelope)`'s codes: the pitch row (128), the band
-        gains of envelope tier `envelope` (its `levels`), then n_q stages of K."""
-        lay = self.layout(n_q, envelope)
+    def code_sizes(
+        self, n_q: int | None = None, envelope: int | None = 0, last_codes: int | None = None
+    ) -> tuple[int, ...]:
+        """Alphabet size of each row of `encode(wav, n_q, envelope, last_codes)`'s codes: the pitch row (128), the
+        band gains of envelope tier `envelope` (its `levels`), then n_q stages of K (the last: `last_codes`)."""
+        lay = self.layout(n_q, envelope, last_codes)
         levels = 0 if lay.envelope is None else self.envelopes[lay.envelope].cfg.levels
-        return (PITCH_SYMBOLS,) * lay.pitch_rows + (levels,) * lay.envelope_rows + (self.codebook_size,) * lay.n_q
+        stages = (self.codebook_size,) * (lay.n_q - 1) + (lay.last_codes or self.codebook_size,)
+        return (PITCH_SYMBOLS,) * lay.pitch_rows + (levels,) * lay.envelope_rows + stages
 
     def side_rows(self, envelope: int | None = 0) -> int:
         """Code rows before the RVQ stages: the pitch row, then the band gains of envelope tier `envelope`."""
@@ -223,7 +230,7 @@ class Codec(StreamingModule):
         The one rate rule: `CodecModel.bitrate` uses it for plain streams and adds entropy-coded rates from
         its tables."""
         layout = self.layout() if layout is None else layout
-        bits = sum(math.ceil(math.log2(k)) for k in self.code_sizes(layout.n_q, layout.envelope))
+        bits = sum(math.ceil(math.log2(k)) for k in self.code_sizes(layout.n_q, layout.envelope, layout.last_codes))
         return self.frame_rate * bits / 1000.0
 
     def num_parameters(self, trainable_only: bool = False) -> int:
@@ -281,13 +288,15 @@ class Codec(StreamingModule):
 
     # -- inference -----------------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, wav: torch.Tensor, n_q: int | None = None, envelope: int | None = 0) -> torch.Tensor:
+    def encode(
+        self, wav: torch.Tensor, n_q: int | None = None, envelope: int | None = 0, last_codes: int | None = None
+    ) -> torch.Tensor:
         """wav `[batch, channels, time]` -> codes `[batch, channels, rows, ceil(time / hop)]` int64, rows as
         `layout(n_q, envelope)`: the pitch symbols first (models with `pitch`), the band-energy corrections of
         envelope tier `envelope` (None: none; the encoder decodes its own codes to measure them), then the
-        RVQ stages. Streamed encodes and decodes each need their own `streaming()`
-        block: both use the decoder's state."""
-        lay = self.layout(n_q, envelope)
+        RVQ stages (the last trimmed to its first `last_codes` codes, if given). Streamed encodes and decodes
+        each need their own `streaming()` block: both use the decoder's state."""
+        lay = self.layout(n_q, envelope, last_codes)
         n_q = lay.n_q
         batch = wav.shape[0]
         x = self._fold(wav)
@@ -296,7 +305,7 @@ class Codec(StreamingModule):
         if z.shape[-1] == 0:
             codes = torch.zeros(z.shape[0], n_q, 0, dtype=torch.long, device=z.device)
         else:
-            codes = self.quantizer.encode(z, n_q)
+            codes = self.quantizer.encode(z, n_q, lay.last_codes)
         if self.pitch_tracker is not None:
             symbols = self.pitch_tracker(x[:, 0])
             if self._is_streaming:  # with lookahead the tracker runs a frame behind: hold the stages back

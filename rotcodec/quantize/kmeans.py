@@ -19,6 +19,17 @@ def nearest(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
         return scores.argmin(dim=-1)
 
 
+def nearest_in_prefixes(x: torch.Tensor, codebook: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """For each k in `sizes`, the index of the nearest of the first k codes, for each row: x `[N, d]`,
+    codebook `[K, d]` -> `[len(sizes), N]` int64 (one distance matrix and a running minimum over codes)."""
+    work = torch.promote_types(torch.promote_types(x.dtype, codebook.dtype), torch.float32)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x, codebook = x.to(work), codebook.to(work)
+        scores = torch.addmm(codebook.pow(2).sum(-1).unsqueeze(0), x, codebook.t(), alpha=-2.0)
+        best = torch.cummin(scores, dim=-1).indices  # [N, K]: argmin over codes 0..j
+        return best[:, torch.as_tensor(sizes, device=x.device) - 1].t().contiguous()
+
+
 @torch.no_grad()
 def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """k-means++ seeding (D² sampling): `x [N, d]` -> `[k, d]` initial centroids. Sequential in k, run once."""

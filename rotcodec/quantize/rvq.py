@@ -144,17 +144,33 @@ class ResidualVQ(nn.Module):
         return RVQOutput(rearrange(quantized, "(b t) d -> b d t", b=b), code_t, loss, stats, per_example)
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
-        """x `[batch, dim, time]` -> codes `[batch, n_q, time]` int64."""
+    def encode(self, x: torch.Tensor, n_q: int | None = None, last_codes: int | None = None) -> torch.Tensor:
+        """x `[batch, dim, time]` -> codes `[batch, n_q, time]` int64. `last_codes`: the last stage picks among
+        its first that many codes only (a trimmed stage, `VectorQuantizer.encode`)."""
         n_q = self._check_n_q(n_q)
+        if last_codes is not None and not 2 <= last_codes <= self.stages[n_q - 1].cfg.codebook_size:
+            raise ValueError(f"last_codes must be in 2..{self.stages[n_q - 1].cfg.codebook_size}, got {last_codes}")
         b = x.shape[0]
         residual = rearrange(x, "b d t -> (b t) d")
         codes = []
-        for stage in self.stages[:n_q]:
-            c = stage.encode(residual)
+        for k, stage in enumerate(self.stages[:n_q]):
+            c = stage.encode(residual, last_codes if k == n_q - 1 else None)
             residual = residual - stage.decode(c)
             codes.append(c)
         return rearrange(torch.stack(codes, dim=-1), "(b t) q -> b q t", b=b)
+
+    @torch.no_grad()
+    def encode_trimmed(self, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        """x `[batch, dim, time]` -> `[batch, stages, len(sizes), time]` int64: for each stage s and k in
+        `sizes`, the code stage s sends when it is the last, trimmed to its first k codes (the stages before it
+        whole): what a trimmed stage would cost, measured without encoding once per size."""
+        b = x.shape[0]
+        residual = rearrange(x, "b d t -> (b t) d")
+        out = []
+        for stage in self.stages:
+            out.append(stage.encode_prefixes(residual, sizes))
+            residual = residual - stage.decode(stage.encode(residual))
+        return rearrange(torch.stack(out), "q s (b t) -> b q s t", b=b)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

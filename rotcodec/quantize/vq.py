@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from .distributed import all_reduce_sum_, broadcast_, is_distributed
-from .kmeans import kmeans, nearest
+from .kmeans import kmeans, nearest, nearest_in_prefixes
 from .rotation import RotationRule, rotate_to, straight_through
 
 ESTIMATORS = ("rotation", "ste")
@@ -165,10 +165,28 @@ class VectorQuantizer(nn.Module):
         if self.cfg.ema_decay is not None:
             self.embed_avg.copy_(torch.where(dead.unsqueeze(-1), fresh * self.cfg.dead_code_threshold, self.embed_avg))
 
+    @torch.no_grad()
+    def permute_codes_(self, order: torch.Tensor) -> None:
+        """Renumber the codes: new code i is old code `order[i]` (a permutation of 0..K-1). The stage quantizes
+        exactly as before; only the numbers change (export lists codes by falling use)."""
+        k = self.cfg.codebook_size
+        if order.shape != (k,) or not torch.equal(torch.sort(order).values, torch.arange(k, device=order.device)):
+            raise ValueError(f"order must be a permutation of 0..{k - 1}")
+        self.codebook.data.copy_(self.codebook.data[order])
+        self.cluster_size.copy_(self.cluster_size[order])
+        if self.cfg.ema_decay is not None:
+            self.embed_avg.copy_(self.embed_avg[order])
+
     # -- forward -------------------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Rows `[N, dim]` -> codes `[N]` int64."""
-        return nearest(self._search_key(self._project(x)), self.lookup_codebook())
+    def encode(self, x: torch.Tensor, codes: int | None = None) -> torch.Tensor:
+        """Rows `[N, dim]` -> codes `[N]` int64; `codes`: search only the first that many codes of the codebook
+        (a trimmed stage: its alphabet, and so its bits, shrink; exported models list codes by falling use)."""
+        book = self.lookup_codebook()
+        return nearest(self._search_key(self._project(x)), book if codes is None else book[:codes])
+
+    def encode_prefixes(self, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        """Rows `[N, dim]` -> `[len(sizes), N]` int64: `encode(x, k)` for every k in `sizes` at once."""
+        return nearest_in_prefixes(self._search_key(self._project(x)), self.lookup_codebook(), sizes)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes `[...]` int64 -> vectors `[..., dim]`."""

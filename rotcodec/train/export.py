@@ -5,7 +5,8 @@
 
 The tables (`code_counts [rows, K]`: how often each code of each stage, and each pitch symbol, occurs on
 real audio) let the `.rcq` entropy-coded mode spend fewer bits on frequent codes; they are stored inside
-the model file.
+the model file. Each stage's codes are renumbered by falling use, so a stream can trim its last stage to
+its most used codes (`CodecModel.plan`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,19 @@ def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> tor
     return counts
 
 
+@torch.no_grad()
+def sort_codes_(codec, counts: torch.Tensor) -> None:  # noqa: ANN001
+    """Renumber every stage's codes by falling count (ties: lower number first) in the codec and in `counts`
+    (`count_codes`' table, changed in place), so that a stage trimmed to its first k codes keeps its k most
+    used ones (`StreamLayout.last_codes`)."""
+    first = counts.shape[0] - codec.n_q
+    for s, stage in enumerate(codec.quantizer.stages):
+        k = stage.cfg.codebook_size
+        order = torch.sort(-counts[first + s, :k], stable=True).indices
+        stage.permute_codes_(order.to(stage.codebook.device))
+        counts[first + s, :k] = counts[first + s, :k][order]
+
+
 def export(
     checkpoint: Path,
     out: Path,
@@ -86,6 +100,8 @@ def export(
             raise ModelFileError(f"the weights of {checkpoint} do not fit the model of {recipe}: {problem}")
     round_weights_(codec, STORAGE_DTYPES[dtype])  # count codes with the weights that ship
     counts = count_codes(codec, sources, seconds) if sources else None
+    if counts is not None:
+        sort_codes_(codec, counts)
     meta = {**loaded.extra, **card}
     if recipe is not None:  # its tiers may differ from those the old table measured
         meta.pop("layout_quality", None)
