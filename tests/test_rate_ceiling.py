@@ -1,6 +1,7 @@
-"""`--kbps` is a ceiling: for files of 10 s or more the whole `.rcq` (header and chunk records included) stays
-within the requested rate, whatever the signal, its length, sample rate and channel count. Checked with the
-shipped model, its real tables and its real planner, on generated speech-like and music-like audio."""
+"""`--kbps` is a ceiling that is spent: for files of 10 s or more the whole `.rcq` (header and chunk records
+included) stays within the requested rate and close under it, whatever the signal, its length, sample rate
+and channel count. Checked with the shipped model, its real tables and its real planner, on generated
+speech-like and music-like audio."""
 
 from __future__ import annotations
 
@@ -59,6 +60,10 @@ def test_whole_file_rate_is_at_most_the_request(model, kind, seconds, sr, channe
     assert header.channels == channels
     if lowest * 1.05 < kbps:  # a request below the smallest layout cannot be met: compress warns instead
         assert measured <= kbps, f"{kind} {seconds} s {sr} Hz x{channels}: {measured:.3f} > {kbps} kbps"
+        # and it is spent: a trimmed last stage fills what whole stages leave (without it, up to 17% was left).
+        # Not to 5% here: band gains after a stage count the plan did not measure are priced as after the count
+        # below, so generated music, whose gains cost the most, can land up to 8% under.
+        assert measured >= 0.92 * kbps, f"{kind} {seconds} s {sr} Hz x{channels}: {measured:.3f} << {kbps} kbps"
 
 
 def test_compress_prints_the_plans_own_rate_and_says_when_a_short_file_exceeds(tmp_path, capsys) -> None:  # noqa: ANN001

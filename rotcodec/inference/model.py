@@ -171,16 +171,20 @@ class CodecModel:
         if self.coding_mode(entropy) == CodingMode.ENTROPY:
             rows = self.codec.table_rows(layout)
             k = layout.last_codes
-            # band gains after a trimmed stage are priced as after the whole stages before it: a decode that
-            # got only part of a stage is nearer to that one
-            per_row = self._row_bits if costs is None else costs.rows[layout.n_q - (k is not None)]
-            bits = [per_row[r] for r in rows]
+            per_row = self._row_bits if costs is None else costs.rows[layout.n_q]
+            bits = np.array([per_row[r] for r in rows])
             if k is not None:
+                whole = bits[-1]
                 if costs is not None and k in costs.sizes:
                     bits[-1] = costs.trimmed[layout.n_q - 1, costs.sizes.index(k)]
                 else:  # the trimmed table's entropy, scaled as the file's whole stage is to its table's
                     bits[-1] *= self._trimmed_bits(rows[-1], k) / max(self._row_bits[rows[-1]], 1e-9)
-            return self.codec.frame_rate * float(sum(bits)) * channels / 1000.0
+                if costs is not None:  # band gains after part of a stage: between their prices either side
+                    share = min(1.0, bits[-1] / max(whole, 1e-9))
+                    before = costs.rows[layout.n_q - 1]
+                    side = slice(0, len(rows) - layout.n_q)
+                    bits[side] = share * bits[side] + (1 - share) * np.array([before[r] for r in rows[side]])
+            return self.codec.frame_rate * float(bits.sum()) * channels / 1000.0
         else:
             return self.codec.bitrate(layout) * channels
 
