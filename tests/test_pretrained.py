@@ -11,6 +11,7 @@ import torch
 from rotcodec.audio import load_audio
 from rotcodec.eval.metrics import mel_distance
 from rotcodec.inference import load_model
+from rotcodec.inference.model import MIN_TRIM_CODES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,3 +47,21 @@ def test_more_stages_decode_closer_to_the_input(bundled) -> None:  # noqa: ANN00
         out = codec.decode(codes, envelope=None)[0, 0, : ref.size].numpy()
         mel[n] = mel_distance(ref, out, codec.sample_rate)
     assert mel[8] < mel[2] and mel[codec.n_q] < mel[8], mel
+
+
+def test_a_trimmed_stage_refines_by_how_many_codes_it_keeps(bundled) -> None:  # noqa: ANN001
+    """The bundled model lists each stage's codes by falling use, so a stage trimmed to its first k codes keeps
+    its most used ones: the latent error falls with k, between the stage counts either side, for every size a
+    plan may pick (from MIN_TRIM_CODES up)."""
+    codec, wav = bundled
+    assert load_model().sorted_codes
+    with torch.no_grad():
+        z = codec.embed(wav)
+
+        def error(n: int, k: int | None = None) -> float:
+            q = codec.quantizer.decode(codec.quantizer.encode(z, n, k))
+            return float((z - q).pow(2).sum() / z.pow(2).sum())
+
+        for n in (1, 2, 3, 9):
+            errors = [error(n), *(error(n + 1, k) for k in (MIN_TRIM_CODES, 32, 256)), error(n + 1)]
+            assert all(b < a for a, b in zip(errors, errors[1:], strict=False)), (n, errors)

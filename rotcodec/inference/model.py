@@ -84,11 +84,18 @@ def _quality_table(meta: object) -> dict[tuple[int, int | None], float]:
         return {}
 
 
+# A stage trimmed to very few codes can move the latent further from the encoder's than no stage at all (its
+# nearest kept code may overshoot the residual): on the bundled speech16k, 2-6 codes did at several stages,
+# 12 or more never (tests/test_pretrained.py).
+MIN_TRIM_CODES = 12
+
+
 def trim_sizes(codebook_size: int) -> list[int]:
     """The alphabet sizes a plan may trim a stage to, largest first: about 1/8 bit per code apart (at 50 Hz
-    frames, ~6 bps per channel between neighbours), from 2 to just under `codebook_size`."""
+    frames, ~6 bps per channel between neighbours), from MIN_TRIM_CODES to just under `codebook_size`."""
     top = int(math.log2(codebook_size) * 8)
-    return sorted({round(2 ** (i / 8)) for i in range(8, top + 1)} - {codebook_size}, reverse=True)
+    sizes = {round(2 ** (i / 8)) for i in range(8, top + 1)}
+    return sorted({k for k in sizes if MIN_TRIM_CODES <= k < codebook_size}, reverse=True)
 
 
 @dataclasses.dataclass(frozen=True)
