@@ -88,7 +88,9 @@ for r in A B; do
     [ -d /tmp/runs/$r ] || continue
     ck=/tmp/runs/$r/checkpoints/$(cat /tmp/runs/$r/checkpoints/latest 2>/dev/null)
     if [ -f "$ck/model.safetensors" ]; then
-        cp "$ck/model.safetensors" "$OUT/${r}_model.safetensors"
+        # a lease brings back files of 16 MB at most: the float32 weights come in parts
+        # (join here: cat A_model.safetensors.part-* > A_model.safetensors)
+        split -b 15M "$ck/model.safetensors" "$OUT/${r}_model.safetensors.part-"
         cp "$ck/model.json" "$OUT/${r}_model.json"
         log "$r: brought back $ck"
     fi
