@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -106,3 +107,27 @@ def test_an_encoder_failure_skips_files_in_one_line_and_an_empty_subset_is_an_er
     skipped = [ln for ln in done.stderr.splitlines() if ln.startswith("skipped ")]
     assert len(skipped) == 9 and all("exit code 3: first | second" in ln for ln in skipped)
     assert not out.exists() and not list(tmp_path.glob(".opus.*"))  # no partial output
+
+
+def test_excerpts_spread_the_budget_over_more_files(manifest: Path, tmp_path: Path) -> None:
+    """With --excerpt-seconds each packed file is that long a stretch of its source (seeded: the same each
+    run), so the same budget holds more files."""
+    whole, cut, again = tmp_path / "whole", tmp_path / "cut", tmp_path / "again"
+    assert pack(str(manifest), str(whole), "--max-mb", "0.15").returncode == 0
+    done = pack(str(manifest), str(cut), "--max-mb", "0.15", "--excerpt-seconds", "0.5")
+    assert done.returncode == 0, done.stderr
+    assert pack(str(manifest), str(again), "--max-mb", "0.15", "--excerpt-seconds", "0.5").returncode == 0
+    entries = read_manifest(cut / "manifest.tsv")
+    train = [e for e in entries if e.split == "train"]
+    assert len(train) > sum(e.split == "train" for e in read_manifest(whole / "manifest.tsv"))
+    sources = {}
+    for e in read_manifest(manifest):
+        x, _ = sf.read(e.path, dtype="int16")
+        sources[e.path] = x
+    for e in entries:
+        x, _ = sf.read(e.path, dtype="int16")
+        assert len(x) == SR // 2 and np.array_equal(sf.read(again / Path(e.path).relative_to(cut), dtype="int16")[0], x)
+        # a stretch of one of the sources, sample for sample (16-bit FLAC of 16-bit audio at the same rate)
+        assert any(np.array_equal(x, s[i : i + len(x)]) for s in sources.values() for i in np.flatnonzero(s == x[0])), (
+            e.path
+        )

@@ -129,8 +129,11 @@ def test_property_a_trimmed_last_stage_picks_the_nearest_of_its_first_codes(
     picked = dist.gather(1, trimmed[:, -1].reshape(-1, 1)).squeeze(1)
     torch.testing.assert_close(picked, dist.min(1).values)
     # every stage's trimmed codes at several sizes in one pass, as the rate planner measures them
-    at_once = rvq.encode_trimmed(x, [keep, 2])
+    at_once, gain = rvq.encode_trimmed(x, [keep, 2])
     assert at_once.shape == (2, n_q, 2, 5) and torch.equal(at_once[:, n_q - 1, 0], trimmed[:, -1])
+    # and how much each trimmed stage lowers the squared latent error, summed over frames
+    left = (x - rvq.decode(trimmed)).pow(2).sum()
+    torch.testing.assert_close(gain[n_q - 1, 0], residual.pow(2).sum() - left, rtol=1e-4, atol=1e-4)
     assert torch.equal(at_once[:, 0, 1], rvq.encode(x, 1, last_codes=2)[:, 0])
     with pytest.raises(ValueError, match="last_codes"):
         rvq.encode(x, last_codes=k + 1)

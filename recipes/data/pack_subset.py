@@ -2,11 +2,14 @@
 manifest with relative paths, so it can travel with the repository (a GPU lease copies at most 64 MiB).
 
 usage: python recipes/data/pack_subset.py MANIFEST.tsv OUT_DIR [--max-mb 40] [--sample-rate 16000]
-           [--valid-files 10] [--seed 0] [--opus-kbps K]
+           [--valid-files 10] [--seed 0] [--opus-kbps K] [--excerpt-seconds S]
 
 `--opus-kbps K` writes the training files as Ogg Opus at K kbps (needs `opusenc`, Debian's opus-tools) instead
 of FLAC: about 3x more speech in the same megabytes at 36 kbps, where wideband Opus is near-transparent for
 speech, far above what a codec at 1.5-12 kbps reproduces. Validation files stay FLAC.
+
+`--excerpt-seconds S` packs an S-second excerpt of each file (from a seeded random offset) instead of the whole
+file: for long music tracks, the budget then covers many pieces rather than a few whole ones.
 
 The budget is approximate (source sizes estimate the packed ones; a speaker stops at the first file past its
 share). Every training speaker keeps a share: speakers smaller than an equal share of the budget go in whole, and what
@@ -33,10 +36,22 @@ from rotcodec.eval.baselines import EncoderFailedError, run_tool
 from rotcodec.eval.runner import load_reference
 
 
-def pack(entry: Entry, out: Path, name: str, sample_rate: int, opus_kbps: float = 0.0) -> tuple[float, int]:
-    """Write one entry as mono `out/name`: 16-bit FLAC, or Ogg Opus at `opus_kbps` when > 0.
-    Returns (seconds, bytes)."""
+def pack(
+    entry: Entry,
+    out: Path,
+    name: str,
+    sample_rate: int,
+    opus_kbps: float = 0.0,
+    excerpt: float = 0.0,
+    rng: random.Random | None = None,
+) -> tuple[float, int]:
+    """Write one entry as mono `out/name`: 16-bit FLAC, or Ogg Opus at `opus_kbps` when > 0; only an `excerpt`-
+    second stretch of it from a random offset (`rng`) when `excerpt` > 0. Returns (seconds, bytes)."""
     x = load_reference(entry.path, sample_rate, 1)[0]
+    if excerpt > 0 and x.size > excerpt * sample_rate:
+        n = int(excerpt * sample_rate)
+        start = (rng or random.Random(0)).randrange(x.size - n + 1)
+        x = x[start : start + n]
     path = out / name
     path.parent.mkdir(parents=True, exist_ok=True)
     if opus_kbps > 0:
@@ -51,12 +66,15 @@ def pack(entry: Entry, out: Path, name: str, sample_rate: int, opus_kbps: float 
     return x.size / sample_rate, path.stat().st_size
 
 
-def source_bytes(entry: Entry, opus_kbps: float = 0.0) -> float:
-    """Estimated packed size: the source file's bytes for FLAC, duration x bitrate (+5% container) for Opus."""
+def source_bytes(entry: Entry, opus_kbps: float = 0.0, excerpt: float = 0.0) -> float:
+    """Estimated packed size: the source file's bytes for FLAC, duration x bitrate (+5% container) for Opus;
+    scaled to the excerpt's share of the file when `excerpt` > 0."""
+    duration = entry.duration or 0.0
+    share = min(1.0, excerpt / duration) if excerpt > 0 and duration > 0 else 1.0
     if opus_kbps > 0:
-        return (entry.duration or 0.0) * opus_kbps * 1000 / 8 * 1.05
+        return duration * share * opus_kbps * 1000 / 8 * 1.05
     try:
-        return Path(entry.path).stat().st_size
+        return Path(entry.path).stat().st_size * share
     except OSError:  # unreadable files are skipped (with a message) when packed
         return 0
 
@@ -70,6 +88,7 @@ def main() -> None:
     p.add_argument("--valid-files", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--opus-kbps", type=float, default=0.0, help="training files as Ogg Opus at this bitrate")
+    p.add_argument("--excerpt-seconds", type=float, default=0.0, help="pack this long an excerpt of each file")
     args = p.parse_args()
     if args.opus_kbps > 0 and shutil.which("opusenc") is None:
         sys.exit("error: --opus-kbps needs opusenc (Debian package opus-tools)")
@@ -117,7 +136,7 @@ def pack_all(
         opus = args.opus_kbps if split == "train" else 0.0
         name = f"{split}/{len(rows):05d}.{'opus' if opus else 'flac'}"
         try:
-            secs, size = pack(e, out, name, args.sample_rate, opus)
+            secs, size = pack(e, out, name, args.sample_rate, opus, args.excerpt_seconds, rng)
         except (AudioError, EncoderFailedError) as exc:  # opusenc's error is already one line
             print(f"skipped {e.path}: {exc}", file=sys.stderr)
             return 0
@@ -128,7 +147,7 @@ def pack_all(
 
     budget = args.max_mb * 1e6
     # Water-filling on the estimated packed size of each speaker.
-    est = {s: sum(source_bytes(e, args.opus_kbps) for e in es) for s, es in speakers.items()}
+    est = {s: sum(source_bytes(e, args.opus_kbps, args.excerpt_seconds) for e in es) for s, es in speakers.items()}
     small = {s for s in speakers if est[s] <= budget / len(speakers)}
     for s in sorted(small):
         for e in speakers[s]:

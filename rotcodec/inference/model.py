@@ -84,18 +84,11 @@ def _quality_table(meta: object) -> dict[tuple[int, int | None], float]:
         return {}
 
 
-# A stage trimmed to very few codes can move the latent further from the encoder's than no stage at all (its
-# nearest kept code may overshoot the residual): on the bundled speech16k, 2-6 codes did at several stages,
-# 12 or more never (tests/test_pretrained.py).
-MIN_TRIM_CODES = 12
-
-
 def trim_sizes(codebook_size: int) -> list[int]:
     """The alphabet sizes a plan may trim a stage to, largest first: about 1/8 bit per code apart (at 50 Hz
-    frames, ~6 bps per channel between neighbours), from MIN_TRIM_CODES to just under `codebook_size`."""
+    frames, ~6 bps per channel between neighbours), from 2 to just under `codebook_size`."""
     top = int(math.log2(codebook_size) * 8)
-    sizes = {round(2 ** (i / 8)) for i in range(8, top + 1)}
-    return sorted({k for k in sizes if MIN_TRIM_CODES <= k < codebook_size}, reverse=True)
+    return sorted({round(2 ** (i / 8)) for i in range(8, top + 1)} - {codebook_size}, reverse=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,11 +96,14 @@ class FileCosts:
     """What one file's codes cost under a model's tables (range coding), measured on its first seconds.
 
     rows: `[n_q + 1, table rows]` mean bits per code, row n for a stream of n stages. sizes / trimmed: mean bits
-    per code of stage s sent last and trimmed to its first sizes[j] codes, `[n_q, len(sizes)]`."""
+    per code of stage s sent last and trimmed to its first sizes[j] codes, `[n_q, len(sizes)]`. helps: whether
+    that trimmed stage brings the latent closer to the encoder's than leaving the stage out, `[n_q, len(sizes)]`
+    (a few codes far from a small residual can overshoot it: plans trim only to sizes that help)."""
 
     rows: np.ndarray
     sizes: tuple[int, ...]
     trimmed: np.ndarray
+    helps: np.ndarray
 
 
 def expected_frames(header: RcqHeader) -> int:
@@ -256,7 +252,7 @@ class CodecModel:
         range-coded bits per code of every row for streams of n stages (band gains cost more when fewer stages
         leave the decode further from the input; measured at 1, 2 and 4 stages, each count using the nearest
         measured one below it), and of every stage trimmed to each of `trim_sizes` (models whose codes are
-        sorted by use). None without tables."""
+        sorted by use), with whether each such trimmed stage lowers the latent error. None without tables."""
         if self.code_counts is None:
             return None
         if sr != self.sample_rate:
@@ -273,14 +269,16 @@ class CodecModel:
         measured = measured if self.codec.envelopes else [self.n_q]
         sizes = trim_sizes(self.codec.codebook_size) if self.sorted_codes else []
         trimmed: list[torch.Tensor] = []
+        gain = torch.zeros(self.n_q, len(sizes))
         with torch.no_grad():  # one encode per group of channels, one decode per stage count
             groups = []
             for a in range(0, len(x), per):
                 batch = self._as_batch(x[a : a + per])
                 groups.append(self.codec.table_codes_at(batch, measured))
                 if sizes:  # [stages, sizes, batch * frames]
-                    codes = self.codec.quantizer.encode_trimmed(self.codec.embed(batch), sizes)
+                    codes, g = self.codec.quantizer.encode_trimmed(self.codec.embed(batch), sizes)
                     trimmed.append(rearrange(codes, "b q s t -> q s (b t)"))
+                    gain += g.cpu()
         for i, n in enumerate(measured):
             parts = [g[i] for g in groups]
             rows = [torch.cat(r) for r in zip(*parts, strict=True)] if len(parts) > 1 else parts[0]
@@ -295,7 +293,7 @@ class CodecModel:
             for s in range(self.n_q):
                 for j, k in enumerate(sizes):
                     trim[s, j] = self._trimmed_code_bits(first + s, k)[codes[s, j]].mean() if codes.shape[-1] else 0
-        return FileCosts(costs, tuple(sizes), trim)
+        return FileCosts(costs, tuple(sizes), trim, gain.numpy() > 0)
 
     def overhead_kbps(self, layout: StreamLayout, channels: int, seconds: float) -> float:
         """What the header and chunk records add to a `seconds`-long file's rate (kbps)."""
@@ -392,17 +390,20 @@ class CodecModel:
                 return self.bitrate(self.codec.layout(1, lay.envelope), 1, entropy)
 
             best = max(fits, key=lambda o: (side_cost(o[1]), o[1].n_q))[1]
-        return best if kbps is None else self._fill(best, kbps, total)
+        return best if kbps is None else self._fill(best, kbps, total, costs)
 
-    def _fill(self, layout: StreamLayout, kbps: float, total: Callable[[StreamLayout], float]) -> StreamLayout:
+    def _fill(
+        self, layout: StreamLayout, kbps: float, total: Callable[[StreamLayout], float], costs: FileCosts | None
+    ) -> StreamLayout:
         """`layout` plus one more stage trimmed to the most codes whose bits still fit `kbps` (`total`: a
-        layout's planned rate), so a file spends what it was given rather than up to a stage less; `layout`
-        itself when none fits or the model's codes are not sorted by use (`sorted_codes`)."""
-        if layout.n_q >= self.n_q or not self.sorted_codes:
+        layout's planned rate), so a file spends what it was given rather than up to a stage less; only sizes
+        that, on the file's measured head (`costs`), bring the latent closer than no such stage. `layout` itself
+        when none fits, nothing was measured, or the model's codes are not sorted by use (`sorted_codes`)."""
+        if layout.n_q >= self.n_q or not self.sorted_codes or costs is None:
             return layout
-        for k in trim_sizes(self.codec.codebook_size):
+        for j, k in enumerate(costs.sizes):
             trimmed = self.codec.layout(layout.n_q + 1, layout.envelope, k)
-            if total(trimmed) <= kbps + 1e-9:
+            if costs.helps[layout.n_q, j] and total(trimmed) <= kbps + 1e-9:
                 return trimmed
         return layout
 

@@ -160,17 +160,22 @@ class ResidualVQ(nn.Module):
         return rearrange(torch.stack(codes, dim=-1), "(b t) q -> b q t", b=b)
 
     @torch.no_grad()
-    def encode_trimmed(self, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-        """x `[batch, dim, time]` -> `[batch, stages, len(sizes), time]` int64: for each stage s and k in
-        `sizes`, the code stage s sends when it is the last, trimmed to its first k codes (the stages before it
-        whole): what a trimmed stage would cost, measured without encoding once per size."""
+    def encode_trimmed(self, x: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """x `[batch, dim, time]` -> (codes `[batch, stages, len(sizes), time]` int64, gain `[stages, len(sizes)]`):
+        for each stage s and k in `sizes`, the code stage s sends when it is the last, trimmed to its first k
+        codes (the stages before it whole), and how much that trimmed stage lowers the squared latent error
+        summed over all frames (negative: it moves the latent away, as a few codes far from a small residual
+        do). What a trimmed stage would cost and buy, measured without encoding once per size."""
         b = x.shape[0]
         residual = rearrange(x, "b d t -> (b t) d")
-        out = []
+        out, gains = [], []
         for stage in self.stages:
-            out.append(stage.encode_prefixes(residual, sizes))
+            codes = stage.encode_prefixes(residual, sizes)  # [sizes, rows]
+            before = residual.pow(2).sum()
+            gains.append(torch.stack([before - (residual - stage.decode(c)).pow(2).sum() for c in codes]))
+            out.append(codes)
             residual = residual - stage.decode(stage.encode(residual))
-        return rearrange(torch.stack(out), "q s (b t) -> b q s t", b=b)
+        return rearrange(torch.stack(out), "q s (b t) -> b q s t", b=b), torch.stack(gains)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
