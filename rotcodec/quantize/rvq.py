@@ -171,8 +171,8 @@ class ResidualVQ(nn.Module):
         out, gains = [], []
         for stage in self.stages:
             codes = stage.encode_prefixes(residual, sizes)  # [sizes, rows]
-            before = residual.pow(2).sum()
-            gains.append(torch.stack([before - (residual - stage.decode(c)).pow(2).sum() for c in codes]))
+            after = (residual.unsqueeze(0) - stage.decode(codes)).pow(2).sum(dim=(1, 2))
+            gains.append(residual.pow(2).sum() - after)
             out.append(codes)
             residual = residual - stage.decode(stage.encode(residual))
         return rearrange(torch.stack(out), "q s (b t) -> b q s t", b=b), torch.stack(gains)
