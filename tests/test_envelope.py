@@ -234,7 +234,7 @@ def test_training_sees_the_corrected_output_and_its_gradient() -> None:
 
 
 def test_kbps_is_a_ceiling_for_files_of_ten_seconds_or_more(tmp_path: Path) -> None:
-    """Planned from the file's own first seconds (band gains priced at the stage count sent), header and
+    """Planned from the file's own audio (band gains priced at the stage count sent), header and
     chunk records included, the whole file stays within the requested rate, on audio unlike the tables'."""
     codec = envelope_codec(4)
     table_audio = torch.from_numpy(vowel(SR, 3.0, seed=1))[None, None]

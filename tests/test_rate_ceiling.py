@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rotcodec.inference import load_model, read_rcq_header
-from rotcodec.inference.model import PROBE_MARGIN, PROBE_SECONDS
+from rotcodec.inference.model import PROBE_MARGIN, PROBE_SECONDS, probe_spans
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,15 +66,30 @@ def test_whole_file_rate_is_at_most_the_request(model, kind, seconds, sr, channe
         # below, so generated music, whose gains cost the most, can land up to 8% under. Further under only
         # where no trimmed size that brings the latent closer (FileCosts.helps) fits beside the plan.
         if measured < 0.92 * kbps:
-            head = wav[:, : int(PROBE_SECONDS * sr)]
-            costs = model.row_costs(head, sr)
-            layout, _ = model.plan_file(head, sr, seconds, kbps=kbps)
+            probe = np.concatenate([wav[:, a : a + n] for a, n in probe_spans(wav.shape[1], sr)], axis=1)
+            costs = model.row_costs(probe, sr)
+            layout, _ = model.plan_file(probe, sr, seconds, kbps=kbps)
             assert layout.last_codes is None and layout.n_q < model.n_q, f"{layout}: {measured:.3f} << {kbps} kbps"
             for j, k in enumerate(costs.sizes):
                 more = model.codec.layout(layout.n_q + 1, layout.envelope, k)
                 planned = model.bitrate(more, channels, costs=costs) * PROBE_MARGIN
                 fits = planned + model.overhead_kbps(more, channels, max(seconds, PROBE_SECONDS)) <= kbps
                 assert not (fits and costs.helps[layout.n_q, j]), f"{kind} x{channels}: {k} codes fit and help"
+
+
+def test_a_quiet_opening_does_not_price_the_whole_file() -> None:
+    """The plan is priced on pieces spread over the whole file, not on its opening: a recording that opens with
+    10 s of near-silence (cheap to code) and then speaks stays within the request (priced on its opening it
+    came out at 1.8x the request at 1.5 kbps), and one that opens with a steady hum still spends most of it."""
+    model = load_model("speech16k")
+    sr, rng = 16000, np.random.default_rng(0)
+    quiet = 0.003 * rng.standard_normal(10 * sr)
+    hum = 0.1 * np.sin(2 * np.pi * 100 * np.arange(10 * sr) / sr)
+    for opening in (quiet, hum):
+        wav = np.concatenate([opening, vowel(sr, 20.0, seed=3)]).astype(np.float32)
+        for kbps in (1.5, 6.0):
+            measured = len(model.compress(wav, sr, kbps=kbps)) * 8 / 30.0 / 1000
+            assert 0.7 * kbps <= measured <= kbps, (kbps, measured)
 
 
 def test_compress_prints_the_plans_own_rate_and_says_when_a_short_file_exceeds(tmp_path, capsys) -> None:  # noqa: ANN001
@@ -96,3 +111,13 @@ def test_compress_prints_the_plans_own_rate_and_says_when_a_short_file_exceeds(t
     out = capsys.readouterr().out
     measured = float(re.search(r"measured ([\d.]+) kbps", out).group(1))
     assert measured > 3.0 and "warning: more than the 3 kbps asked" in out, out  # 1 s: the header alone is 0.3
+
+
+@pytest.mark.parametrize("seconds", [3.0, 10.0, 10.5, 61.0, 3600.0])
+def test_the_probe_is_ten_seconds_spread_from_start_to_end(seconds: float) -> None:
+    sr = 16000
+    length = int(seconds * sr)
+    spans = probe_spans(length, sr)
+    assert sum(n for _, n in spans) == min(length, int(PROBE_SECONDS * sr))
+    assert spans[0][0] == 0 and spans[-1][0] + spans[-1][1] == length
+    assert all(a + n <= b for (a, n), (b, _) in zip(spans, spans[1:], strict=False))  # in order, no overlap

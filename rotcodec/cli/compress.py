@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Compress audio (any format soundfile reads, any sample rate, any channel count) to .rcq. "
         "IN may be files, folders (recursed; the tree is mirrored under -o) or - (stdin -> stdout). Without -o, "
         "X.wav becomes X.rcq beside it. Prints the rows sent and the requested, planned (what the plan expected "
-        "from the file's first 10 s, header included) and measured (file size) bitrate.",
+        "from 10 s of the file spread over its length, header included) and measured (file size) bitrate.",
         epilog=EXIT_HELP,
     )
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio file, folder, or - for stdin")
@@ -316,7 +316,7 @@ def run_compress(args: argparse.Namespace) -> int:
             r = model.compress_source(
                 source, src, dst, args.kbps, args.n_q, args.entropy, args.force, progress, args.envelope
             )
-        h, lay = r.header, model.layout_of(r.header)  # planned from the file's own first seconds
+        h, lay = r.header, model.layout_of(r.header)  # planned from 10 s spread over the file
         mode = "entropy" if h.coding_mode else "plain"
         note = ""
         lowest = min(model.bitrate(o, h.channels, bool(h.coding_mode)) for o in model.layouts())

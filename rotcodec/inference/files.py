@@ -77,6 +77,21 @@ class AudioSource:
         check_finite(data, self.name)
         return np.ascontiguousarray(data.T)
 
+    def excerpts(self, spans: list[tuple[int, int]]) -> np.ndarray:
+        """The samples of each (start, count) span, joined: `[channels, total]` float32; `blocks` still starts
+        from the beginning."""
+        parts = []
+        try:
+            for start, count in spans:
+                self.handle.seek(start)
+                parts.append(self.handle.read(count, dtype="float32", always_2d=True))
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            msg = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise AudioError(f"{self.name}: audio data unreadable ({msg})") from None
+        data = np.concatenate(parts) if parts else np.zeros((0, self.channels), np.float32)
+        check_finite(data, self.name)
+        return np.ascontiguousarray(data.T)
+
     def blocks(self, block: int, progress: Progress | None = None) -> Iterator[np.ndarray]:
         """float32 blocks [channels, <= block] from the start; AudioError on NaN/Inf or a length change."""
         seen = 0

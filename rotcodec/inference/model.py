@@ -41,12 +41,15 @@ class OptionError(ValueError):
 
 # Entropy-coded streams cost more on unseen speakers than the model's tables (counted on training audio)
 # predict: 5.75 measured against 5.50 kbps expected at `--kbps 6` on the test speakers (docs/results/band_envelope).
-# Planned from the tables alone, `--kbps` aims 5% lower. Files are planned from their own first PROBE_SECONDS
+# Planned from the tables alone, `--kbps` aims 5% lower. Files are planned from PROBE_SECONDS of their own audio
 # instead (their bits measured at 1, 2, 4 and all stages), which predicts a whole file within about 1% on
-# the test speakers (docs/results/envelope_tiers), so the aim is only 2% lower.
+# the test speakers (docs/results/envelope_tiers), so the aim is only 2% lower. The probe is PROBE_PIECES
+# pieces spread evenly over the file, not its opening: a file that opens with 10 s of near-silence and then
+# speaks came out at 1.8x the request when its opening priced the plan (tests/test_rate_ceiling.py).
 RATE_MARGIN = 1.05
 PROBE_MARGIN = 1.02
 PROBE_SECONDS = 10.0
+PROBE_PIECES = 10
 RECORD_BYTES = 14  # a chunk record (10 bytes) plus up to 4 bytes of range-coder word padding
 
 # Memory: a model call's working set grows with channels x frames, and a file's header sets the channel count
@@ -59,7 +62,7 @@ RECORD_BYTES = 14  # a chunk record (10 bytes) plus up to 4 bytes of range-coder
 # before. tests/test_inference.py decodes 256 channels under a 1 GB cap.
 CPU_BATCH_FRAMES = 250
 GPU_BATCH_FRAMES = 4000  # 16 channels of a 5 s step: batching is what makes GPUs pay off
-PROBE_BATCH_SECONDS = 10.0  # channel-seconds per rate-probe call: one channel of the 10 s head
+PROBE_BATCH_SECONDS = 10.0  # channel-seconds per rate-probe call: one channel of the 10 s probe
 OUT_PIECE_BYTES = 32 << 20  # float32 decoded audio per piece, all channels together, before 16-bit conversion
 
 
@@ -84,6 +87,17 @@ def _quality_table(meta: object) -> dict[tuple[int, int | None], float]:
         return {}
 
 
+def probe_spans(length: int, sr: int) -> list[tuple[int, int]]:
+    """Where a file of `length` samples at `sr` Hz is probed for its plan: (start, count) in samples. The
+    whole file if it lasts PROBE_SECONDS or less, else PROBE_PIECES pieces of PROBE_SECONDS / PROBE_PIECES
+    each, spread evenly from its start to its end."""
+    total = int(PROBE_SECONDS * sr)
+    if length <= total:
+        return [(0, length)]
+    piece = total // PROBE_PIECES
+    return [(round(i * (length - piece) / (PROBE_PIECES - 1)), piece) for i in range(PROBE_PIECES)]
+
+
 def trim_sizes(codebook_size: int) -> list[int]:
     """The alphabet sizes a plan may trim a stage to, largest first: about 1/8 bit per code apart (at 50 Hz
     frames, ~6 bps per channel between neighbours), from 2 to just under `codebook_size`."""
@@ -93,7 +107,7 @@ def trim_sizes(codebook_size: int) -> list[int]:
 
 @dataclasses.dataclass(frozen=True)
 class FileCosts:
-    """What one file's codes cost under a model's tables (range coding), measured on its first seconds.
+    """What one file's codes cost under a model's tables (range coding), measured on its probe (`probe_spans`).
 
     rows: `[n_q + 1, table rows]` mean bits per code, row n for a stream of n stages. sizes / trimmed: mean bits
     per code of stage s sent last and trimmed to its first sizes[j] codes, `[n_q, len(sizes)]`. helps: whether
@@ -311,7 +325,7 @@ class CodecModel:
 
     def plan_file(
         self,
-        head: np.ndarray,
+        probe: np.ndarray,
         sr: int,
         seconds: float,
         kbps: float | None = None,
@@ -319,14 +333,15 @@ class CodecModel:
         entropy: bool | None = None,
         envelope: bool | None = None,
     ) -> tuple[StreamLayout, float]:
-        """`plan` for one file of `seconds` at `sr` Hz whose first PROBE_SECONDS are `head` `[channels, t]`: with
-        `kbps` and entropy coding, planned from what that audio's codes cost, header and records included.
+        """`plan` for one file of `seconds` at `sr` Hz, probed by `probe` `[channels, t]` (its `probe_spans`,
+        joined): with `kbps` and entropy coding, planned from what that audio's codes cost, header and records
+        included.
         Returns the layout and the whole file's expected rate in kbps (the plan's own figure: from the audio's
         costs where it measured them, else the tables; header and records spread over `seconds`)."""
         costs = None
         if kbps is not None and n_q is None and self.coding_mode(entropy) == CodingMode.ENTROPY:
-            costs = self.row_costs(head, sr)
-        channels = head.shape[0]
+            costs = self.row_costs(probe, sr)
+        channels = probe.shape[0]
         layout = self.plan(kbps, n_q, channels, entropy, envelope, costs, seconds)
         return layout, self.expected_kbps(layout, channels, seconds, entropy, costs)
 
@@ -397,7 +412,7 @@ class CodecModel:
     ) -> StreamLayout:
         """`layout` plus one more stage trimmed to the most codes whose bits still fit `kbps` (`total`: a
         layout's planned rate), so a file spends what it was given rather than up to a stage less; only sizes
-        that, on the file's measured head (`costs`), bring the latent closer than no such stage. `layout` itself
+        that, on the file's probe (`costs`), bring the latent closer than no such stage. `layout` itself
         when none fits, nothing was measured, or the model's codes are not sorted by use (`sorted_codes`)."""
         if layout.n_q >= self.n_q or not self.sorted_codes or costs is None:
             return layout
@@ -644,8 +659,9 @@ class CodecModel:
                 part = idx[g : g + per]
                 bufs = [io.BytesIO() for _ in part]
                 if layout is None:
-                    head = np.concatenate([clips[i][0][:, : int(PROBE_SECONDS * r)] for i in part], axis=1)
-                    q, _ = self.plan_file(head, r, length / r, kbps, n_q, entropy, envelope)
+                    spans = probe_spans(length, r)
+                    probe = np.concatenate([clips[i][0][:, a : a + n] for i in part for a, n in spans], axis=1)
+                    q, _ = self.plan_file(probe, r, length / r, kbps, n_q, entropy, envelope)
                 else:
                     q = layout
                 tables = self.tables(q)
@@ -717,8 +733,8 @@ class CodecModel:
         the model."""
         seconds = source.frames / source.sr
         if layout is None:
-            head = source.head(int(PROBE_SECONDS * source.sr))
-            q, planned = self.plan_file(head, source.sr, seconds, kbps, n_q, entropy, envelope)
+            probe = source.excerpts(probe_spans(source.frames, source.sr))
+            q, planned = self.plan_file(probe, source.sr, seconds, kbps, n_q, entropy, envelope)
         else:
             q = layout
             planned = self.expected_kbps(q, source.channels, seconds, entropy)
