@@ -5,9 +5,12 @@
 # BUDGET_S is the training time; the script takes about 100 s more (wheels, the first test, decoding the data,
 # the last validation), and a lease call runs 600 s at most.
 # A: recipes/speech16k_refine.yaml (the shipped model's recipe, spectral losses) at batch 128, lr 2e-4 with a
-#    cosine decay to 0.1x sized to the budget (RATE_A steps/s: 5.5 alone on an H100, 3.3 beside B, measured with
-#    factorised codes; docs/results/gpu_lease_h100_2). With factorised codes, 1650 such steps gave PESQ-WB +0.02,
-#    STOI +0.009 at 6 kbps.
+#    cosine decay to 0.1x sized to the budget (RATE_A steps/s: 6.1 alone on an H200 with the shipped full-width
+#    codes, docs/results/gpu_lease_h200; 5.5 on an H100 and 3.3 beside B with factorised codes). 2420 such steps
+#    on the H200 gave mel distance -0.001..-0.002, PESQ-WB level: its validation had flattened by step 2000.
+#    Data: recipes/data/pack_subset.py (with --opus-kbps) into a folder .git/info/exclude ignores, carried with
+#    the audio wheels the machine lacks (.whl: soundfile, soxr, librosa, auraloss, constriction and their small
+#    dependencies); the working tree, wheels and data must stay under 64 MiB.
 # B (GAN=1 only): recipes/speech16k_pitch_gan.yaml at batch 64, flat lr; 925 steps made every metric worse.
 # Both stop at train.max_minutes = BUDGET_S / 60 after their last validation and checkpoint.
 # The tiny-recipe CUDA test runs first and stops the script if it fails: the runs would fail the same way, and an
