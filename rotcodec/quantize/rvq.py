@@ -171,8 +171,10 @@ class ResidualVQ(nn.Module):
         out, gains = [], []
         for stage in self.stages:
             codes = stage.encode_prefixes(residual, sizes)  # [sizes, rows]
-            after = (residual.unsqueeze(0) - stage.decode(codes)).pow(2).sum(dim=(1, 2))
-            gains.append(residual.pow(2).sum() - after)
+            # |r|^2 - |r - q|^2 = 2 r.q - |q|^2 for every row and code at once, then each size's picks summed
+            table = stage.decode(torch.arange(stage.cfg.codebook_size, device=residual.device))  # [codes, dim]
+            gain = 2 * residual @ table.t() - table.pow(2).sum(-1)  # [rows, codes]
+            gains.append(gain.gather(1, codes.t()).sum(0))
             out.append(codes)
             residual = residual - stage.decode(stage.encode(residual))
         return rearrange(torch.stack(out), "q s (b t) -> b q s t", b=b), torch.stack(gains)
