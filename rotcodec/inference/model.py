@@ -42,7 +42,7 @@ class OptionError(ValueError):
 # Entropy-coded streams cost more on unseen speakers than the model's tables (counted on training audio)
 # predict: 5.75 measured against 5.50 kbps expected at `--kbps 6` on the test speakers (docs/results/band_envelope).
 # Planned from the tables alone, `--kbps` aims 5% lower. Files are planned from PROBE_SECONDS of their own audio
-# instead (their bits measured at 1, 2, 4 and all stages), which predicts a whole file within about 1% on
+# instead (their bits measured at 1, 2, 3, 4 and all stages), which predicts a whole file within about 1% on
 # the test speakers (docs/results/envelope_tiers), so the aim is only 2% lower. The probe is PROBE_PIECES
 # pieces spread evenly over the file, not its opening: a file that opens with 10 s of near-silence and then
 # speaks came out at 1.8x the request when its opening priced the plan (tests/test_rate_ceiling.py).
@@ -264,9 +264,9 @@ class CodecModel:
     def row_costs(self, x: np.ndarray, sr: int) -> FileCosts | None:
         """What the model's tables charge for the codes of audio x `[channels, t]` at `sr` Hz (`FileCosts`): mean
         range-coded bits per code of every row for streams of n stages (band gains cost more when fewer stages
-        leave the decode further from the input; measured at 1, 2 and 4 stages, each count using the nearest
-        measured one below it), and of every stage trimmed to each of `trim_sizes` (models whose codes are
-        sorted by use), with whether each such trimmed stage lowers the latent error. None without tables."""
+        leave the decode further from the input; measured at 1 to 4 stages, larger counts priced as 4), and of
+        every stage trimmed to each of `trim_sizes` (models whose codes are sorted by use), with whether each
+        such trimmed stage lowers the latent error. None without tables."""
         if self.code_counts is None:
             return None
         if sr != self.sample_rate:
@@ -279,7 +279,7 @@ class CodecModel:
         costs = np.zeros((self.n_q + 1, len(self._code_bits)))
         # Past 4 stages the decode, and so what its band gains cost, barely changes (docs/results/music24k,
         # refining_stages): counts above 4 take 4's costs, a little above their own, so plans stay within --kbps.
-        measured = sorted({min(n, self.n_q) for n in (1, 2, 4)})
+        measured = sorted({min(n, self.n_q) for n in (1, 2, 3, 4)})
         measured = measured if self.codec.envelopes else [self.n_q]
         sizes = trim_sizes(self.codec.codebook_size) if self.sorted_codes else []
         trimmed: list[torch.Tensor] = []
