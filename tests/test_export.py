@@ -13,7 +13,7 @@ from safetensors import safe_open
 from rotcodec.bitstream import CodingMode
 from rotcodec.cli.main import main
 from rotcodec.inference import load_model, read_rcq_header
-from rotcodec.inference.model import probe_spans
+from rotcodec.inference.model import probe_audio
 from rotcodec.models import Codec, CodecConfig, model_hash, read_model, save_model
 from rotcodec.quantize import RVQConfig
 
@@ -97,8 +97,7 @@ def test_export_lists_codes_by_use_and_plans_fill_the_rate_with_a_trimmed_stage(
     )
 
     wav = _speechlike(12.0, 7)
-    probe = np.concatenate([wav[a : a + n] for a, n in probe_spans(wav.size, 16000)])[None]
-    costs = model.row_costs(probe, 16000)  # what compress measures
+    costs = model.row_costs(probe_audio(wav[None], 16000), 16000)  # what compress measures
     assert np.all(costs.rows[1:] == costs.rows[model.n_q]) and costs.rows[1].min() > 0  # no band gains: one price
     two, three = (model.bitrate(model.codec.layout(n), costs=costs) for n in (2, 3))
     kbps = (two + 0.9 * (three - two)) * 1.02 + model.overhead_kbps(model.codec.layout(3), 1, 12.0)

@@ -51,7 +51,7 @@ def test_more_stages_decode_closer_to_the_input(bundled) -> None:  # noqa: ANN00
 def test_plans_trim_a_stage_only_to_sizes_that_bring_the_latent_closer(bundled) -> None:  # noqa: ANN001
     """The bundled model lists each stage's codes by falling use, so a stage trimmed to its first k codes keeps
     its most used ones. A few codes far from a small residual can overshoot it, so the planner measures on the
-    file's head which trimmed sizes lower the latent error (`FileCosts.helps`). That measurement agrees with
+    file's probe which trimmed sizes lower the latent error (`FileCosts.helps`). That measurement agrees with
     the codec's own encode and decode, it rejects some sizes and keeps others, and a kept size is never worse
     than leaving the stage out."""
     codec, wav = bundled

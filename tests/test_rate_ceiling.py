@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rotcodec.inference import load_model, read_rcq_header
-from rotcodec.inference.model import PROBE_MARGIN, PROBE_SECONDS, probe_spans
+from rotcodec.inference.model import PROBE_MARGIN, PROBE_SECONDS, probe_audio, probe_spans
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,7 +66,7 @@ def test_whole_file_rate_is_at_most_the_request(model, kind, seconds, sr, channe
         # below, so generated music, whose gains cost the most, can land up to 8% under. Further under only
         # where no trimmed size that brings the latent closer (FileCosts.helps) fits beside the plan.
         if measured < 0.92 * kbps:
-            probe = np.concatenate([wav[:, a : a + n] for a, n in probe_spans(wav.shape[1], sr)], axis=1)
+            probe = probe_audio(wav, sr)
             costs = model.row_costs(probe, sr)
             layout, _ = model.plan_file(probe, sr, seconds, kbps=kbps)
             assert layout.last_codes is None and layout.n_q < model.n_q, f"{layout}: {measured:.3f} << {kbps} kbps"

@@ -68,14 +68,7 @@ class AudioSource:
 
     def head(self, count: int) -> np.ndarray:
         """The first `count` samples `[channels, <= count]` (float32); `blocks` still starts from the beginning."""
-        try:
-            self.handle.seek(0)
-            data = self.handle.read(count, dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as exc:
-            msg = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise AudioError(f"{self.name}: audio data unreadable ({msg})") from None
-        check_finite(data, self.name)
-        return np.ascontiguousarray(data.T)
+        return self.excerpts([(0, count)])
 
     def excerpts(self, spans: list[tuple[int, int]]) -> np.ndarray:
         """The samples of each (start, count) span, joined: `[channels, total]` float32; `blocks` still starts

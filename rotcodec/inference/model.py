@@ -98,6 +98,11 @@ def probe_spans(length: int, sr: int) -> list[tuple[int, int]]:
     return [(round(i * (length - piece) / (PROBE_PIECES - 1)), piece) for i in range(PROBE_PIECES)]
 
 
+def probe_audio(x: np.ndarray, sr: int) -> np.ndarray:
+    """What a plan is priced on for audio x `[channels, t]` at `sr` Hz: its `probe_spans`, joined."""
+    return np.concatenate([x[:, a : a + n] for a, n in probe_spans(x.shape[1], sr)], axis=1)
+
+
 def trim_sizes(codebook_size: int) -> list[int]:
     """The alphabet sizes a plan may trim a stage to, largest first: about 1/8 bit per code apart (at 50 Hz
     frames, ~6 bps per channel between neighbours), from 2 to just under `codebook_size`."""
@@ -659,8 +664,7 @@ class CodecModel:
                 part = idx[g : g + per]
                 bufs = [io.BytesIO() for _ in part]
                 if layout is None:
-                    spans = probe_spans(length, r)
-                    probe = np.concatenate([clips[i][0][:, a : a + n] for i in part for a, n in spans], axis=1)
+                    probe = np.concatenate([probe_audio(clips[i][0], r) for i in part], axis=1)
                     q, _ = self.plan_file(probe, r, length / r, kbps, n_q, entropy, envelope)
                 else:
                     q = layout
