@@ -139,6 +139,8 @@ class Codec(StreamingModule):
         if cfg.pitch is not None:
             self.pitch_tracker = PitchTracker(cfg.sample_rate, cfg.hop_length, cfg.pitch)
             self.harmonic = HarmonicSynth(cfg.latent_dim, cfg.sample_rate, cfg.hop_length, cfg.pitch)
+        if self.harmonic is None and any(t.phase_harmonics for t in cfg.envelopes):
+            raise ValueError("envelope tiers with phase_harmonics need a model with pitch")
         self.envelopes = torch.nn.ModuleList(
             BandEnvelope(cfg.sample_rate, cfg.hop_length, tier) for tier in cfg.envelopes
         )
@@ -190,7 +192,7 @@ class Codec(StreamingModule):
             envelope = None
         if envelope is not None and not 0 <= envelope < len(self.envelopes):
             raise CodecInputError(f"envelope tier {envelope} is not one of this model's {len(self.envelopes)}")
-        rows = 0 if envelope is None else self.envelopes[envelope].cfg.bands
+        rows = 0 if envelope is None else self.envelopes[envelope].cfg.rows
         if last_codes is not None and not 2 <= last_codes <= self.codebook_size:
             raise CodecInputError(f"a trimmed stage keeps 2..{self.codebook_size} codes, got {last_codes}")
         last = None if last_codes == self.codebook_size else last_codes
@@ -202,9 +204,9 @@ class Codec(StreamingModule):
         """Alphabet size of each row of `encode(wav, n_q, envelope, last_codes)`'s codes: the pitch row (128), the
         band gains of envelope tier `envelope` (its `levels`), then n_q stages of K (the last: `last_codes`)."""
         lay = self.layout(n_q, envelope, last_codes)
-        levels = 0 if lay.envelope is None else self.envelopes[lay.envelope].cfg.levels
+        side = () if lay.envelope is None else self.envelopes[lay.envelope].cfg.row_sizes
         stages = (self.codebook_size,) * (lay.n_q - 1) + (lay.last_codes or self.codebook_size,)
-        return (PITCH_SYMBOLS,) * lay.pitch_rows + (levels,) * lay.envelope_rows + stages
+        return (PITCH_SYMBOLS,) * lay.pitch_rows + side + stages
 
     def side_rows(self, envelope: int | None = 0) -> int:
         """Code rows before the RVQ stages: the pitch row, then the band gains of envelope tier `envelope`."""
@@ -213,15 +215,15 @@ class Codec(StreamingModule):
     def table_sizes(self) -> tuple[int, ...]:
         """Alphabet sizes of the rows of the model's code-frequency tables: the pitch row, every envelope
         tier's band gains in tier order, then all n_q stages."""
-        tiers = tuple(t.cfg.levels for t in self.envelopes for _ in range(t.cfg.bands))
+        tiers = tuple(size for t in self.envelopes for size in t.cfg.row_sizes)
         return (PITCH_SYMBOLS,) * self.pitch_rows + tiers + (self.codebook_size,) * self.n_q
 
     def table_rows(self, layout: StreamLayout) -> list[int]:
         """Indices into `table_sizes()`'s rows of the rows `layout` carries, in stream order."""
         p = self.pitch_rows
-        start = p + sum(t.cfg.bands for t in self.envelopes[: layout.envelope or 0])
+        start = p + sum(t.cfg.rows for t in self.envelopes[: layout.envelope or 0])
         envelope = range(start, start + layout.envelope_rows)
-        stages = p + sum(t.cfg.bands for t in self.envelopes)
+        stages = p + sum(t.cfg.rows for t in self.envelopes)
         return [*range(p), *envelope, *range(stages, stages + layout.n_q)]
 
     def bitrate(self, layout: StreamLayout | None = None) -> float:
@@ -321,25 +323,37 @@ class Codec(StreamingModule):
     def _with_envelope(self, x: torch.Tensor, codes: torch.Tensor, tier: int) -> torch.Tensor:
         """Insert envelope tier `tier`'s rows after the pitch row: x `[batch, time]` the input (in streaming,
         the new samples), codes `[batch, pitch + n_q rows, frames]` for the frames this call emits."""
-        frames = codes.shape[-1]
-        y = self._synthesise(codes)[:, 0] if frames else x.new_zeros(x.shape[0], 0)
+        frames, cfg = codes.shape[-1], self.envelopes[tier].cfg
+        phases = self._lock(x, codes[:, 0], cfg)
+        y = self._synthesise(codes, phases, cfg.phase_levels)[:, 0] if frames else x.new_zeros(x.shape[0], 0)
         symbols = self.envelopes[tier].analyse(x, y)
         p = self.pitch_rows
-        return torch.cat([codes[:, :p], symbols, codes[:, p:]], dim=1)
+        side = [symbols] if phases is None else [symbols, phases]
+        return torch.cat([codes[:, :p], *side, codes[:, p:]], dim=1)
 
-    def _synthesise(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes `[batch, pitch + n_q rows, frames]` (no envelope rows) -> uncorrected decode `[batch, 1,
-        frames * hop]`."""
+    def _synthesise(
+        self, codes: torch.Tensor, phases: torch.Tensor | None = None, phase_levels: int = 16
+    ) -> torch.Tensor:
+        """Codes `[batch, pitch + n_q rows, frames]` (no envelope rows) and a tier's phase rows, if any ->
+        uncorrected decode `[batch, 1, frames * hop]`."""
         p = self.pitch_rows
         with parametrize.cached():
-            return self.synthesise(self.quantizer.decode(codes[:, p:]), codes[:, 0] if p else None)
+            z = self.quantizer.decode(codes[:, p:])
+            return self.synthesise(z, codes[:, 0] if p else None, phases, phase_levels)
 
-    def synthesise(self, z: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
+    def synthesise(
+        self,
+        z: torch.Tensor,
+        pitch: torch.Tensor | None = None,
+        phases: torch.Tensor | None = None,
+        phase_levels: int = 16,
+    ) -> torch.Tensor:
         """Latent `[batch, latent_dim, frames]` (quantized, or the continuous one for eval's ceiling) and, for
-        models with pitch, the pitch symbols `[batch, frames]` -> uncorrected decode `[batch, 1, frames * hop]`."""
+        models with pitch, the pitch symbols `[batch, frames]` and optional phase rows `[batch, harmonics,
+        frames]` -> uncorrected decode `[batch, 1, frames * hop]`."""
         wav = self.decoder(z)
         if self.harmonic is not None:
-            wav = self.harmonic(z, pitch, wav)
+            wav = self.harmonic(z, pitch, wav, phases=phases, phase_levels=phase_levels)
         return wav
 
     @torch.no_grad()
@@ -359,13 +373,28 @@ class Codec(StreamingModule):
         if not len(self.envelopes):
             return [head + stages for _ in gains_n_qs]
         x = self._fold(wav)[:, 0]
+        # A tier's phase rows depend on the input and the pitch row only; its band gains are measured on the
+        # decode that uses them.
+        locks = [self._lock(x, codes[:, 0], tier.cfg) for tier in self.envelopes]
         out = []
         for n in gains_n_qs:
             sent = codes[:, : p + self._check_n_q(n)]  # a stage's codes do not depend on later stages
-            y = self._synthesise(sent)[:, 0]
-            gains = [g[:, b] for tier in self.envelopes for g in [tier.analyse(x, y)] for b in range(tier.cfg.bands)]
-            out.append(head + gains + stages)
+            plain = self._synthesise(sent)[:, 0]
+            rows = []
+            for tier, phases in zip(self.envelopes, locks, strict=True):
+                y = plain if phases is None else self._synthesise(sent, phases, tier.cfg.phase_levels)[:, 0]
+                gains = tier.analyse(x, y)
+                rows += [gains[:, b] for b in range(tier.cfg.bands)]
+                rows += [] if phases is None else [phases[:, k] for k in range(phases.shape[1])]
+            out.append(head + rows + stages)
         return out
+
+    def _lock(self, x: torch.Tensor, pitch: torch.Tensor, cfg: EnvelopeConfig) -> torch.Tensor | None:
+        """The phase rows `[batch, phase_harmonics, frames]` of a tier for input x `[batch, time]` and pitch
+        symbols `[batch, frames]`, or None for a tier without them."""
+        if not cfg.phase_harmonics or self.harmonic is None:
+            return None
+        return self.harmonic.lock(x, pitch, cfg.phase_harmonics, cfg.phase_levels)
 
     @torch.no_grad()
     def encode_flush(self, envelope: int | None = 0) -> torch.Tensor | None:
@@ -406,10 +435,14 @@ class Codec(StreamingModule):
         if bool((flat < 0).any()) or bool((flat >= sizes).any()):
             raise CodecInputError(f"codes out of range: row alphabet sizes are {alphabet}")
         p = self.pitch_rows
-        wav = self._synthesise(torch.cat([flat[:, :p], flat[:, side:]], dim=1))
         tier = self.layout(n_q, envelope).envelope
-        if tier is not None:
-            wav = self.envelopes[tier](wav[:, 0], flat[:, p:side]).unsqueeze(1)
+        stream = torch.cat([flat[:, :p], flat[:, side:]], dim=1)
+        if tier is None:
+            return self._synthesise(stream).reshape(batch, self.channels, -1)
+        cfg = self.envelopes[tier].cfg
+        phases = flat[:, p + cfg.bands : side] if cfg.phase_harmonics else None
+        wav = self._synthesise(stream, phases, cfg.phase_levels)
+        wav = self.envelopes[tier](wav[:, 0], flat[:, p : p + cfg.bands]).unsqueeze(1)
         return wav.reshape(batch, self.channels, -1)
 
     @torch.no_grad()

@@ -36,11 +36,15 @@ SPEECH_BAND_EDGES_HZ = [
 class EnvelopeConfig:
     """edges_hz: first frequency (Hz) of each band, increasing from 0; the last band runs to Nyquist.
     step_db: gain step (dB); levels: symbols per band, gains (s - levels // 2) x step_db for s in 0..levels-1
-    (5 levels of 8 dB: -16..+16 dB)."""
+    (5 levels of 8 dB: -16..+16 dB). phase_harmonics: models with pitch only; the tier also sends, per
+    frame, the phase of the first that many harmonics of the input in `phase_levels` steps, which the
+    harmonic source locks to (`HarmonicSynth.lock`); these rows follow the band gains."""
 
     edges_hz: list[float] = field(default_factory=lambda: list(SPEECH_BAND_EDGES_HZ))
     step_db: float = 8.0
     levels: int = 5
+    phase_harmonics: int = 0
+    phase_levels: int = 16
 
     def __post_init__(self) -> None:
         e = self.edges_hz
@@ -48,10 +52,23 @@ class EnvelopeConfig:
             raise ValueError(f"edges_hz must start at 0 and increase, got {e}")
         if self.step_db <= 0 or self.levels < 2:
             raise ValueError(f"step_db must be > 0 and levels >= 2, got {self.step_db}, {self.levels}")
+        if self.phase_harmonics < 0 or self.phase_levels < 2:
+            raise ValueError(f"phase_harmonics must be >= 0 and phase_levels >= 2, got {self.phase_harmonics}, "
+                             f"{self.phase_levels}")
 
     @property
     def bands(self) -> int:
         return len(self.edges_hz)
+
+    @property
+    def rows(self) -> int:
+        """Code rows per frame: the band gains, then the harmonics' phases."""
+        return self.bands + self.phase_harmonics
+
+    @property
+    def row_sizes(self) -> tuple[int, ...]:
+        """Alphabet size of each of the tier's rows."""
+        return (self.levels,) * self.bands + (self.phase_levels,) * self.phase_harmonics
 
 
 class BandEnvelope(StreamingModule):

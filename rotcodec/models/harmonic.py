@@ -162,15 +162,90 @@ class HarmonicSynth(StreamingModule):
             parts = torch.einsum("bkfh,bkfc->bfhc", sines.view(batch, count, frames, self.hop), coef)
         return (parts[..., 0] + parts[..., 1] * ramp).reshape(batch, 1, frames * self.hop)
 
+    def _track(self, symbols: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The source's F0 and phase for pitch symbols `[batch, frames]`, continuing the streamed state without
+        changing it: filled / start_f0 / voiced / was_voiced `[batch, frames]`, per-sample f0 and phase
+        `[batch, frames * hop]` (phase float64, wrapped to [0, 2 pi))."""
+        batch, frames = symbols.shape
+        f0 = symbols_to_f0(symbols).to(dtype)
+        voiced = (symbols > 0).to(dtype)
+        # Unvoiced frames keep the last voiced F0, so an offset fades out at the right pitch; a glide starts
+        # from the previous frame's F0 only if that frame was voiced, so an onset starts at its own pitch.
+        # Everything depends on past frames only: streaming gives the whole-file output.
+        last = self._state("f0", batch)
+        last = f0.new_full((batch, 1), MIN_F0) if last is None else last.to(dtype)
+        frame_idx = torch.arange(frames, device=f0.device).expand(batch, frames)
+        last_voiced = torch.where(voiced > 0, frame_idx, -1).cummax(dim=-1).values
+        filled = torch.where(last_voiced >= 0, f0.gather(-1, last_voiced.clamp_min(0)), last)
+        prev_voiced = self._state("voiced", batch)
+        prev_voiced = f0.new_zeros(batch, 1) if prev_voiced is None else prev_voiced.to(dtype)
+        was_voiced = _previous(voiced, prev_voiced)
+        start_f0 = torch.where(was_voiced > 0, _previous(filled, last), filled)
+        phase0 = self._state("phase", batch)
+        phase0 = f0.new_zeros(batch, 1, dtype=torch.float64) if phase0 is None else phase0
+        f0_s = torch.exp2(_glide(torch.log2(start_f0), torch.log2(filled), self.hop))  # [batch, time]
+        # Phase: float64 running sum, wrapped, so long files keep sample-accurate phase in float32 sines.
+        step = (2 * math.pi / self.sample_rate) * f0_s.double()
+        phase = torch.remainder(phase0 + torch.cumsum(step, dim=-1), 2 * math.pi)
+        return dict(filled=filled, start_f0=start_f0, voiced=voiced, was_voiced=was_voiced, phase=phase)
+
+    @torch.no_grad()
+    def lock(self, x: torch.Tensor, symbols: torch.Tensor, count: int, levels: int) -> torch.Tensor:
+        """Encoder side of phase locking: input x `[batch, time]` (streaming: the new samples, which run one
+        frame ahead of `symbols`) and the frames' pitch symbols `[batch, frames]` -> phase symbols `[batch,
+        count, frames]` in 0..levels-1: for harmonics 1..count, the offset (in steps of 2 pi / levels) that
+        brings sin(k phi + offset) onto the input's k-th harmonic at each frame's end. Measured through a Hann
+        window over the frame and the next (phi carried on at the frame's F0 there), so it reads the same one
+        frame of lookahead as the pitch tracker. Unvoiced frames send 0. Leaves the synthesiser's state as is
+        but for the input it has not used yet."""
+        batch, frames = symbols.shape
+        hop = self.hop
+        xs = x.double()
+        if self._is_streaming:
+            pending = self._state("lock_x", batch)
+            xs = xs if pending is None else torch.cat([pending, xs], dim=-1)
+            self._streaming_state["lock_x"] = xs[:, frames * hop :]
+        need = (frames + 1) * hop  # past the input's end (whole file, or a stream's flush) it reads zeros
+        xs = F.pad(xs, (0, max(0, need - xs.shape[-1])))[:, :need]
+        if frames == 0:
+            return symbols.new_zeros(batch, count, 0)
+        track = self._track(symbols, torch.float64)
+        phase = track["phase"].view(batch, frames, hop)
+        ahead = torch.arange(1, hop + 1, device=x.device, dtype=torch.float64)
+        omega = (2 * math.pi / self.sample_rate) * track["filled"]
+        phase = torch.cat([phase, phase[..., -1:] + omega.unsqueeze(-1) * ahead], dim=-1)  # [batch, frames, 2 hop]
+        windows = xs.unfold(-1, 2 * hop, hop) * torch.hann_window(2 * hop, dtype=torch.float64, device=x.device)
+        orders = torch.arange(1, count + 1, device=x.device, dtype=torch.float64)
+        c = torch.einsum("bft,bfkt->bkf", windows.to(torch.complex128), torch.exp(-1j * orders[:, None] * phase[:, :, None]))
+        # x ~ cos(k phi + d) gives c ~ e^{i d}; sin(k phi + d + pi / 2) = cos(k phi + d)
+        offset = torch.angle(c) + math.pi / 2
+        out = torch.remainder(torch.round(offset * (levels / (2 * math.pi))), levels).long()
+        return out * (symbols > 0).unsqueeze(1)
+
+    def _offsets(self, phases: torch.Tensor, levels: int) -> torch.Tensor:
+        """Phase symbols `[batch, count, frames]` -> per-sample offsets `[batch, count, frames * hop]`, each
+        frame gliding the short way round from the previous frame's offset to its own."""
+        batch, count, _ = phases.shape
+        end = phases.double() * (2 * math.pi / levels)
+        prev = self._state("lock_offset", batch)
+        start = _previous(end, end[..., :1] if prev is None else prev)
+        turn = torch.remainder(end - start + math.pi, 2 * math.pi) - math.pi
+        if self._is_streaming:
+            self._streaming_state["lock_offset"] = end[..., -1:]
+        return _glide(start, start + turn, self.hop)
+
     def forward(
         self,
         z: torch.Tensor,
         symbols: torch.Tensor,
         residual: torch.Tensor | None = None,
         amps: torch.Tensor | None = None,
+        phases: torch.Tensor | None = None,
+        phase_levels: int = 16,
     ) -> torch.Tensor:
         """residual: the SEANet output `[batch, 1, frames * hop]` (None: the harmonics alone); amps:
-        `amplitudes(z)` when the caller already has them."""
+        `amplitudes(z)` when the caller already has them; phases: `lock`'s symbols `[batch, count, frames]`
+        for the first `count` harmonics (None: free-running phase)."""
         batch, frames = symbols.shape
         if z.shape[0] != batch or z.shape[-1] != frames:
             raise ValueError(f"latent {tuple(z.shape)} and pitch {tuple(symbols.shape)} frames differ")
@@ -178,33 +253,18 @@ class HarmonicSynth(StreamingModule):
             return z.new_zeros(batch, 1, 0)
         amps = self.amplitudes(z) if amps is None else amps.float()  # float32 even under bf16 autocast
         z = z.float()
-        f0 = symbols_to_f0(symbols).to(z.dtype)
-        voiced = (symbols > 0).to(z.dtype)
-        # Unvoiced frames keep the last voiced F0, so an offset fades out at the right pitch; a glide starts
-        # from the previous frame's F0 only if that frame was voiced, so an onset starts at its own pitch.
-        # Everything depends on past frames only: streaming gives the whole-file output.
-        last = self._state("f0", batch)
-        last = z.new_full((batch, 1), MIN_F0) if last is None else last
-        frame_idx = torch.arange(frames, device=z.device).expand(batch, frames)
-        last_voiced = torch.where(voiced > 0, frame_idx, -1).cummax(dim=-1).values
-        filled = torch.where(last_voiced >= 0, f0.gather(-1, last_voiced.clamp_min(0)), last)
-        prev_voiced = self._state("voiced", batch)
-        prev_voiced = z.new_zeros(batch, 1) if prev_voiced is None else prev_voiced
-        was_voiced = _previous(voiced, prev_voiced)
-        start_f0 = torch.where(was_voiced > 0, _previous(filled, last), filled)
+        track = self._track(symbols, z.dtype)
+        filled, start_f0, voiced, phase = track["filled"], track["start_f0"], track["voiced"], track["phase"]
         prev_amps = self._state("amps", batch)
         prev_amps = amps[..., :1] if prev_amps is None else prev_amps
-        phase0 = self._state("phase", batch)
-        phase0 = z.new_zeros(batch, 1, dtype=torch.float64) if phase0 is None else phase0
-
-        f0_s = torch.exp2(_glide(torch.log2(start_f0), torch.log2(filled), self.hop))  # [batch, time]
-        gate = _glide(was_voiced, voiced, self.hop)
-        # Phase: float64 running sum, wrapped, so long files keep sample-accurate phase in float32 sines.
-        step = (2 * math.pi / self.sample_rate) * f0_s.double()
-        phase = torch.remainder(phase0 + torch.cumsum(step, dim=-1), 2 * math.pi)
+        gate = _glide(track["was_voiced"], voiced, self.hop)
         harmonics = self.orders.to(z.dtype)[None, :, None]
         # k * phase grows to 64 x 2 pi: fine in float32 (error ~1e-5 rad).
-        sines = torch.sin(harmonics * phase.to(z.dtype).unsqueeze(1))  # [batch, harmonics, time]
+        args = harmonics * phase.to(z.dtype).unsqueeze(1)  # [batch, harmonics, time]
+        if phases is not None and phases.shape[1]:
+            count = phases.shape[1]
+            args[:, :count] += self._offsets(phases, phase_levels).to(z.dtype)
+        sines = torch.sin(args)
         # A harmonic sounds in a frame if it stays below 0.95 x Nyquist at the frame's highest F0 (per frame,
         # not per sample: the amplitudes are then per-frame values, which `_sum_harmonics` needs).
         audible = (harmonics * torch.maximum(start_f0, filled).unsqueeze(1) < 0.475 * self.sample_rate).to(z.dtype)

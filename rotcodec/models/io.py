@@ -68,13 +68,18 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 def model_hash(codec: Codec) -> str:
     """sha256 (hex) over the canonical JSON config and every state-dict tensor (name, dtype, shape, bytes):
     equal hashes mean the codec decodes identically. Stable across save/load, inference-only files included
-    (training-only EMA sums are left out), and so are encoder-only settings (the pitch tracker's lookahead),
+    (training-only EMA sums are left out), and so are encoder-only settings (the pitch tracker's lookahead), and tiers' phase settings left at their defaults,
     so files a model wrote before such a setting existed still find it."""
     # Through from_dict, as loading does: a config built with edges [0, 500] and one read back as [0.0, 500.0]
     # are the same model.
     config = to_dict(from_dict(type(codec.config), to_dict(codec.config)))
     if config.get("pitch"):
         config["pitch"] = {k: v for k, v in config["pitch"].items() if k != "lookahead"}
+    # Tiers without phase rows hash as they did before those settings existed.
+    for tier in [config.get("envelope"), *config.get("envelope_tiers", [])]:
+        if tier and not tier.get("phase_harmonics"):
+            tier.pop("phase_harmonics", None)
+            tier.pop("phase_levels", None)
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name, t in sorted(codec.state_dict().items()):
         if name.endswith(TRAINING_ONLY_SUFFIX):
@@ -137,7 +142,10 @@ def save_model(
         expected = (len(codec.table_sizes()), max(codec.table_sizes()))
         if tuple(code_counts.shape) != expected:
             raise ModelFileError(f"code_counts must have shape {expected}, got {tuple(code_counts.shape)}")
-        tensors[CODE_COUNTS_KEY] = code_counts.detach().cpu().contiguous().clone()
+        counts = code_counts.detach().cpu().contiguous().clone()
+        if counts.numel() and int(counts.max()) < 2**31 and int(counts.min()) >= 0:
+            counts = counts.to(torch.int32)  # half the bytes: the tables are a tenth of a small model's file
+        tensors[CODE_COUNTS_KEY] = counts
     _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
     meta = {
         "format": FORMAT,
@@ -190,6 +198,7 @@ def read_model(path: str | Path, device: str | torch.device = "cpu") -> ModelFil
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{weights_path}: unreadable safetensors file ({exc})") from None
     code_counts = tensors.pop(CODE_COUNTS_KEY, None)
+    code_counts = None if code_counts is None else code_counts.to(torch.int64)  # stored as int32 when they fit
     codec = Codec(cfg)
     sizes = codec.table_sizes()
     if code_counts is not None and tuple(code_counts.shape) != (len(sizes), max(sizes)):
