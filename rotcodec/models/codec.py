@@ -324,7 +324,7 @@ class Codec(StreamingModule):
         """Insert envelope tier `tier`'s rows after the pitch row: x `[batch, time]` the input (in streaming,
         the new samples), codes `[batch, pitch + n_q rows, frames]` for the frames this call emits."""
         frames, cfg = codes.shape[-1], self.envelopes[tier].cfg
-        phases = self._lock(x, codes[:, 0], cfg)
+        phases = self._lock(x, codes[:, 0], cfg.phase_harmonics, cfg.phase_levels)
         y = self._synthesise(codes, phases, cfg.phase_levels)[:, 0] if frames else x.new_zeros(x.shape[0], 0)
         symbols = self.envelopes[tier].analyse(x, y)
         p = self.pitch_rows
@@ -375,26 +375,30 @@ class Codec(StreamingModule):
         x = self._fold(wav)[:, 0]
         # A tier's phase rows depend on the input and the pitch row only; its band gains are measured on the
         # decode that uses them.
-        locks = [self._lock(x, codes[:, 0], tier.cfg) for tier in self.envelopes]
+        # Tiers that send the same phase rows share their measurement and their decode.
+        kinds = {(t.cfg.phase_harmonics, t.cfg.phase_levels) for t in self.envelopes if t.cfg.phase_harmonics}
+        locks = {k: self._lock(x, codes[:, 0], k[0], k[1]) for k in kinds}
         out = []
         for n in gains_n_qs:
             sent = codes[:, : p + self._check_n_q(n)]  # a stage's codes do not depend on later stages
-            plain = self._synthesise(sent)[:, 0]
+            decodes = {None: self._synthesise(sent)[:, 0]}
+            decodes.update({k: self._synthesise(sent, locks[k], k[1])[:, 0] for k in kinds})
             rows = []
-            for tier, phases in zip(self.envelopes, locks, strict=True):
-                y = plain if phases is None else self._synthesise(sent, phases, tier.cfg.phase_levels)[:, 0]
-                gains = tier.analyse(x, y)
+            for tier in self.envelopes:
+                kind = (tier.cfg.phase_harmonics, tier.cfg.phase_levels) if tier.cfg.phase_harmonics else None
+                phases = None if kind is None else locks[kind]
+                gains = tier.analyse(x, decodes[kind])
                 rows += [gains[:, b] for b in range(tier.cfg.bands)]
                 rows += [] if phases is None else [phases[:, k] for k in range(phases.shape[1])]
             out.append(head + rows + stages)
         return out
 
-    def _lock(self, x: torch.Tensor, pitch: torch.Tensor, cfg: EnvelopeConfig) -> torch.Tensor | None:
-        """The phase rows `[batch, phase_harmonics, frames]` of a tier for input x `[batch, time]` and pitch
-        symbols `[batch, frames]`, or None for a tier without them."""
-        if not cfg.phase_harmonics or self.harmonic is None:
+    def _lock(self, x: torch.Tensor, pitch: torch.Tensor, harmonics: int, levels: int) -> torch.Tensor | None:
+        """Phase rows `[batch, harmonics, frames]` in `levels` steps for input x `[batch, time]` and pitch
+        symbols `[batch, frames]`, or None when there are none to send."""
+        if not harmonics or self.harmonic is None:
             return None
-        return self.harmonic.lock(x, pitch, cfg.phase_harmonics, cfg.phase_levels)
+        return self.harmonic.lock(x, pitch, harmonics, levels)
 
     @torch.no_grad()
     def encode_flush(self, envelope: int | None = 0) -> torch.Tensor | None:

@@ -164,8 +164,8 @@ class HarmonicSynth(StreamingModule):
 
     def _track(self, symbols: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """The source's F0 and phase for pitch symbols `[batch, frames]`, continuing the streamed state without
-        changing it: filled / start_f0 / voiced / was_voiced `[batch, frames]`, per-sample f0 and phase
-        `[batch, frames * hop]` (phase float64, wrapped to [0, 2 pi))."""
+        changing it: filled / start_f0 / voiced / was_voiced `[batch, frames]` and the per-sample phase `[batch, frames *
+        hop]` (float64, wrapped to [0, 2 pi))."""
         batch, frames = symbols.shape
         f0 = symbols_to_f0(symbols).to(dtype)
         voiced = (symbols > 0).to(dtype)
