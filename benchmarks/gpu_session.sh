@@ -11,13 +11,16 @@
 #    Data: recipes/data/pack_subset.py (with --opus-kbps) into a folder .git/info/exclude ignores, carried with
 #    the audio wheels the machine lacks (.whl: soundfile, soxr, librosa, auraloss, constriction and their small
 #    dependencies); the working tree, wheels and data must stay under 64 MiB.
-# B (GAN=1 only): recipes/speech16k_pitch_gan.yaml at batch 64, flat lr; 925 steps made every metric worse.
+# B (GAN=1): recipes/speech16k_pitch_gan.yaml at batch 64, flat lr; 925 steps made every metric worse.
+#   Or (EXTRA_B="k=v ..."): A's run with these overrides on top, to compare two settings in one lease.
 # Both stop at train.max_minutes = BUDGET_S / 60 after their last validation and checkpoint.
 # The tiny-recipe CUDA test runs first and stops the script if it fails: the runs would fail the same way, and an
 # early stop leaves device time to fix and rerun.
 # Optional: WHEELS=folder of wheels to install into /tmp/site first (a machine without the audio packages);
 # INIT=weights to start from; RECIPE=run A's recipe (default recipes/speech16k_refine.yaml; the music codec:
-# RECIPE=recipes/music24k.yaml INIT=rotcodec/pretrained/music24k DATA=music_manifest.tsv); BENCH=1: whole-step rotation-vs-STE cost at the end (about 60 s);
+# RECIPE=recipes/music24k.yaml INIT=rotcodec/pretrained/music24k DATA=music_manifest.tsv; the phase-locked fine-tune:
+# RECIPE=recipes/speech16k_phase.yaml); BENCH=1: whole-step rotation-vs-STE cost at the end (about 60 s) at
+# batch BENCH_BATCH (default 32);
 # EXTRA="k=v k=v" recipe overrides for every run (a CPU dry run of this script:
 # EXTRA="train.batch_size=2 train.log_every=2 train.valid_batches=1" BUDGET_S=20 SKIP_TESTS=1 GAN=1 BENCH=1).
 set -u
@@ -64,7 +67,16 @@ python3 -m rotcodec train "$RECIPE" --init "$INIT" --run-dir /tmp/runs/A --quiet
     --set train.steps="$STEPS_A" --set data.num_workers=8 "${extra[@]}" > "$OUT/logs/train_A.txt" 2>&1 &
 PA=$!
 PB=
-if [ "$GAN" = 1 ]; then
+if [ -n "${EXTRA_B:-}" ]; then
+    # a variant of A beside it (same recipe, start, steps and schedule; RATE_A must then be the shared rate)
+    extra_b=()
+    for kv in $EXTRA_B; do extra_b+=(--set "$kv"); done
+    log "B (A with $EXTRA_B) trains beside it"
+    python3 -m rotcodec train "$RECIPE" --init "$INIT" --run-dir /tmp/runs/B --quiet "${common[@]}" \
+        --set train.batch_size=128 --set train.lr=0.0002 --set train.warmup_steps=100 --set train.final_lr_ratio=0.1 \
+        --set train.steps="$STEPS_A" --set data.num_workers=6 "${extra[@]}" "${extra_b[@]}" > "$OUT/logs/train_B.txt" 2>&1 &
+    PB=$!
+elif [ "$GAN" = 1 ]; then
     log "B trains beside it"
     python3 -m rotcodec train recipes/speech16k_pitch_gan.yaml --init "$INIT" --run-dir /tmp/runs/B --quiet \
         "${common[@]}" --set train.steps=100000 --set train.batch_size=64 --set data.num_workers=6 "${extra[@]}" \
@@ -106,8 +118,8 @@ tar czf "$OUT/logs.tar.gz" -C "$OUT" logs
 # Whole-step cost of the rotation trick vs STE, alone on the GPU (about 30 s each).
 if [ -n "${BENCH:-}" ]; then
     for grad in rotation ste; do
-        log "train_speed, speech16k_pitch batch 32, quantizer estimator: $grad"
-        python3 benchmarks/train_speed.py recipes/speech16k_refine.yaml --steps 40 --set train.batch_size=32 \
+        log "train_speed, speech16k_refine batch ${BENCH_BATCH:-32}, quantizer estimator: $grad"
+        python3 benchmarks/train_speed.py recipes/speech16k_refine.yaml --steps 40 --set train.batch_size=${BENCH_BATCH:-32} \
             --set model.quantizer.estimator=$grad "${extra[@]}" 2>&1 | tail -3 | tee -a "$OUT/logs/step_cost.txt"
     done
     tar czf "$OUT/logs.tar.gz" -C "$OUT" logs

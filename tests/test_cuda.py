@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rotcodec.losses import GeneratorLoss, LossConfig
 from rotcodec.models.codec import Codec, CodecConfig
 from rotcodec.models.harmonic import PitchConfig
 from rotcodec.models.io import read_model
@@ -86,3 +87,24 @@ def test_tiny_recipe_trains_on_cuda_with_bf16(tmp_path: Path) -> None:
     last = train(recipe, tmp_path / "run", quiet=True)
     assert last["step"] == 30 and last["skipped_steps"] == 0
     assert torch.isfinite(torch.tensor(last["loss/total"]))
+
+
+def test_phase_locked_training_step_on_cuda_reads_the_cpu_phases() -> None:
+    codec = read_model(ROOT / "rotcodec" / "pretrained" / "speech16k").codec.float()
+    t = torch.arange(16_000) / 16_000
+    wav = sum(0.2 / k * torch.sin(2 * torch.pi * k * 130 * t + k) for k in range(1, 6))[None, None]
+    with torch.no_grad():
+        cpu = codec._lock(wav[:, 0], codec.pitch_tracker(wav[:, 0]), 4, 16)
+    gpu = codec.to("cuda").train()
+    x = wav.cuda()
+    with torch.no_grad():
+        phases = gpu._lock(x[:, 0], gpu.pitch_tracker(x[:, 0]), 4, 16).cpu()
+    assert bool((cpu > 0).any()) and (phases == cpu).float().mean() > 0.95
+    loss_fn = GeneratorLoss(LossConfig(adv=0, feat=0, phase=2.0), 16_000, 320).cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = gpu(x, lock=True)
+    assert out.locked == 4
+    total, parts = loss_fn(out.audio.float(), x, out.vq_loss, harmonic=out.harmonic, locked=out.locked)
+    assert "phase" in parts and torch.isfinite(total)
+    total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in gpu.parameters() if p.grad is not None)

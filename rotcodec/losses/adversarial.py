@@ -19,6 +19,7 @@ from torch import nn
 from .harmonic import HarmonicAmplitudeLoss
 from .mel import DEFAULT_SCALES, MultiScaleMelLoss
 from .periodicity import AutocorrelationLoss, PeriodicityLoss
+from .phase import LockedPhaseLoss
 from .spectral import MultiResolutionSTFTLoss, TimeL1Loss, check_pair
 
 ADV_KINDS = ("hinge", "lsgan")
@@ -85,7 +86,8 @@ class LossConfig:
     """Weights of the generator loss terms (0 switches a term off and skips computing it): mel (multi-scale
     mel L1), mrstft (multi-resolution STFT), l1 (waveform), periodicity (frame voicing strength) and acf
     (autocorrelation over pitch lags: the reference's pitch; both in `periodicity.py`), harmonic (the
-    harmonic source's amplitudes against the reference's, `harmonic.py`; models with pitch), adv (adversarial),
+    harmonic source's amplitudes against the reference's, `harmonic.py`; models with pitch), phase (the locked
+    harmonics' complex spectrum, `phase.py`; only on steps whose harmonic source is locked), adv (adversarial),
     feat (feature matching),
     vq (the quantizer's already-weighted commitment/codebook loss). adversarial: "hinge" or "lsgan";
     feature_matching: "relative" or "l1"; mel_scales: (n_fft, n_mels) pairs; stft_sizes: MR-STFT n_ffts."""
@@ -96,6 +98,7 @@ class LossConfig:
     periodicity: float = 0.0
     acf: float = 0.0
     harmonic: float = 0.0
+    phase: float = 0.0
     adv: float = 1.0
     feat: float = 2.0
     vq: float = 1.0
@@ -108,7 +111,7 @@ class LossConfig:
         _check_kind(self.adversarial)
         if self.feature_matching not in FEAT_KINDS:
             raise AdversarialLossError(f"feature_matching must be one of {FEAT_KINDS}, got {self.feature_matching!r}")
-        for name in ("mel", "mrstft", "l1", "periodicity", "acf", "harmonic", "adv", "feat", "vq"):
+        for name in ("mel", "mrstft", "l1", "periodicity", "acf", "harmonic", "phase", "adv", "feat", "vq"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
 
@@ -134,6 +137,8 @@ class GeneratorLoss(nn.Module):
         self.acf = AutocorrelationLoss(sample_rate) if cfg.acf > 0 else None
         use_harmonic = cfg.harmonic > 0 and hop_length is not None
         self.harmonic = HarmonicAmplitudeLoss(sample_rate, hop_length) if use_harmonic else None
+        use_phase = cfg.phase > 0 and hop_length is not None
+        self.phase = LockedPhaseLoss(sample_rate, hop_length) if use_phase else None
 
     def forward(
         self,
@@ -144,9 +149,11 @@ class GeneratorLoss(nn.Module):
         fake_features: list[list[torch.Tensor]] | None = None,
         real_features: list[list[torch.Tensor]] | None = None,
         harmonic: tuple[torch.Tensor, torch.Tensor] | None = None,
+        locked: int = 0,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """`harmonic`: (F0 `[batch * channels, frames]` in Hz, amplitudes `[batch * channels, H, frames]`) of
-        a model with pitch (`CodecOutput.f0`, `.harmonic_amps`)."""
+        a model with pitch (`CodecOutput.f0`, `.harmonic_amps`); `locked`: how many of its harmonics were
+        phase-locked to `target` (`CodecOutput.locked`; the phase term needs it and `harmonic`)."""
         check_pair(estimate, target)
         cfg = self.config
         weighted: dict[str, tuple[float, torch.Tensor]] = {}
@@ -165,6 +172,9 @@ class GeneratorLoss(nn.Module):
             if self.harmonic is None:
                 raise ValueError("the harmonic loss needs the codec's hop_length: GeneratorLoss(..., hop_length=)")
             weighted["harmonic"] = (cfg.harmonic, self.harmonic(target.reshape(-1, target.shape[-1]), f0, amps))
+        if self.phase is not None and locked > 0 and harmonic is not None:
+            flat = estimate.reshape(-1, estimate.shape[-1]), target.reshape(-1, target.shape[-1])
+            weighted["phase"] = (cfg.phase, self.phase(*flat, harmonic[0], locked))
         if cfg.adv > 0 and fake_logits:
             weighted["adv"] = (cfg.adv, generator_adversarial_loss(fake_logits, cfg.adversarial))
         if cfg.feat > 0 and fake_features and real_features:

@@ -93,7 +93,8 @@ class CodecOutput:
     already weighted by the quantizer), stats (quantizer statistics, tensors), latent: the unquantized
     encoder output `[batch * channels, latent_dim, frames]` (as `Codec.embed`); for models with `pitch`: f0,
     the transmitted F0 `[batch * channels, frames]` in Hz (0 = unvoiced), and harmonic_amps, the harmonic
-    source's amplitudes `[batch * channels, harmonics, frames]` (for `losses.harmonic`)."""
+    source's amplitudes `[batch * channels, harmonics, frames]` (for `losses.harmonic`); locked: how many
+    of the source's harmonics were phase-locked to the input (`forward(..., lock=True)`), 0 if none."""
 
     audio: torch.Tensor
     codes: torch.Tensor
@@ -102,6 +103,7 @@ class CodecOutput:
     latent: torch.Tensor
     f0: torch.Tensor | None = None
     harmonic_amps: torch.Tensor | None = None
+    locked: int = 0
 
     @property
     def harmonic(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -259,23 +261,33 @@ class Codec(StreamingModule):
         return self.encoder(self._fold(wav))
 
     # -- training ------------------------------------------------------------------------------------
-    def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
+    def forward(self, wav: torch.Tensor, n_q: int | None = None, lock: bool = False) -> CodecOutput:
         """Training forward. wav `[batch, channels, time]` -> `CodecOutput` with audio of the same shape
-        (input zero-padded to a multiple of hop, output trimmed back); quantizer dropout applies in training."""
+        (input zero-padded to a multiple of hop, output trimmed back); quantizer dropout applies in training.
+        lock: the harmonic source's phase follows the input's as the first envelope tier with phase rows
+        sends it (`phase_lock`), so the decoder trains on what those tiers decode."""
         x = self._fold(wav)
         z = self.encoder(x)
         batch, length = wav.shape[0], wav.shape[-1]
         q = self.quantizer(z, n_q=self._check_n_q(n_q))
         audio = self.decoder(q.quantized)
-        f0 = amps = None
+        f0 = amps = phases = None
+        harmonics, levels = self.phase_lock if lock else (0, 0)
         if self.harmonic is not None and self.pitch_tracker is not None:
             pitch = self.pitch_tracker(x[:, 0])
             amps = self.harmonic.amplitudes(q.quantized)
-            audio = self.harmonic(q.quantized, pitch, audio, amps)
+            phases = self._lock(x[:, 0], pitch, harmonics, levels)
+            audio = self.harmonic(q.quantized, pitch, audio, amps, phases, max(levels, 1))
             f0 = symbols_to_f0(pitch)
         audio = audio[..., :length].reshape(batch, self.channels, -1)
         codes = q.codes.reshape(batch, self.channels, q.codes.shape[1], -1)
-        return CodecOutput(audio, codes, q.loss, q.stats, z, f0, amps)
+        return CodecOutput(audio, codes, q.loss, q.stats, z, f0, amps, harmonics if phases is not None else 0)
+
+    @property
+    def phase_lock(self) -> tuple[int, int]:
+        """(harmonics, levels) of the first envelope tier that sends phase rows; (0, 0) if none does."""
+        tiers = [t for t in self.config.envelopes if t.phase_harmonics]
+        return (tiers[0].phase_harmonics, tiers[0].phase_levels) if tiers else (0, 0)
 
     def correct_levels(self, wav: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """Training: this codec's output `audio` for `wav` (both `[batch, channels, time]`) with the envelope

@@ -53,8 +53,9 @@ class EnvelopeConfig:
         if self.step_db <= 0 or self.levels < 2:
             raise ValueError(f"step_db must be > 0 and levels >= 2, got {self.step_db}, {self.levels}")
         if self.phase_harmonics < 0 or self.phase_levels < 2:
-            raise ValueError(f"phase_harmonics must be >= 0 and phase_levels >= 2, got {self.phase_harmonics}, "
-                             f"{self.phase_levels}")
+            raise ValueError(
+                f"phase_harmonics must be >= 0 and phase_levels >= 2, got {self.phase_harmonics}, {self.phase_levels}"
+            )
 
     @property
     def bands(self) -> int:

@@ -164,8 +164,8 @@ class HarmonicSynth(StreamingModule):
 
     def _track(self, symbols: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """The source's F0 and phase for pitch symbols `[batch, frames]`, continuing the streamed state without
-        changing it: filled / start_f0 / voiced / was_voiced `[batch, frames]` and the per-sample phase `[batch, frames *
-        hop]` (float64, wrapped to [0, 2 pi))."""
+        changing it: filled / start_f0 / voiced / was_voiced `[batch, frames]` and the per-sample phase
+        `[batch, frames * hop]` (float64, wrapped to [0, 2 pi))."""
         batch, frames = symbols.shape
         f0 = symbols_to_f0(symbols).to(dtype)
         voiced = (symbols > 0).to(dtype)
@@ -216,7 +216,9 @@ class HarmonicSynth(StreamingModule):
         phase = torch.cat([phase, phase[..., -1:] + omega.unsqueeze(-1) * ahead], dim=-1)  # [batch, frames, 2 hop]
         windows = xs.unfold(-1, 2 * hop, hop) * torch.hann_window(2 * hop, dtype=torch.float64, device=x.device)
         orders = torch.arange(1, count + 1, device=x.device, dtype=torch.float64)
-        c = torch.einsum("bft,bfkt->bkf", windows.to(torch.complex128), torch.exp(-1j * orders[:, None] * phase[:, :, None]))
+        c = torch.einsum(
+            "bft,bfkt->bkf", windows.to(torch.complex128), torch.exp(-1j * orders[:, None] * phase[:, :, None])
+        )
         # x ~ cos(k phi + d) gives c ~ e^{i d}; sin(k phi + d + pi / 2) = cos(k phi + d)
         offset = torch.angle(c) + math.pi / 2
         out = torch.remainder(torch.round(offset * (levels / (2 * math.pi))), levels).long()

@@ -68,8 +68,9 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
 def model_hash(codec: Codec) -> str:
     """sha256 (hex) over the canonical JSON config and every state-dict tensor (name, dtype, shape, bytes):
     equal hashes mean the codec decodes identically. Stable across save/load, inference-only files included
-    (training-only EMA sums are left out), and so are encoder-only settings (the pitch tracker's lookahead), and tiers' phase settings left at their defaults,
-    so files a model wrote before such a setting existed still find it."""
+    (training-only EMA sums are left out), and so are encoder-only settings (the pitch tracker's lookahead) and
+    tiers' phase settings left at their defaults, so files a model wrote before such a setting existed still
+    find it."""
     # Through from_dict, as loading does: a config built with edges [0, 500] and one read back as [0.0, 500.0]
     # are the same model.
     config = to_dict(from_dict(type(codec.config), to_dict(codec.config)))

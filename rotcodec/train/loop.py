@@ -188,14 +188,15 @@ def _train_step(m: Models, wav: torch.Tensor, step: int, recipe: Recipe, amp: bo
         group["lr"] = lr
     # A fixed low-discrepancy sequence picks the envelope steps: the same on every rank and on resume.
     envelope = (step * 0.6180339887498949) % 1.0 < cfg.envelope_prob
+    lock = (step * 0.4142135623730950) % 1.0 < cfg.phase_lock_prob  # an independent sequence (sqrt 2 - 1)
     with _autocast(wav.device, amp):
-        audio, vq_loss, stats, harmonic = m.gen(wav, envelope)
+        audio, vq_loss, stats, harmonic, locked = m.gen(wav, envelope, lock)
     d_parts: dict[str, torch.Tensor] = {}
     if m.disc is not None and step >= cfg.adversarial_start:
         d_parts["disc"], adv_terms = _discriminator_step(m, wav, audio, recipe, amp)
-        total, parts = m.loss_fn(audio.float(), wav, vq_loss, *adv_terms, harmonic=harmonic)
+        total, parts = m.loss_fn(audio.float(), wav, vq_loss, *adv_terms, harmonic=harmonic, locked=locked)
     else:
-        total, parts = m.loss_fn(audio.float(), wav, vq_loss, harmonic=harmonic)
+        total, parts = m.loss_fn(audio.float(), wav, vq_loss, harmonic=harmonic, locked=locked)
     m.opt_g.zero_grad(set_to_none=True)
     total.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(

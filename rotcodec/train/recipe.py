@@ -28,6 +28,9 @@ class TrainConfig:
     audio_samples: validation reconstructions written as WAV per check. envelope_prob: share of training
     steps whose output passes through the envelope rows' gains (measured against the input, as the encoder
     would) before the losses, so the decoder learns what the gains leave to it; models with `envelope` only.
+    phase_lock_prob: share of training steps whose harmonic source is phase-locked to the input as the
+    model's phase tiers send it (`Codec.forward(lock=True)`), the steps `loss.phase` trains on; models with
+    pitch and an envelope tier with `phase_harmonics` only.
     """
 
     steps: int = 1000
@@ -51,6 +54,7 @@ class TrainConfig:
     valid_batches: int = 4
     audio_samples: int = 2
     envelope_prob: float = 0.0
+    phase_lock_prob: float = 0.0
     seed: int = 0
     device: str = "auto"
 
@@ -86,6 +90,12 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"train.envelope_prob must be in [0, 1], got {recipe.train.envelope_prob}")
     if recipe.train.envelope_prob > 0 and recipe.model.envelope is None:
         raise ConfigError("train.envelope_prob needs model.envelope")
+    if not 0.0 <= recipe.train.phase_lock_prob <= 1.0:
+        raise ConfigError(f"train.phase_lock_prob must be in [0, 1], got {recipe.train.phase_lock_prob}")
+    if recipe.train.phase_lock_prob > 0 and not any(t.phase_harmonics for t in recipe.model.envelopes):
+        raise ConfigError("train.phase_lock_prob needs an envelope tier with phase_harmonics")
+    if recipe.loss.phase > 0 and recipe.train.phase_lock_prob == 0:
+        raise ConfigError("loss.phase trains only on phase-locked steps: set train.phase_lock_prob too")
     return recipe
 
 

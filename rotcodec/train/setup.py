@@ -209,11 +209,11 @@ class _Generator(nn.Module):
         self.codec = codec
 
     def forward(
-        self, wav: torch.Tensor, envelope: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
-        out = self.codec(wav)
+        self, wav: torch.Tensor, envelope: bool = False, lock: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None, int]:
+        out = self.codec(wav, lock=lock)
         audio = self.codec.correct_levels(wav, out.audio) if envelope else out.audio
-        return audio, out.vq_loss, out.stats, out.harmonic
+        return audio, out.vq_loss, out.stats, out.harmonic, out.locked
 
 
 @dataclass
