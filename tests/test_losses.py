@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import auraloss
 import pytest
 import torch
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from rotcodec.losses import (
     AdversarialLossError,
     AutocorrelationLoss,
     GeneratorLoss,
+    LogMel,
     LossConfig,
     LossInputError,
     MultiResolutionSTFTLoss,
@@ -23,6 +25,7 @@ from rotcodec.losses import (
     feature_matching_loss,
     generator_adversarial_loss,
 )
+from rotcodec.losses.mel import DEFAULT_SCALES
 from rotcodec.models import Codec, CodecConfig, Discriminator, DiscriminatorConfig
 from rotcodec.quantize import RVQConfig
 
@@ -142,6 +145,34 @@ def test_generator_loss_backward_through_everything() -> None:
     disc.zero_grad()
     d_loss.backward()
     assert all(p.grad is not None for p in disc.parameters())
+
+
+def _separate_spectral_losses(estimate: torch.Tensor, target: torch.Tensor, sr: int) -> torch.Tensor:
+    """The spectral terms as computed before the losses shared their STFTs: auraloss's MR-STFT and one
+    `LogMel` per scale, each with its own STFTs of both signals."""
+    sizes = [2048, 1024, 512, 256, 128]
+    mrstft = auraloss.freq.MultiResolutionSTFTLoss(sizes, [n // 4 for n in sizes], sizes)
+    mels = [LogMel(sr, n, m) for n, m in DEFAULT_SCALES]
+    mel = sum((m(estimate) - m(target)).abs().mean() for m in mels) / len(mels)
+    return 15.0 * mel + mrstft(estimate, target)
+
+
+def test_shared_stfts_equal_separate_losses() -> None:
+    """GeneratorLoss shares the mel and MR-STFT losses' STFTs (PairSpectra): same values and gradients as
+    computing each loss on its own, to float32 rounding; with a silent stretch, where magnitudes hit the floor."""
+    g = torch.Generator().manual_seed(3)
+    target = 0.3 * torch.randn(2, 1, 8000, generator=g)
+    target[..., 2000:3000] = 0.0
+    estimate = (target + 0.05 * torch.randn(2, 1, 8000, generator=g)).requires_grad_()
+    loss_fn = GeneratorLoss(LossConfig(mel=15.0, mrstft=1.0, adv=0, feat=0, vq=0), 16000)
+    shared, parts = loss_fn(estimate, target)
+    (grad_shared,) = torch.autograd.grad(shared, estimate)
+    separate = _separate_spectral_losses(estimate, target, 16000)
+    (grad_separate,) = torch.autograd.grad(separate, estimate)
+    torch.testing.assert_close(shared, separate, rtol=1e-5, atol=0)
+    torch.testing.assert_close(grad_shared, grad_separate, rtol=1e-4, atol=1e-4 * grad_separate.abs().max().item())
+    mrstft = auraloss.freq.MultiResolutionSTFTLoss(fft_sizes=[512, 64], hop_sizes=[128, 16], win_lengths=[512, 64])
+    torch.testing.assert_close(MultiResolutionSTFTLoss((512, 64))(estimate, target), mrstft(estimate, target))
 
 
 def test_generator_loss_skips_zero_weights_and_missing_inputs() -> None:

@@ -21,6 +21,7 @@ from .mel import DEFAULT_SCALES, MultiScaleMelLoss
 from .periodicity import AutocorrelationLoss, PeriodicityLoss
 from .phase import LockedPhaseLoss
 from .spectral import MultiResolutionSTFTLoss, TimeL1Loss, check_pair
+from .stft import PairSpectra
 
 ADV_KINDS = ("hinge", "lsgan")
 FEAT_KINDS = ("relative", "l1")
@@ -157,10 +158,11 @@ class GeneratorLoss(nn.Module):
         check_pair(estimate, target)
         cfg = self.config
         weighted: dict[str, tuple[float, torch.Tensor]] = {}
+        spectra = PairSpectra(estimate, target)  # STFTs the mel and MR-STFT losses share, computed once each
         if self.mel is not None:
-            weighted["mel"] = (cfg.mel, self.mel(estimate, target))
+            weighted["mel"] = (cfg.mel, self.mel(estimate, target, spectra))
         if self.mrstft is not None:
-            weighted["mrstft"] = (cfg.mrstft, self.mrstft(estimate, target))
+            weighted["mrstft"] = (cfg.mrstft, self.mrstft(estimate, target, spectra))
         if self.l1 is not None:
             weighted["l1"] = (cfg.l1, self.l1(estimate, target))
         if self.periodicity is not None:

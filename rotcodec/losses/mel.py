@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .stft import PairSpectra
+
 # (n_fft, n_mels) pairs in the style of DAC's multi-scale mel loss; hop = n_fft // 4.
 DEFAULT_SCALES: tuple[tuple[int, int], ...] = (
     (32, 5),
@@ -46,14 +48,19 @@ class LogMel(nn.Module):
         shape = x.shape
         x = x.reshape(-1, shape[-1]).float()
         spec = torch.stft(x, self.n_fft, self.hop_length, window=self.window, center=True, return_complex=True).abs()
-        mel = torch.matmul(self.fb, spec)
-        return torch.log10(mel.clamp_min(1e-5)).reshape(*shape[:-1], mel.shape[-2], mel.shape[-1])
+        mel = self.from_magnitude(spec)
+        return mel.reshape(*shape[:-1], mel.shape[-2], mel.shape[-1])
+
+    def from_magnitude(self, spec: torch.Tensor) -> torch.Tensor:
+        """|STFT| `[..., n_fft // 2 + 1, frames]` (this module's framing) -> log10 mel `[..., n_mels, frames]`."""
+        return torch.log10(torch.matmul(self.fb, spec).clamp_min(1e-5))
 
 
 class MultiScaleMelLoss(nn.Module):
     """Multi-scale log-mel L1 distance (DAC-style mel distance), averaged over scales.
 
-    Inputs `[batch, channels, time]` at `sample_rate` Hz; returns a scalar.
+    Inputs `[batch, channels, time]` at `sample_rate` Hz; returns a scalar. `spectra`: the pair's shared
+    `PairSpectra` (`GeneratorLoss` passes one to this loss and the multi-resolution STFT loss).
     """
 
     def __init__(self, sample_rate: int, scales: tuple[tuple[int, int], ...] = DEFAULT_SCALES) -> None:
@@ -61,8 +68,12 @@ class MultiScaleMelLoss(nn.Module):
         usable = [(n, m) for n, m in scales if m <= n // 2 + 1]
         self.mels = nn.ModuleList(LogMel(sample_rate, n, m) for n, m in usable)
 
-    def forward(self, estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, estimate: torch.Tensor, target: torch.Tensor, spectra: PairSpectra | None = None) -> torch.Tensor:
+        spectra = PairSpectra(estimate, target) if spectra is None else spectra
         total = estimate.new_zeros((), dtype=torch.float32)
         for mel in self.mels:
-            total = total + (mel(estimate) - mel(target)).abs().mean()
+            est, ref = spectra.magnitudes(mel.n_fft, mel.hop_length)
+            with torch.no_grad():  # the target's side needs no graph
+                ref = mel.from_magnitude(ref)
+            total = total + (mel.from_magnitude(est) - ref).abs().mean()
         return total / len(self.mels)
