@@ -10,6 +10,7 @@ import torch
 from conftest import pitch_codec, vowel
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import Tensor
 
 from rotcodec.bitstream import decode_bytes, estimate_frequencies
 from rotcodec.eval.periodicity import frame_pitch
@@ -160,6 +161,43 @@ def test_synth_streams_like_whole_signal() -> None:
                 for i in range(0, 60, 7)
             ]
     torch.testing.assert_close(torch.cat(parts, dim=-1), whole, rtol=1e-4, atol=1e-5)
+
+
+def _harmonics_per_sample(synth: HarmonicSynth, z: torch.Tensor, sym: torch.Tensor, phases: torch.Tensor) -> Tensor:
+    """The harmonic source written out: an amplitude per sample and harmonic times sines `[batch, harmonics,
+    time]`, summed over harmonics (what the synthesiser's per-frame contraction computes)."""
+    amps = synth.amplitudes(z)
+    track = synth._track(sym, torch.float32)
+    k = synth.orders[None, :, None]
+    args = k * track["phase"].float().unsqueeze(1)
+    args[:, : phases.shape[1]] += synth._offsets(phases, 16).float()
+    audible = (k * torch.maximum(track["start_f0"], track["filled"]).unsqueeze(1) < 0.475 * SR).float()
+    start = torch.cat([amps[..., :1], amps[..., :-1]], dim=-1) * audible
+    ramp = torch.arange(1, HOP + 1) / HOP
+    a = (start.unsqueeze(-1) + (amps * audible - start).unsqueeze(-1) * ramp).flatten(-2)
+    was, now = track["was_voiced"], track["voiced"]
+    gate = (was.unsqueeze(-1) + (now - was).unsqueeze(-1) * ramp).flatten(-2)
+    return (a * torch.sin(args)).sum(1, keepdim=True) * gate.unsqueeze(1)
+
+
+def test_synth_equals_the_per_sample_sum() -> None:
+    torch.manual_seed(2)
+    synth = HarmonicSynth(8, SR, HOP, PitchConfig(harmonics=24, hidden=8))
+    with torch.no_grad():
+        for p in synth.head.parameters():
+            p.normal_(0.0, 0.1)
+    z = torch.randn(2, 8, 12)
+    f0 = 100 + 250 * torch.rand(2, 12)
+    f0[:, 4:6] = 0
+    sym = f0_to_symbols(f0)
+    phases = torch.randint(0, 16, (2, 3, 12))
+    fast = synth(z, sym, phases=phases)
+    (g_fast,) = torch.autograd.grad(fast.square().sum(), synth.head[0].conv.bias)
+    slow = _harmonics_per_sample(synth, z, sym, phases)
+    (g_slow,) = torch.autograd.grad(slow.square().sum(), synth.head[0].conv.bias)
+    assert fast.abs().max() > 0.1
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5 * slow.abs().max().item())
+    torch.testing.assert_close(g_fast, g_slow, rtol=1e-4, atol=1e-5 * g_slow.abs().max().item())
 
 
 def test_codec_sends_pitch_first_and_counts_its_bits() -> None:
