@@ -12,14 +12,15 @@
 #    the audio wheels the machine lacks (.whl: soundfile, soxr, librosa, auraloss, constriction and their small
 #    dependencies); the working tree, wheels and data must stay under 64 MiB.
 # B (GAN=1): recipes/speech16k_pitch_gan.yaml at batch 64, flat lr; 925 steps made every metric worse.
-#   Or (EXTRA_B="k=v ..."): A's run with these overrides on top, to compare two settings in one lease.
+#   Or (EXTRA_B="k=v ...", RECIPE_B=recipe): A's run with these overrides or this recipe, to compare two
+#   settings in one lease.
 # Both stop at train.max_minutes = BUDGET_S / 60 after their last validation and checkpoint.
 # The tiny-recipe CUDA test runs first and stops the script if it fails: the runs would fail the same way, and an
 # early stop leaves device time to fix and rerun.
 # Optional: WHEELS=folder of wheels to install into /tmp/site first (a machine without the audio packages);
 # INIT=weights to start from; RECIPE=run A's recipe (default recipes/speech16k_refine.yaml; the music codec:
 # RECIPE=recipes/music24k.yaml INIT=rotcodec/pretrained/music24k DATA=music_manifest.tsv; the phase-locked fine-tune:
-# RECIPE=recipes/speech16k_phase.yaml); BENCH=1: whole-step rotation-vs-STE cost at the end (about 60 s) at
+# RECIPE=recipes/speech16k_phase.yaml); BENCH=1: whole-step rotation-vs-STE cost at the end (about 90 s) at
 # batch BENCH_BATCH (default 32);
 # EXTRA="k=v k=v" recipe overrides for every run (a CPU dry run of this script:
 # EXTRA="train.batch_size=2 train.log_every=2 train.valid_batches=1" BUDGET_S=20 SKIP_TESTS=1 GAN=1 BENCH=1).
@@ -67,14 +68,14 @@ python3 -m rotcodec train "$RECIPE" --init "$INIT" --run-dir /tmp/runs/A --quiet
     --set train.steps="$STEPS_A" --set data.num_workers=8 "${extra[@]}" > "$OUT/logs/train_A.txt" 2>&1 &
 PA=$!
 PB=
-if [ -n "${EXTRA_B:-}" ]; then
+if [ -n "${EXTRA_B:-}${RECIPE_B:-}" ]; then
     # a variant of A beside it (same recipe, start, steps and schedule; RATE_A must then be the shared rate)
     extra_b=()
-    for kv in $EXTRA_B; do extra_b+=(--set "$kv"); done
-    log "B (A with $EXTRA_B) trains beside it"
-    python3 -m rotcodec train "$RECIPE" --init "$INIT" --run-dir /tmp/runs/B --quiet "${common[@]}" \
+    for kv in ${EXTRA_B:-}; do extra_b+=(--set "$kv"); done
+    log "B (A with ${RECIPE_B:-the same recipe} ${EXTRA_B:-}) trains beside it"
+    python3 -m rotcodec train "${RECIPE_B:-$RECIPE}" --init "$INIT" --run-dir /tmp/runs/B --quiet "${common[@]}" \
         --set train.batch_size=128 --set train.lr=0.0002 --set train.warmup_steps=100 --set train.final_lr_ratio=0.1 \
-        --set train.steps="$STEPS_A" --set data.num_workers=6 "${extra[@]}" "${extra_b[@]}" > "$OUT/logs/train_B.txt" 2>&1 &
+        --set train.steps="$STEPS_A" --set data.num_workers=6 "${extra[@]}" ${extra_b[@]+"${extra_b[@]}"} > "$OUT/logs/train_B.txt" 2>&1 &
     PB=$!
 elif [ "$GAN" = 1 ]; then
     log "B trains beside it"
@@ -103,25 +104,25 @@ for r in A B; do
     [ -d /tmp/runs/$r ] || continue
     ck=/tmp/runs/$r/checkpoints/$(cat /tmp/runs/$r/checkpoints/latest 2>/dev/null)
     if [ -f "$ck/model.safetensors" ]; then
-        # a lease brings back files of 16 MB at most: the float32 weights come in parts
-        # (join here: cat A_model.safetensors.part-* > A_model.safetensors)
+        # a lease brings back at most 8 files of 16 MB: the float32 weights come in parts (join here: cat
+        # A_model.safetensors.part-* > A_model.safetensors), their model.json inside logs.tar.gz
         split -b 15M "$ck/model.safetensors" "$OUT/${r}_model.safetensors.part-"
-        cp "$ck/model.json" "$OUT/${r}_model.json"
+        cp "$ck/model.json" "$OUT/logs/${r}_model.json"
         log "$r: brought back $ck"
     fi
     cp /tmp/runs/$r/metrics.jsonl "$OUT/logs/metrics_$r.jsonl" 2>/dev/null
     cp /tmp/runs/$r/config.json "$OUT/logs/config_$r.json" 2>/dev/null
     tail -3 "$OUT/logs/train_$r.txt"
 done
-tar czf "$OUT/logs.tar.gz" -C "$OUT" logs
+tar czf "$OUT/logs.tar.gz" -C "$OUT" logs  # again below: a lease cut short still brings these back
 
-# Whole-step cost of the rotation trick vs STE, alone on the GPU (about 30 s each).
+# Whole-step cost of the rotation trick (fused and eager) vs STE, alone on the GPU, interleaved (about 90 s).
 if [ -n "${BENCH:-}" ]; then
-    for grad in rotation ste; do
-        log "train_speed, speech16k_refine batch ${BENCH_BATCH:-32}, quantizer estimator: $grad"
-        python3 benchmarks/train_speed.py recipes/speech16k_refine.yaml --steps 40 --set train.batch_size=${BENCH_BATCH:-32} \
-            --set model.quantizer.estimator=$grad "${extra[@]}" 2>&1 | tail -3 | tee -a "$OUT/logs/step_cost.txt"
-    done
+    log "step_profile, speech16k_refine batch ${BENCH_BATCH:-32}: rotation, rotation-eager, ste"
+    python3 benchmarks/step_profile.py recipes/speech16k_refine.yaml --steps 20 --warmup 5 --rows 12 \
+        --estimators rotation rotation-eager ste --set train.batch_size=${BENCH_BATCH:-32} "${extra[@]}" \
+        > "$OUT/logs/step_profile.txt" 2>&1
+    grep "##" "$OUT/logs/step_profile.txt"
     tar czf "$OUT/logs.tar.gz" -C "$OUT" logs
 fi
 rm -rf "$OUT/logs"
