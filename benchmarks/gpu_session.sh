@@ -116,11 +116,11 @@ for r in A B; do
 done
 tar czf "$OUT/logs.tar.gz" -C "$OUT" logs  # again below: a lease cut short still brings these back
 
-# Whole-step cost of the rotation trick (fused and eager) vs STE, alone on the GPU, interleaved (about 90 s).
+# Whole-step cost of the rotation trick vs STE, alone on the GPU, interleaved (about 90 s).
 if [ -n "${BENCH:-}" ]; then
-    log "step_profile, speech16k_refine batch ${BENCH_BATCH:-32}: rotation, rotation-eager, ste"
+    log "step_profile, speech16k_refine batch ${BENCH_BATCH:-32}: rotation vs ste"
     python3 benchmarks/step_profile.py recipes/speech16k_refine.yaml --steps 20 --warmup 5 --rows 12 \
-        --estimators rotation rotation-eager ste --set train.batch_size=${BENCH_BATCH:-32} "${extra[@]}" \
+        --estimators rotation ste --set train.batch_size=${BENCH_BATCH:-32} "${extra[@]}" \
         > "$OUT/logs/step_profile.txt" 2>&1
     grep "##" "$OUT/logs/step_profile.txt"
     tar czf "$OUT/logs.tar.gz" -C "$OUT" logs

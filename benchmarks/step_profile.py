@@ -1,14 +1,14 @@
 """Where a training step's time goes, op by op, for each quantizer estimator side by side, on any device.
 
     python benchmarks/step_profile.py recipes/speech16k_refine.yaml [--steps 10] [--warmup 5] [--rows 15]
-        [--estimators rotation rotation-eager ste] [--set train.batch_size=128 ...]
+        [--estimators rotation ste] [--set train.batch_size=128 ...]
 
 Builds the recipe's codec, losses and optimiser as `rotcodec train` does (random weights, random audio, so no
 data loading counts), runs warm-up steps of the real training step, then times `--steps` steps per estimator,
 interleaved, and profiles a few more with torch.profiler. Prints per estimator: ms per step, operators
 dispatched and device kernels launched per step, and the ops with the most self time on the device (CUDA) or
-the CPU. A step that is slow but launches many kernels is bound by launches, not arithmetic. "rotation-eager"
-is the rotation trick without its compiled kernels (`quantize.rotation.FUSE_ON_CUDA`; the same on a CPU).
+the CPU. A step whose wall time is well above its device time is bound by dispatching operators, not by
+arithmetic (docs/results/gpu_lease_h200_2).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from rotcodec.models.codec import Codec
-from rotcodec.quantize import rotation
 from rotcodec.train.loop import _train_step
 from rotcodec.train.recipe import load_recipe
 from rotcodec.train.setup import DistInfo, build_models, setup_process
@@ -32,7 +31,7 @@ def _sync(device: torch.device) -> None:
 
 
 def build(recipe_path: str, estimator: str, overrides: list[str]):  # noqa: ANN201
-    recipe = load_recipe(recipe_path, [*overrides, f"model.quantizer.estimator={estimator.split('-')[0]}"])
+    recipe = load_recipe(recipe_path, [*overrides, f"model.quantizer.estimator={estimator}"])
     info, device = setup_process(recipe.train)
     models = build_models(Codec(recipe.model), recipe, device, info or DistInfo(), None, 0)
     length = int(recipe.data.segment_seconds * recipe.model.sample_rate)
@@ -47,9 +46,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--rows", type=int, default=15)
-    p.add_argument(
-        "--estimators", nargs="+", default=["rotation", "ste"], choices=["rotation", "rotation-eager", "ste"]
-    )
+    p.add_argument("--estimators", nargs="+", default=["rotation", "ste"], choices=["rotation", "ste"])
     p.add_argument("--set", dest="overrides", action="append", default=[])
     args = p.parse_args()
     runs = {e: build(args.recipe, e, args.overrides) for e in args.estimators}
@@ -57,7 +54,6 @@ def main() -> None:
 
     def one(e: str) -> None:
         recipe, models, wav, _, amp = runs[e]
-        rotation.FUSE_ON_CUDA = not e.endswith("-eager")
         _train_step(models, wav, step[e], recipe, amp)
         step[e] += 1
 

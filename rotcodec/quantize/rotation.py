@@ -47,85 +47,40 @@ class _RotateTo(torch.autograd.Function):
     @staticmethod
     def forward(ctx, e: torch.Tensor, q: torch.Tensor, rule: RotationRule):  # noqa: ANN001, ANN205
         with torch.no_grad():
-            keep, scale, inv_e, inv_q, inv_1pc = _kernels(e)[0](
-                e, q, rule.norm_eps, rule.antiparallel_eps, rule.max_scale
+            e_norm = e.norm(dim=-1, keepdim=True)
+            q_norm = q.norm(dim=-1, keepdim=True)
+            cos = (e * q).sum(-1, keepdim=True) / (e_norm * q_norm)
+            lam = q_norm / e_norm
+            # NaN/inf fail every comparison below, so non-finite rows fall back too.
+            keep = (
+                (e_norm > rule.norm_eps)
+                & (q_norm > rule.norm_eps)
+                & (cos > rule.antiparallel_eps - 1.0)
+                & (lam < rule.max_scale)
+                & (lam > 1.0 / rule.max_scale)
             )
+            fallback = ~keep
+            zero = torch.zeros_like(lam)
+            # Per-row constants, chosen so a fallback row's backward is exactly g (λ = 1, no rotation terms).
+            scale = torch.where(keep, lam, torch.ones_like(lam))
+            inv_e = torch.where(keep, 1.0 / e_norm, zero)
+            inv_q = torch.where(keep, 1.0 / q_norm, zero)
+            inv_1pc = torch.where(keep, 1.0 / (1.0 + cos), zero)
         ctx.save_for_backward(e, q, keep, scale, inv_e, inv_q, inv_1pc)
-        fallback = ~keep
         ctx.mark_non_differentiable(fallback)
         return q.clone(), fallback
 
     @staticmethod
     def backward(ctx, g: torch.Tensor, _unused: torch.Tensor):  # noqa: ANN001, ANN205
         e, q, keep, scale, inv_e, inv_q, inv_1pc = ctx.saved_tensors
-        return _kernels(e)[1](g, e, q, keep, scale, inv_e, inv_q, inv_1pc), None, None
-
-
-def _forward_terms(
-    e: torch.Tensor, q: torch.Tensor, norm_eps: float, antiparallel_eps: float, max_scale: float
-) -> tuple[torch.Tensor, ...]:
-    """Per-row constants `[..., 1]` of the backward: keep (not a fallback row), scale (λ, or 1 on fallback rows),
-    1/‖e‖, 1/‖q‖ and 1/(1 + c) (0 on fallback rows, so a fallback row's backward is exactly g)."""
-    e_norm = e.norm(dim=-1, keepdim=True)
-    q_norm = q.norm(dim=-1, keepdim=True)
-    cos = (e * q).sum(-1, keepdim=True) / (e_norm * q_norm)
-    lam = q_norm / e_norm
-    # NaN/inf fail every comparison below, so non-finite rows fall back too.
-    keep = (
-        (e_norm > norm_eps)
-        & (q_norm > norm_eps)
-        & (cos > antiparallel_eps - 1.0)
-        & (lam < max_scale)
-        & (lam > 1.0 / max_scale)
-    )
-    zero = torch.zeros_like(lam)
-    scale = torch.where(keep, lam, torch.ones_like(lam))
-    inv_e = torch.where(keep, 1.0 / e_norm, zero)
-    inv_q = torch.where(keep, 1.0 / q_norm, zero)
-    inv_1pc = torch.where(keep, 1.0 / (1.0 + cos), zero)
-    return keep, scale, inv_e, inv_q, inv_1pc
-
-
-def _backward_terms(
-    g: torch.Tensor,
-    e: torch.Tensor,
-    q: torch.Tensor,
-    keep: torch.Tensor,
-    scale: torch.Tensor,
-    inv_e: torch.Tensor,
-    inv_q: torch.Tensor,
-    inv_1pc: torch.Tensor,
-) -> torch.Tensor:
-    """λ Rᵀ g per row (g on fallback rows), `[..., d]`."""
-    zero = torch.zeros_like(scale)
-    # where, not multiply: on fallback rows g·e may be inf, and inf · 0 would be NaN.
-    a = torch.where(keep, (g * e).sum(-1, keepdim=True) * inv_e, zero)
-    b = torch.where(keep, (g * q).sum(-1, keepdim=True) * inv_q, zero)
-    t = (a + b) * inv_1pc
-    alpha = (2.0 * b - t) * inv_e * scale
-    beta = -t * inv_q * scale
-    return torch.addcmul(torch.addcmul(g * scale, alpha, e), beta, q)
-
-
-# On a GPU a training step is bound by kernel launches, not arithmetic: eagerly, the two functions above are
-# about 120 operator calls per stage, which made a whole speech16k step 1.47x longer than STE's on an H200
-# (benchmarks/step_profile.py). Compiled, each is a couple of fused kernels. Off CUDA (or without Triton),
-# and with FUSE_ON_CUDA off, the eager functions run: they are the exact reference the tests hold.
-FUSE_ON_CUDA = True
-_compiled: tuple | None = None
-
-
-def _kernels(e: torch.Tensor) -> tuple:
-    """(forward terms, backward terms) for tensors like `e`: compiled on CUDA, eager elsewhere."""
-    global _compiled
-    if not (FUSE_ON_CUDA and e.is_cuda):
-        return _forward_terms, _backward_terms
-    if _compiled is None:
-        _compiled = (
-            torch.compile(_forward_terms, dynamic=True, fullgraph=True),
-            torch.compile(_backward_terms, dynamic=True, fullgraph=True),
-        )
-    return _compiled
+        zero = torch.zeros_like(scale)
+        # where, not multiply: on fallback rows g·e may be inf, and inf · 0 would be NaN.
+        a = torch.where(keep, (g * e).sum(-1, keepdim=True) * inv_e, zero)
+        b = torch.where(keep, (g * q).sum(-1, keepdim=True) * inv_q, zero)
+        t = (a + b) * inv_1pc
+        alpha = (2.0 * b - t) * inv_e * scale
+        beta = -t * inv_q * scale
+        return torch.addcmul(torch.addcmul(g * scale, alpha, e), beta, q), None, None
 
 
 def rotate_to(e: torch.Tensor, q: torch.Tensor, rule: RotationRule = DEFAULT_RULE) -> tuple[torch.Tensor, torch.Tensor]:
