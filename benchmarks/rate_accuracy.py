@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 within += 0.95 <= ratio <= 1.0
                 over += ratio > 1.0
             label = name if len(name) <= 28 else "..." + name[-25:]
-            print(f"{label:<28} {seconds:6.1f} {kbps:6g} {measured:9.3f} {ratio:6.3f}  {layout.describe()}")
+            print(f"{label:<28} {seconds:6.1f} {kbps:6g} {measured:9.3f} {ratio:6.3f}  {model.describe(layout)}")
     print(f"files of 10 s or more: {within} of {total} within 5% under the request, {over} over it")
     return 0
 

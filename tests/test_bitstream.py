@@ -393,3 +393,9 @@ def test_format_doc_header_table_matches_the_writer():
         found[name] = struct.unpack_from(kinds[kind], data, int(off))[0]
     assert found.items() >= expected.items() and set(expected) <= set(found)
     assert "is 186 bytes" in doc
+
+
+def test_layout_tells_phase_rows_from_band_gains() -> None:
+    lay = StreamLayout(n_q=8, envelope=8, pitch_rows=1, envelope_rows=56)
+    assert lay.describe() == "n_q 8 + pitch + 56 band gains (tier 8)"
+    assert lay.describe(8) == "n_q 8 + pitch + 48 band gains + 8 harmonic phases (tier 8)"

@@ -45,10 +45,12 @@ class StreamLayout:
         """All code rows per channel and frame."""
         return self.side_rows + self.n_q
 
-    def describe(self) -> str:
-        """E.g. "n_q 2 (last of 96 codes) + pitch + 48 band gains (tier 2)"."""
+    def describe(self, phase_rows: int = 0) -> str:
+        """E.g. "n_q 2 (last of 96 codes) + pitch + 48 band gains (tier 2)"; `phase_rows`: how many of the
+        envelope rows are harmonic phases (the model knows, the header does not)."""
         trim = "" if self.last_codes is None else f" (last of {self.last_codes} codes)"
         text = f"n_q {self.n_q}{trim}" + (" + pitch" if self.pitch_rows else "")
-        return text + (
-            f" + {self.envelope_rows} band gains (tier {self.envelope})" if self.envelope is not None else ""
-        )
+        if self.envelope is None:
+            return text
+        phases = f" + {phase_rows} harmonic phases" if phase_rows else ""
+        return text + f" + {self.envelope_rows - phase_rows} band gains{phases} (tier {self.envelope})"

@@ -332,7 +332,7 @@ def run_compress(args: argparse.Namespace) -> int:
                 "restores the rate, not the band)",
                 file=sys.stderr,
             )
-        stages = lay.describe()
+        stages = model.describe(lay)
         requested = "" if args.kbps is None else f"requested {args.kbps:g} kbps, "
         return (
             f"{src} -> {dst}: {r.duration:.2f} s, {h.original_sample_rate} Hz, {h.channels} ch, {model.name}, "

@@ -225,6 +225,12 @@ class CodecModel:
         last = header.codebook_sizes[-1]
         return dataclasses.replace(lay, last_codes=last if last < self.codec.codebook_size else None)
 
+    def describe(self, layout: StreamLayout) -> str:
+        """`layout.describe()` with the tier's harmonic phase rows told apart from its band gains."""
+        tiers = self.codec.config.envelopes
+        phases = tiers[layout.envelope].phase_harmonics if layout.envelope is not None else 0
+        return layout.describe(phases)
+
     @property
     def sorted_codes(self) -> bool:
         """Whether every stage lists its codes by falling use in the model's tables (`rotcodec export` sorts
