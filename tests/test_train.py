@@ -20,6 +20,7 @@ from rotcodec.models.io import load_model
 from rotcodec.train.diagnostics import latent_effective_dims
 from rotcodec.train.loop import TrainingError, train
 from rotcodec.train.recipe import load_recipe
+from rotcodec.train.setup import adamw
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "recipes" / "tiny.yaml"
@@ -254,3 +255,22 @@ def test_envelope_in_the_loop_trains_and_needs_an_envelope(tmp_path: Path) -> No
         load_recipe(TINY, overrides)
     with pytest.raises(ConfigError, match="envelope_prob"):
         load_recipe(TINY, ["train.envelope_prob=1.5", "model.envelope.edges_hz=[0,1000]"])
+
+
+def test_cpu_adamw_is_fused_where_torch_has_it_and_matches_the_loop() -> None:
+    torch.manual_seed(0)
+    shapes = [(16, 8, 3), (16,), (1, 1, 1), (300,)]
+    ours = [torch.randn(s, requires_grad=True) for s in shapes]
+    loop = [p.detach().clone().requires_grad_() for p in ours]
+    kw = dict(lr=3e-3, betas=(0.8, 0.99), weight_decay=0.01)
+    opt, ref = adamw(ours, torch.device("cpu"), **kw), torch.optim.AdamW(loop, foreach=False, **kw)
+    fused_cpu = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4)
+    assert opt.param_groups[0]["fused"] is (True if fused_cpu else None)
+    for _ in range(20):
+        for a, b in zip(ours, loop, strict=True):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        opt.step()
+        ref.step()
+    for a, b in zip(ours, loop, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
