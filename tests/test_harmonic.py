@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from rotcodec.bitstream import decode_bytes, estimate_frequencies
+from rotcodec.dsp.pitch import normalised_autocorrelation
 from rotcodec.eval.periodicity import frame_pitch
 from rotcodec.inference import load_model
 from rotcodec.losses import GeneratorLoss, LossConfig
@@ -85,6 +86,23 @@ def test_tracker_streams_like_whole_signal(sizes: list[int], lookahead: int) -> 
         assert sum(p.shape[-1] for p in parts) == whole.shape[-1] - lookahead  # a frame behind the input
         parts.append(tracker.flush(2))
     assert torch.equal(torch.cat(parts, dim=-1), whole)
+
+
+def test_tracker_frames_depend_on_their_own_samples_only() -> None:
+    # A loud vowel then a quiet one (-50 dB): with a floor relative to the loudest frame in sight, the quiet
+    # frames' autocorrelation changed with whether the loud part was in the same call (a stream's chunk).
+    loud = torch.from_numpy(vowel(SR, 0.6, seed=1))
+    quiet = 10 ** (-50 / 20) * torch.from_numpy(vowel(SR, 0.6, seed=2))
+    both = torch.cat([loud, quiet])[None]
+    start = loud.shape[-1] // HOP
+    relative = normalised_autocorrelation(both, SR, 2 * HOP, HOP)[0][0, start:]
+    alone = normalised_autocorrelation(quiet[None], SR, 2 * HOP, HOP)[0][0]
+    assert not torch.allclose(relative[: alone.shape[0]], alone, atol=1e-3)
+    fixed = normalised_autocorrelation(both, SR, 2 * HOP, HOP, floor_db=-75.0)[0][0, start:]
+    fixed_alone = normalised_autocorrelation(quiet[None], SR, 2 * HOP, HOP, floor_db=-75.0)[0][0]
+    torch.testing.assert_close(fixed[: fixed_alone.shape[0]], fixed_alone, rtol=1e-4, atol=1e-5)
+    tracker = PitchTracker(SR, HOP, PitchConfig())
+    assert torch.equal(tracker(both)[0, start + 2 :], tracker(quiet[None])[0, 2:])  # past the 2-hop window
 
 
 def test_tracker_lookahead_reads_one_frame_later() -> None:

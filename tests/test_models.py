@@ -219,7 +219,9 @@ def test_tiny_codec_overfits_one_clip() -> None:
     loss_fn = GeneratorLoss(LossConfig(mel=1.0, mrstft=1.0, l1=1.0, adv=0, feat=0, stft_sizes=[512, 256, 128]), sr)
     opt = torch.optim.Adam(codec.parameters(), lr=3e-3)
     losses = []
-    for _ in range(30):
+    # 60 steps: after 30 the drop ranged over 0.60-0.88 of the start across seeds (code flips steer the run),
+    # too close to the bar for float-rounding changes in the losses; after 60, 0.50-0.65
+    for _ in range(60):
         out = codec(clip)
         total, parts = loss_fn(out.audio, clip, vq_loss=out.vq_loss)
         opt.zero_grad()

@@ -28,11 +28,14 @@ def pitch_lags(sample_rate: int) -> tuple[int, int]:
 
 
 def normalised_autocorrelation(
-    x: torch.Tensor, sample_rate: int, frame: int | None = None, hop: int | None = None
+    x: torch.Tensor, sample_rate: int, frame: int | None = None, hop: int | None = None, floor_db: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x `[..., time]` at `sample_rate` Hz -> (normalised autocorrelation `[..., frames, lags]` over the pitch
     lags of 400..60 Hz, about -1..1; frame energy `[..., frames]` in dB). Frames of `frame` samples every
-    `hop` (default 40 ms / 10 ms); none when x is shorter than one frame. Differentiable."""
+    `hop` (default 40 ms / 10 ms); none when x is shorter than one frame. Differentiable. floor_db: the
+    energy floor of the normalisation as a mean square in dB re full scale, the same for every frame (so a
+    frame's value depends on that frame alone, as streaming needs); None: FLOOR_DB below the loudest frame
+    of x (level-free, but then it depends on the rest of x)."""
     frame = round(FRAME_SECONDS * sample_rate) if frame is None else frame
     hop = round(HOP_SECONDS * sample_rate) if hop is None else hop
     lo, hi = pitch_lags(sample_rate)
@@ -50,7 +53,10 @@ def normalised_autocorrelation(
     total = sq[..., -1:]
     head = sq[..., frame - 1 - lags]
     tail = total - torch.cat([torch.zeros_like(total), sq], dim=-1)[..., lags]
-    floor = total.detach().amax(dim=-2, keepdim=True) * 10 ** (-FLOOR_DB / 10) + 1e-20  # relative: level-free
+    if floor_db is None:
+        floor = total.detach().amax(dim=-2, keepdim=True) * 10 ** (-FLOOR_DB / 10) + 1e-20  # relative: level-free
+    else:
+        floor = frame * 10 ** (floor_db / 10)
     energy_db = 10 * torch.log10(total.squeeze(-1) / frame + 1e-12)
     return acf / torch.sqrt((head + floor) * (tail + floor)), energy_db
 

@@ -91,7 +91,10 @@ class PitchTracker(StreamingModule):
             x = F.pad(x, (hop * (1 - ahead), (frames + ahead) * hop - x.shape[-1]))
         if frames == 0:
             return torch.zeros(x.shape[0], 0, dtype=torch.long, device=x.device)
-        acf, energy_db = normalised_autocorrelation(x, self.sample_rate, frame=2 * hop, hop=hop)
+        # An absolute floor well below the silence gate: a floor relative to the loudest frame in sight made a
+        # quiet frame's symbol depend on the chunk a stream happened to cut.
+        floor_db = self.cfg.silence_db - 20.0
+        acf, energy_db = normalised_autocorrelation(x, self.sample_rate, frame=2 * hop, hop=hop, floor_db=floor_db)
         lag, best = peak_lag(acf, self.sample_rate)
         voiced = (best > self.cfg.voiced) & (energy_db > self.cfg.silence_db)
         return f0_to_symbols(torch.where(voiced, self.sample_rate / lag, torch.zeros_like(lag)))
