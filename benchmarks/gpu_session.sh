@@ -4,10 +4,10 @@
 #   OUT=/tmp/out DATA=path/to/manifest.tsv BUDGET_S=480 WHEELS=.whl bash benchmarks/gpu_session.sh
 # BUDGET_S is the training time; the script takes about 100 s more (wheels, the first test, decoding the data,
 # the last validation), and a lease call runs 600 s at most.
-# A: recipes/speech16k_refine.yaml (the shipped model's recipe, spectral losses) at batch 128, lr 2e-4 with a
-#    cosine decay to 0.1x sized to the budget (RATE_A steps/s: 6.1 alone on an H200 with the shipped full-width
-#    codes, docs/results/gpu_lease_h200; 5.5 on an H100 and 3.3 beside B with factorised codes). 2420 such steps
-#    on the H200 gave mel distance -0.001..-0.002, PESQ-WB level: its validation had flattened by step 2000.
+# A: recipes/speech16k_phase8.yaml (the shipped model's recipe: spectral losses, the harmonic source locked to the
+#    input on half the steps) at batch 128, lr 2e-4 with a cosine decay to 0.1x sized to the budget (RATE_A
+#    steps/s: 6.1 alone on an H200 without the lock, docs/results/gpu_lease_h200; 4.3 each with two phase runs
+#    side by side, docs/results/gpu_lease_h200_2). 2180 phase-training steps gave PESQ-WB +0.05 at 12 kbps.
 #    Data: recipes/data/pack_subset.py (with --opus-kbps) into a folder .git/info/exclude ignores, carried with
 #    the audio wheels the machine lacks (.whl: soundfile, soxr, librosa, auraloss, constriction and their small
 #    dependencies); the working tree, wheels and data must stay under 64 MiB.
@@ -18,9 +18,8 @@
 # The tiny-recipe CUDA test runs first and stops the script if it fails: the runs would fail the same way, and an
 # early stop leaves device time to fix and rerun.
 # Optional: WHEELS=folder of wheels to install into /tmp/site first (a machine without the audio packages);
-# INIT=weights to start from; RECIPE=run A's recipe (default recipes/speech16k_refine.yaml; the music codec:
-# RECIPE=recipes/music24k.yaml INIT=rotcodec/pretrained/music24k DATA=music_manifest.tsv; the phase-locked fine-tune:
-# RECIPE=recipes/speech16k_phase.yaml); BENCH=1: whole-step rotation-vs-STE cost at the end (about 90 s) at
+# INIT=weights to start from; RECIPE=run A's recipe (the music codec: RECIPE=recipes/music24k.yaml
+# INIT=rotcodec/pretrained/music24k DATA=music_manifest.tsv); BENCH=1: whole-step rotation-vs-STE cost at the end (about 90 s) at
 # batch BENCH_BATCH (default 32);
 # EXTRA="k=v k=v" recipe overrides for every run (a CPU dry run of this script:
 # EXTRA="train.batch_size=2 train.log_every=2 train.valid_batches=1" BUDGET_S=20 SKIP_TESTS=1 GAN=1 BENCH=1).
@@ -30,11 +29,12 @@ BUDGET_S=${BUDGET_S:-480}
 GAN=${GAN:-0}
 RATE_A=${RATE_A:-$([ "$GAN" = 1 ] && echo 3.3 || echo 5.5)}
 INIT=${INIT:-rotcodec/pretrained/speech16k}
-RECIPE=${RECIPE:-recipes/speech16k_refine.yaml}
+RECIPE=${RECIPE:-recipes/speech16k_phase8.yaml}
 export PYTHONUNBUFFERED=1
 T0=$(date +%s)
 log() { echo "[$(($(date +%s) - T0)) s] $*"; }
 mkdir -p "$OUT/logs"
+rm -rf /tmp/runs/A /tmp/runs/B  # a rerun on a warm machine must not bring back the last call's runs
 if [ -n "${WHEELS:-}" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
         || exit 1
