@@ -108,3 +108,20 @@ def test_phase_tiers_need_a_pitch_model_and_valid_settings() -> None:
         EnvelopeConfig([0, 1000], 6.0, 5, phase_harmonics=-1)
     with pytest.raises(ValueError, match="phase"):
         EnvelopeConfig([0, 1000], 6.0, 5, phase_levels=1)
+
+
+def test_planning_prices_phase_tiers_on_the_unlocked_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    codec = phase_codec(3)
+    torch.nn.init.constant_(codec.harmonic.head[-1].conv.bias, -0.2)  # audible harmonics: the lock matters
+    wav = torch.from_numpy(vowel(SR, 1.0, seed=5))[None, None]
+    calls = []
+    decode = codec._synthesise
+    monkeypatch.setattr(codec, "_synthesise", lambda *a: calls.append(len(a)) or decode(*a))
+    exact = codec.table_codes_at(wav, [1, 2])
+    quick = codec.table_codes_at(wav, [1, 2], locked_gains=False)
+    assert calls == [1, 3, 1, 3, 1, 1]  # per stage count: unlocked and locked decodes; planning: unlocked only
+    lay = codec.layout(2, 1)
+    phase_gains = [codec.table_rows(lay)[k] for k in range(1, 4)]  # tier 1's band gains (after the pitch row)
+    for rows_exact, rows_quick in zip(exact, quick, strict=True):
+        differ = [r for r, (a, b) in enumerate(zip(rows_exact, rows_quick, strict=True)) if not torch.equal(a, b)]
+        assert set(differ) <= set(phase_gains)  # pitch, tier 0, phase rows and stages are the same

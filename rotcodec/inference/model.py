@@ -299,7 +299,7 @@ class CodecModel:
             groups = []
             for a in range(0, len(x), per):
                 batch = self._as_batch(x[a : a + per])
-                groups.append(self.codec.table_codes_at(batch, measured))
+                groups.append(self.codec.table_codes_at(batch, measured, locked_gains=False))
                 if sizes:  # [stages, sizes, batch * frames]
                     codes, g = self.codec.quantizer.encode_trimmed(self.codec.embed(batch), sizes)
                     trimmed.append(rearrange(codes, "b q s t -> q s (b t)"))

@@ -376,8 +376,13 @@ class Codec(StreamingModule):
         sends them), all stages. For code tables and per-file rate planning."""
         return self.table_codes_at(wav, [self.n_q if gains_n_q is None else gains_n_q])[0]
 
-    def table_codes_at(self, wav: torch.Tensor, gains_n_qs: list[int]) -> list[list[torch.Tensor]]:
-        """`table_codes` for several stage counts of the band gains, encoding once: one list of rows per count."""
+    def table_codes_at(
+        self, wav: torch.Tensor, gains_n_qs: list[int], locked_gains: bool = True
+    ) -> list[list[torch.Tensor]]:
+        """`table_codes` for several stage counts of the band gains, encoding once: one list of rows per count.
+        locked_gains False: phase tiers' band gains are measured on the decode without phase rows, one decode
+        per count instead of one per kind of phase rows: close enough to price them (rate planning), not what
+        a stream sends (code tables)."""
         codes = self.encode(wav, self.n_q, None).flatten(0, 1)  # [batch * channels, pitch + n_q, frames]
         p = self.pitch_rows
         head = [codes[:, k] for k in range(p)]
@@ -394,7 +399,8 @@ class Codec(StreamingModule):
         for n in gains_n_qs:
             sent = codes[:, : p + self._check_n_q(n)]  # a stage's codes do not depend on later stages
             decodes = {None: self._synthesise(sent)[:, 0]}
-            decodes.update({k: self._synthesise(sent, locks[k], k[1])[:, 0] for k in kinds})
+            for k in kinds:
+                decodes[k] = self._synthesise(sent, locks[k], k[1])[:, 0] if locked_gains else decodes[None]
             rows = []
             for tier in self.envelopes:
                 kind = (tier.cfg.phase_harmonics, tier.cfg.phase_levels) if tier.cfg.phase_harmonics else None
