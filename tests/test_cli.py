@@ -397,3 +397,14 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav"]  # no output, no temp file
+
+
+def test_info_tells_phase_rows_from_band_gains_by_the_installed_model() -> None:
+    from rotcodec.cli.compress import _phase_rows
+
+    meta = json.loads((Path(__file__).resolve().parents[1] / "rotcodec/pretrained/speech16k.json").read_text())
+    tiers = meta["config"]["envelope_tiers"]
+    phase_tier = 1 + next(i for i, t in enumerate(tiers) if t.get("phase_harmonics"))
+    assert _phase_rows(meta, phase_tier) == tiers[phase_tier - 1]["phase_harmonics"] > 0
+    assert _phase_rows(meta, 0) == 0 and _phase_rows(meta, None) == 0 and _phase_rows({}, 8) == 0
+    assert _phase_rows(meta, 99) == 0  # a tier the model lacks: the header alone cannot say
