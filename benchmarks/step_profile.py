@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 from rotcodec.models.codec import Codec
 from rotcodec.train.loop import _train_step
 from rotcodec.train.recipe import load_recipe
-from rotcodec.train.setup import DistInfo, build_models, setup_process
+from rotcodec.train.setup import build_models, setup_process
 
 
 def _sync(device: torch.device) -> None:
@@ -33,7 +33,7 @@ def _sync(device: torch.device) -> None:
 def build(recipe_path: str, estimator: str, overrides: list[str]):  # noqa: ANN201
     recipe = load_recipe(recipe_path, [*overrides, f"model.quantizer.estimator={estimator}"])
     info, device = setup_process(recipe.train)
-    models = build_models(Codec(recipe.model), recipe, device, info or DistInfo(), None, 0)
+    models = build_models(Codec(recipe.model), recipe, device, info, None, 0)
     length = int(recipe.data.segment_seconds * recipe.model.sample_rate)
     wav = 0.1 * torch.randn(recipe.train.batch_size, recipe.model.channels, length, device=device)
     amp = device.type == "cuda" and recipe.train.amp == "bf16"

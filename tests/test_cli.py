@@ -399,12 +399,20 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav"]  # no output, no temp file
 
 
-def test_info_tells_phase_rows_from_band_gains_by_the_installed_model() -> None:
-    from rotcodec.cli.compress import _phase_rows
+def test_layouts_tell_phase_rows_from_band_gains_by_the_model_config() -> None:
+    from rotcodec.bitstream.layout import StreamLayout
+    from rotcodec.config import from_dict
+    from rotcodec.inference.model import describe_layout
+    from rotcodec.models.codec import CodecConfig
 
+    # what `rotcodec info` reads when the model that wrote a file is installed: its JSON config, no weights
     meta = json.loads((Path(__file__).resolve().parents[1] / "rotcodec/pretrained/speech16k.json").read_text())
-    tiers = meta["config"]["envelope_tiers"]
-    phase_tier = 1 + next(i for i, t in enumerate(tiers) if t.get("phase_harmonics"))
-    assert _phase_rows(meta, phase_tier) == tiers[phase_tier - 1]["phase_harmonics"] > 0
-    assert _phase_rows(meta, 0) == 0 and _phase_rows(meta, None) == 0 and _phase_rows({}, 8) == 0
-    assert _phase_rows(meta, 99) == 0  # a tier the model lacks: the header alone cannot say
+    config = from_dict(CodecConfig, meta["config"])
+    tier = next(i for i, t in enumerate(config.envelopes) if t.phase_harmonics)
+    k, bands = config.envelopes[tier].phase_harmonics, config.envelopes[tier].bands
+    assert k > 0
+    lay = StreamLayout(n_q=3, envelope=tier, pitch_rows=1, envelope_rows=bands + k)
+    assert describe_layout(config, lay) == f"n_q 3 + pitch + {bands} band gains + {k} harmonic phases (tier {tier})"
+    plain = StreamLayout(n_q=3, envelope=0, pitch_rows=1, envelope_rows=config.envelopes[0].bands)
+    assert describe_layout(config, plain) == plain.describe()
+    assert describe_layout(config, StreamLayout(n_q=3, pitch_rows=1)) == "n_q 3 + pitch"

@@ -395,19 +395,13 @@ def check_body(path: str, header: Any, installed: str | None) -> str:
     return f"ok ({chunks} chunks, {frames} frames checked)"
 
 
-def _phase_rows(meta: dict[str, Any], tier: int | None) -> int:
-    """Harmonic phase rows of envelope tier `tier` by an installed model's JSON metadata (0 if unknown)."""
-    config = meta.get("config", {})
-    tiers = [config.get("envelope")] + list(config.get("envelope_tiers") or [])
-    if tier is None or not 0 <= tier < len(tiers) or not isinstance(tiers[tier], dict):
-        return 0
-    return int(tiers[tier].get("phase_harmonics", 0) or 0)
-
-
 def rcq_info(path: str, check: bool = True) -> dict[str, Any]:
     """Header fields of an `.rcq` file plus duration, plain-packed/measured kbps and the installed model; with `check`,
     the body is read and checked too (`check_body`; BitstreamError if corrupt)."""
+    from ..config import from_dict
     from ..inference import read_rcq_header
+    from ..inference.model import describe_layout
+    from ..models.codec import CodecConfig
     from ..pretrained import find_by_fingerprint
 
     h = read_rcq_header(path)
@@ -418,6 +412,8 @@ def rcq_info(path: str, check: bool = True) -> dict[str, Any]:
     entry = find_by_fingerprint(h.model_hash, h.model_id)
     installed = str(entry.weights_path) if entry else None
     body = check_body(path, h, installed) if check else "not checked (--no-check)"
+    # the installed model's config tells a phase tier's rows from its band gains; the header alone cannot
+    layout = describe_layout(from_dict(CodecConfig, entry.meta["config"]), h.layout) if entry else h.layout.describe()
     return {
         "file": path,
         "format_version": version,
@@ -437,7 +433,7 @@ def rcq_info(path: str, check: bool = True) -> dict[str, Any]:
         "pitch_rows": h.pitch_rows,
         "envelope_tier": h.envelope_tier,
         "envelope_rows": h.envelope_rows,
-        "layout": h.layout.describe(_phase_rows(entry.meta if entry else {}, h.envelope_tier)),
+        "layout": layout,
         "codebook_sizes": list(h.codebook_sizes),
         "plain_kbps": h.plain_kbps,
         "measured_kbps": size * 8 / max(duration, 1e-9) / 1000.0,

@@ -24,6 +24,7 @@ from ..bitstream import BitstreamError, CodingMode, RcqHeader, RcqReader, RcqWri
 from ..bitstream.entropy import TABLE_BITS, expected_bits, quantize_counts
 from ..bitstream.header import pack_header, read_header
 from ..bitstream.layout import StreamLayout
+from ..models.codec import CodecConfig
 from ..models.io import ModelFile
 from ..pretrained import ModelEntry
 from .files import AudioSource, FileResult, Progress, atomic_output, open_audio, open_rcq
@@ -123,6 +124,13 @@ class FileCosts:
     sizes: tuple[int, ...]
     trimmed: np.ndarray
     helps: np.ndarray
+
+
+def describe_layout(config: CodecConfig, layout: StreamLayout) -> str:
+    """`layout.describe()` with the tier's harmonic phase rows told apart from its band gains, by the config
+    of the model that wrote the stream (a header alone cannot tell them apart)."""
+    phases = config.envelopes[layout.envelope].phase_harmonics if layout.envelope is not None else 0
+    return layout.describe(phases)
 
 
 def expected_frames(header: RcqHeader) -> int:
@@ -227,9 +235,7 @@ class CodecModel:
 
     def describe(self, layout: StreamLayout) -> str:
         """`layout.describe()` with the tier's harmonic phase rows told apart from its band gains."""
-        tiers = self.codec.config.envelopes
-        phases = tiers[layout.envelope].phase_harmonics if layout.envelope is not None else 0
-        return layout.describe(phases)
+        return describe_layout(self.codec.config, layout)
 
     @property
     def sorted_codes(self) -> bool:

@@ -24,11 +24,6 @@ class PairSpectra:
         self.target = target.reshape(-1, target.shape[-1]).float()
         self._cache: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    @property
-    def length(self) -> int:
-        """Samples per signal."""
-        return self.estimate.shape[-1]
-
     def magnitudes(self, n_fft: int, hop: int, win: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         key = (n_fft, hop, win or n_fft)
         if key not in self._cache:

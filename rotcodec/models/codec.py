@@ -277,7 +277,7 @@ class Codec(StreamingModule):
             pitch = self.pitch_tracker(x[:, 0])
             amps = self.harmonic.amplitudes(q.quantized)
             phases = self._lock(x[:, 0], pitch, harmonics, levels)
-            audio = self.harmonic(q.quantized, pitch, audio, amps, phases, max(levels, 1))
+            audio = self.harmonic(q.quantized, pitch, audio, amps, phases, levels)
             f0 = symbols_to_f0(pitch)
         audio = audio[..., :length].reshape(batch, self.channels, -1)
         codes = q.codes.reshape(batch, self.channels, q.codes.shape[1], -1)
