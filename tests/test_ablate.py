@@ -3,6 +3,7 @@ damaged runs."""
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,39 @@ def test_cli_ablate_reports_a_damaged_run_not_an_existing_one(
     assert code == 1 and len(lines) == 1, lines
     assert lines[0].startswith("rotcodec ablate: error: ") and expected in lines[0]
     assert f"write {way_back} into" in lines[0] and "already holds a run" not in lines[0]
+
+
+def test_train_only_then_evaluate_exported_runs_from_init(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    train(load_recipe(TINY, ["train.steps=2", "train.valid_every=1000"]), base, quiet=True)
+    weights = base / "checkpoints" / (base / "checkpoints" / "latest").read_text().strip() / "model"
+    out = tmp_path / "abl"
+    common = dict(
+        seeds=[0],
+        variants=["rotation-detached", "ste"],
+        overrides=["train.steps=4", "train.init_fresh=[encoder, quantizer]"],
+        init=str(weights),
+        quiet=True,
+    )
+    first = run_ablation(AblationOptions(TINY, out, train_only=True, **common))
+    assert first.trained == 2 and not (out / "ablation.md").exists()
+    assert not any((out / "runs" / r.name / "eval").exists() for r in first.runs)
+    # every run records which parts started fresh (test_train checks the weights themselves)
+    cfg = json.loads((out / "runs" / "ste__seed0" / "config.json").read_text())
+    assert cfg["train"]["init_fresh"] == ["encoder", "quantizer"]
+    second = run_ablation(AblationOptions(TINY, out, export_seconds=2.0, **common))
+    assert second.trained == 0 and (out / "ablation.md").stat().st_size > 0
+    for r in second.runs:
+        exported = list((out / "runs" / r.name / "eval" / "export").glob("step_*.json"))
+        assert len(exported) == 1, r.name
+    rows = read_csv(out / "ablation.csv")
+    assert {r["variant"] for r in rows} == {"rotation-detached", "ste"}
+    # A run trained elsewhere comes back as its exported model alone: evaluated, not retrained.
+    run = out / "runs" / "ste__seed0"
+    shutil.rmtree(run / "checkpoints")
+    for path in (run / "eval").iterdir():
+        if path.is_file():
+            path.unlink()
+    third = run_ablation(AblationOptions(TINY, out, export_seconds=2.0, **common))
+    assert third.trained == 0 and not (run / "checkpoints").exists()
+    assert read_csv(run / "eval" / "results.csv")

@@ -16,11 +16,12 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from rotcodec.config import ConfigError
+from rotcodec.models.codec import Codec
 from rotcodec.models.io import load_model
 from rotcodec.train.diagnostics import latent_effective_dims
 from rotcodec.train.loop import TrainingError, train
 from rotcodec.train.recipe import load_recipe
-from rotcodec.train.setup import adamw
+from rotcodec.train.setup import adamw, load_init
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "recipes" / "tiny.yaml"
@@ -243,6 +244,29 @@ def test_init_adds_a_harmonic_branch_to_weights_without_one(tmp_path: Path) -> N
     ]
     with pytest.raises(TrainingError, match="do not match"):
         train(load_recipe(TINY, wrong), tmp_path / "wrong", init=str(weights), quiet=True)
+
+
+def test_init_fresh_parts_keep_their_own_initialisation(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    train(load_recipe(TINY, ["train.steps=3", "train.valid_every=1000"]), base, quiet=True)
+    weights = base / "checkpoints" / (base / "checkpoints" / "latest").read_text().strip() / "model"
+    trained = load_model(weights).state_dict()
+    recipe = load_recipe(TINY, ["train.init_fresh=[encoder, quantizer]"])
+    torch.manual_seed(5)
+    fresh = Codec(recipe.model)
+    own = {k: v.clone() for k, v in fresh.state_dict().items()}
+    load_init(fresh, str(weights), recipe.train.init_fresh)
+    got = fresh.state_dict()
+    for key, value in got.items():
+        source = own if key.startswith(("encoder.", "quantizer.")) else trained
+        assert torch.equal(value, source[key]), key
+    assert any(not torch.equal(own[k], trained[k]) for k in own if k.startswith("encoder."))
+    assert not any(bool(stage.initted) for stage in fresh.quantizer.stages)  # k-means runs again
+    with pytest.raises(TrainingError, match="no part named encodr"):
+        load_init(Codec(recipe.model), str(weights), ["encodr"])
+    with pytest.raises(TrainingError, match="give --init"):
+        train(recipe, tmp_path / "no_init", quiet=True)
+    assert not (tmp_path / "no_init").exists()
 
 
 def test_envelope_in_the_loop_trains_and_needs_an_envelope(tmp_path: Path) -> None:

@@ -102,6 +102,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--max-files", type=positive_int, default=16, help="evaluation files per run")
     a.add_argument("--max-seconds", type=positive_float, default=4.0, help="cut evaluation files to this many seconds")
     a.add_argument("--music", action="store_true", help="not speech: skip PESQ and STOI")
+    a.add_argument("--init", metavar="MODEL", help="every run starts from this model file (see train.init_fresh)")
+    a.add_argument(
+        "--export-seconds",
+        type=positive_float,
+        default=0.0,
+        metavar="S",
+        help="evaluate each run as exported, with code tables from S seconds of its training data (for --kbps)",
+    )
+    a.add_argument("--train-only", action="store_true", help="train the runs, evaluate and report nothing")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
     a.add_argument(
         "--threads",
@@ -191,9 +200,15 @@ def run_ablate_cmd(args: argparse.Namespace) -> int:
             max_seconds=args.max_seconds,
             speech=not args.music,
             quiet=args.quiet,
+            init=args.init,
+            export_seconds=args.export_seconds,
+            train_only=args.train_only,
         )
         result = run_ablation(opts)
     except AblationError as exc:
         return _fail(exc)
-    print(f"{len(result.runs)} run(s) ({result.trained} trained now); see {result.out / 'ablation.md'}")
+    report = (
+        "evaluation left for a call without --train-only" if args.train_only else f"see {result.out / 'ablation.md'}"
+    )
+    print(f"{len(result.runs)} run(s) ({result.trained} trained now); {report}")
     return 0

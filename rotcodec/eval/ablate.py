@@ -42,7 +42,12 @@ class AblationError(ValueError):
 @dataclass
 class AblationOptions:
     """recipe: YAML path; overrides: `key=value` for every run; sweeps: `key=v1,v2` (cartesian product);
-    kbps: evaluation bitrates (default: n_q = 1..N); max_files/max_seconds bound the evaluation set."""
+    kbps: evaluation bitrates (default: n_q = 1..N); max_files/max_seconds bound the evaluation set.
+    init: every run starts from this model file's weights (`rotcodec train --init`; with the recipe's
+    `train.init_fresh`, some parts start fresh). export_seconds: evaluate each run as `rotcodec export` ships
+    it, with code tables counted on that many seconds of the recipe's training data (what `--kbps` plans
+    with); 0 evaluates the checkpoint itself. train_only: train the planned runs, evaluate nothing (runs
+    spread over machines or processes; a later call without it evaluates and reports)."""
 
     recipe: str | Path
     out: str | Path
@@ -56,6 +61,9 @@ class AblationOptions:
     max_seconds: float | None = 4.0
     speech: bool = True
     quiet: bool = False
+    init: str | None = None
+    export_seconds: float = 0.0
+    train_only: bool = False
 
 
 @dataclass
@@ -108,14 +116,27 @@ def plan_runs(opts: AblationOptions) -> list[RunSpec]:
     return runs
 
 
+def _exported(run_dir: Path) -> tuple[int, Path] | None:
+    """The newest model exported for evaluation (`RUN/eval/export/step_N`, with `--export-seconds` or by a
+    machine that trained the run elsewhere and brought back only that file) as (N, path), or None."""
+    found = []
+    for meta in run_dir.glob("eval/export/step_*.json"):
+        digits = meta.stem.removeprefix("step_")
+        if digits.isdigit() and meta.with_suffix(".safetensors").is_file():
+            found.append((int(digits), meta.with_suffix("")))
+    return max(found) if found else None
+
+
 def _finished_step(run_dir: Path) -> int:
-    """The step of the run's latest checkpoint, -1 when it has none yet. A damaged checkpoint is a
-    `CheckpointError` that says how to get back to an intact one: retraining over it would lose the run."""
+    """The step of the run's latest checkpoint (or, without one, of its exported model), -1 when it has
+    neither. A damaged checkpoint is a `CheckpointError` that says how to get back to an intact one:
+    retraining over it would lose the run."""
     from rotcodec.train.checkpoint import checkpoint_step, latest_checkpoint, require_intact
 
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
-        return -1
+        exported = _exported(run_dir)
+        return -1 if exported is None else exported[0]
     require_intact(ckpt)
     return checkpoint_step(ckpt)
 
@@ -190,16 +211,37 @@ def _train_run(spec: RunSpec, opts: AblationOptions, run_dir: Path) -> tuple[Any
     if step >= recipe.train.steps:
         return recipe, False
     # A run folder without a checkpoint still resumes: `train` then says why it starts over, or refuses.
-    train(recipe, run_dir, resume=step >= 0 or (run_dir / "config.json").is_file(), quiet=opts.quiet)
+    resume = step >= 0 or (run_dir / "config.json").is_file()
+    train(recipe, run_dir, resume=resume, init=opts.init, quiet=opts.quiet)
     return recipe, True
+
+
+def _model_to_evaluate(recipe: Any, opts: AblationOptions, run_dir: Path) -> Path:
+    """The run's latest checkpoint, or (export_seconds > 0) the model file `rotcodec export` makes of it; a
+    run without checkpoints is evaluated on its exported model."""
+    from rotcodec.train.checkpoint import latest_checkpoint, require_intact
+    from rotcodec.train.export import export
+
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        exported = _exported(run_dir)
+        if exported is None:
+            raise AblationError(f"{run_dir} has no checkpoint or exported model to evaluate")
+        return exported[1]
+    require_intact(ckpt)
+    if opts.export_seconds <= 0:
+        return ckpt / "model"
+    out = run_dir / "eval" / "export" / ckpt.name
+    if not out.with_suffix(".json").is_file():
+        export(ckpt, out, list(recipe.data.sources), opts.export_seconds, {"recipe": recipe.name})
+    return out
 
 
 def _evaluate_run(spec: RunSpec, recipe: Any, opts: AblationOptions, run_dir: Path) -> tuple[list, dict]:
     from rotcodec.eval.codecs import NeuralCodec
     from rotcodec.eval.runner import EvalOptions, run_eval
-    from rotcodec.train.checkpoint import latest_checkpoint
 
-    model = latest_checkpoint(run_dir) / "model"
+    model = _model_to_evaluate(recipe, opts, run_dir)
     items = _eval_items(recipe, opts)
     eval_opts = EvalOptions(
         model=model,
@@ -247,6 +289,8 @@ def run_ablation(opts: AblationOptions) -> AblationResult:
             print(f"[{i + 1}/{len(runs)}] {spec.name}", flush=True)
         recipe, did_train = _train_run(spec, opts, run_dir)
         trained += int(did_train)
+        if opts.train_only:
+            continue
         rows, stats = _evaluate_run(spec, recipe, opts, run_dir)
         all_stats[spec.name] = stats
         curves[spec.name] = read_metrics(run_dir)
@@ -270,6 +314,8 @@ def run_ablation(opts: AblationOptions) -> AblationResult:
             row.update({f"vq{s}/usage": u for s, u in enumerate(stats["usage"])})
             row.update({f"vq{s}/perplexity": p for s, p in enumerate(stats["perplexity"])})
             table.append(row)
+    if opts.train_only:
+        return AblationResult(runs, table, trained, out)
     write_csv(table, out / "ablation.csv")
     atomic_write_text(out / "ablation.md", ablation_markdown(table, runs, all_stats))
     groups: dict[str, list[RunSpec]] = {}

@@ -100,8 +100,11 @@ def train(
         # Nothing to train: say so instead of returning silently (the CLI prints it).
         return {"step": start, "finished": True, "train.steps": cfg.steps}
     codec = Codec(recipe.model)
+    if cfg.init_fresh and init is None and ckpt is None:
+        raise TrainingError("train.init_fresh keeps parts fresh from --init weights: give --init MODEL")
     if init is not None and ckpt is None:
-        load_init(codec, init)  # before the run folder is made: a bad --init leaves nothing behind
+        # before the run folder is made: a bad --init leaves nothing behind
+        load_init(codec, init, cfg.init_fresh)
     if info.main:
         prepare_run_dir(run_dir, recipe, start, restart=resume and ckpt is None)
     models = build_models(codec, recipe, device, info, ckpt, start)

@@ -31,6 +31,9 @@ class TrainConfig:
     phase_lock_prob: share of training steps whose harmonic source is phase-locked to the input as the
     model's phase tiers send it (`Codec.forward(lock=True)`), the steps `loss.phase` trains on; models with
     pitch and an envelope tier with `phase_harmonics` only.
+    init_fresh: parts of the codec (`encoder`, `quantizer`, `decoder`, `harmonic`) that keep their fresh
+    initialisation when `--init` loads the other weights, e.g. to retrain the encoder through a new quantizer
+    against a trained decoder (`recipes/ablation_rotation_vs_ste_speech16k.yaml`).
     """
 
     steps: int = 1000
@@ -55,6 +58,7 @@ class TrainConfig:
     audio_samples: int = 2
     envelope_prob: float = 0.0
     phase_lock_prob: float = 0.0
+    init_fresh: list[str] = field(default_factory=list)
     seed: int = 0
     device: str = "auto"
 

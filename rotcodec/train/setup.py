@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,9 +172,16 @@ def _cut_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
-def load_init(codec: Codec, init: str) -> None:
+def load_init(codec: Codec, init: str, fresh: Sequence[str] = ()) -> None:
     """Copy the weights of model file `init` into `codec`, or raise a one-line error. A harmonic source the
-    recipe adds keeps its own init; one the recipe drops (a speech model fine-tuned for music) is left out."""
+    recipe adds keeps its own init; one the recipe drops (a speech model fine-tuned for music) is left out.
+    fresh: names of the codec's parts (`encoder`, `quantizer`, ...) that keep their own initialisation; a
+    fresh quantizer starts its codebooks again (k-means on the first batch when the recipe asks for it)."""
+    parts = {name for name, _ in codec.named_children()}
+    unknown = [name for name in fresh if name not in parts]
+    if unknown:
+        have = ", ".join(sorted(parts))
+        raise TrainingError(f"train.init_fresh: the codec has no part named {', '.join(unknown)} (it has {have})")
     try:
         loaded = read_model(init).codec  # ModelFileError (a ValueError) for a missing or corrupt file
     except (RuntimeError, KeyError, TypeError, AttributeError, ArithmeticError) as exc:
@@ -198,7 +206,8 @@ def load_init(codec: Codec, init: str) -> None:
         problems.append(f"{len(unexpected)} the recipe has no place for, e.g. {', '.join(unexpected[:3])}")
     if problems:
         raise TrainingError(f"--init {init}: weights do not match the recipe's model: {'; '.join(problems)}")
-    codec.load_state_dict(theirs, strict=False)
+    keep = tuple(f"{name}." for name in fresh)
+    codec.load_state_dict({k: v for k, v in theirs.items() if not k.startswith(keep)}, strict=False)
 
 
 class _Generator(nn.Module):
