@@ -148,6 +148,12 @@ def test_train_only_then_evaluate_exported_runs_from_init(tmp_path: Path) -> Non
     for path in (run / "eval").iterdir():
         if path.is_file():
             path.unlink()
+    # ... and gets the code tables it came without, counted on the recipe's data
+    exported = next((run / "eval" / "export").glob("step_*.json"))
+    assert not json.loads(exported.read_text())["has_code_counts"]  # the tiny recipe's data is generated
+    real = [f"data.sources=[{ROOT / 'samples'}]", "data.synthetic=false"]
+    common["overrides"] = [*common["overrides"], *real]
     third = run_ablation(AblationOptions(TINY, out, export_seconds=2.0, **common))
     assert third.trained == 0 and not (run / "checkpoints").exists()
     assert read_csv(run / "eval" / "results.csv")
+    assert json.loads(exported.read_text())["has_code_counts"]

@@ -227,7 +227,14 @@ def _model_to_evaluate(recipe: Any, opts: AblationOptions, run_dir: Path) -> Pat
         exported = _exported(run_dir)
         if exported is None:
             raise AblationError(f"{run_dir} has no checkpoint or exported model to evaluate")
-        return exported[1]
+        path = exported[1]
+        if (
+            opts.export_seconds > 0
+            and recipe.data.sources
+            and not json.loads(path.with_suffix(".json").read_text()).get("has_code_counts")
+        ):
+            export(path, path, list(recipe.data.sources), opts.export_seconds, {"recipe": recipe.name})
+        return path
     require_intact(ckpt)
     if opts.export_seconds <= 0:
         return ckpt / "model"
