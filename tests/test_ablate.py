@@ -10,7 +10,8 @@ import pytest
 
 from rotcodec.cli.evaluate import register
 from rotcodec.cli.main import main
-from rotcodec.eval.ablate import AblationError, AblationOptions, plan_runs, run_ablation
+from rotcodec.eval.ablate import AblationError, AblationOptions, RunSpec, plan_runs, run_ablation
+from rotcodec.eval.ablation_report import paired_lines
 from rotcodec.eval.report import read_csv
 from rotcodec.train.loop import train
 from rotcodec.train.recipe import load_recipe
@@ -52,6 +53,7 @@ def test_ablation_end_to_end_and_resume(tmp_path: Path) -> None:
     assert kbps["1"] < kbps["2"] < kbps["3"] < kbps["4"]
     table = (out / "ablation.md").read_text()
     assert "| rotation-detached |" in table and "| ste |" in table and "## mel_distance" in table
+    assert "## Paired per file against ste" in table and "| rotation-detached − ste | nq4 |" in table
 
     before = (out / "runs" / "ste__seed0" / "metrics.jsonl").read_text()
     again = run_ablation(opts)  # finished runs are neither retrained nor re-evaluated
@@ -157,3 +159,20 @@ def test_train_only_then_evaluate_exported_runs_from_init(tmp_path: Path) -> Non
     assert third.trained == 0 and not (run / "checkpoints").exists()
     assert read_csv(run / "eval" / "results.csv")
     assert json.loads(exported.read_text())["has_code_counts"]
+
+
+def test_paired_lines_average_seeds_per_file_then_pair_files() -> None:
+    runs = [RunSpec(f"{v}__seed{s}", v, s, {}, []) for v in ("rot", "ste") for s in (0, 1)]
+
+    def rows(offset: float) -> list[dict]:
+        return [
+            {"file": f"f{i}", "setting": "3", "pesq_wb": 1.0 + i + offset, "stoi": 0.5, "mel_distance": 0.2}
+            for i in range(4)
+        ]
+
+    # rot is 0.1 (seed 0) and 0.3 (seed 1) better than ste on every file: +0.2 on average, no spread
+    per_file = {"rot__seed0": rows(0.1), "rot__seed1": rows(0.3), "ste__seed0": rows(0.0), "ste__seed1": rows(0.0)}
+    (line,) = [x for x in paired_lines(per_file, runs) if x.startswith("| rot − ste")]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == "3" and cells[2].startswith("+0.2 ± ") and cells[2].endswith("(4/4) *")
+    assert cells[3].startswith("+0 ± 0 (0/4)") and not cells[3].endswith("*")

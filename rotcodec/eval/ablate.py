@@ -289,7 +289,7 @@ def run_ablation(opts: AblationOptions) -> AblationResult:
     """Train (or reuse) every planned run, evaluate it, and write the ablation report into `opts.out`."""
     out = Path(opts.out)
     runs = plan_runs(opts)
-    trained, table, all_stats, curves = 0, [], {}, {}
+    trained, table, all_stats, curves, per_file = 0, [], {}, {}, {}
     for i, spec in enumerate(runs):
         run_dir = out / "runs" / spec.name
         if not opts.quiet:
@@ -300,6 +300,7 @@ def run_ablation(opts: AblationOptions) -> AblationResult:
             continue
         rows, stats = _evaluate_run(spec, recipe, opts, run_dir)
         all_stats[spec.name] = stats
+        per_file[spec.name] = rows
         curves[spec.name] = read_metrics(run_dir)
         by_setting: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
@@ -324,7 +325,7 @@ def run_ablation(opts: AblationOptions) -> AblationResult:
     if opts.train_only:
         return AblationResult(runs, table, trained, out)
     write_csv(table, out / "ablation.csv")
-    atomic_write_text(out / "ablation.md", ablation_markdown(table, runs, all_stats))
+    atomic_write_text(out / "ablation.md", ablation_markdown(table, runs, all_stats, per_file))
     groups: dict[str, list[RunSpec]] = {}
     for spec in runs:
         groups.setdefault(group_name(spec), []).append(spec)

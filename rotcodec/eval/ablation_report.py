@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rotcodec.eval.report import as_float, fmt_pm
+from rotcodec.eval.metrics import HIGHER_IS_BETTER
+from rotcodec.eval.report import as_float, fmt_pm, mean_ci
 
 if TYPE_CHECKING:
     from rotcodec.eval.ablate import RunSpec
@@ -24,6 +25,7 @@ AUDIO_METRICS = (
     "kbps_measured",
 )
 STAT_KEYS = ("usage_mean", "perplexity_mean", "quant_error_mean", "quant_error_total", "final_loss")
+PAIRED_METRICS = ("pesq_wb", "stoi", "mel_distance")
 
 
 def group_name(spec: RunSpec) -> str:
@@ -43,7 +45,77 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else float("nan")
 
 
-def ablation_markdown(rows: list[dict[str, Any]], runs: list[RunSpec], stats: dict[str, dict]) -> str:
+def _setting_order(setting: str) -> tuple[float, str]:
+    """Bitrates ("1.5") by value, stage counts ("nq3") by count, after them."""
+    rate = as_float(setting)
+    if math.isfinite(rate):
+        return rate, ""
+    digits = "".join(c for c in setting if c.isdigit())
+    return 1e6 + (int(digits) if digits else 0), setting
+
+
+def paired_lines(per_file: dict[str, list[dict[str, Any]]], runs: list[RunSpec]) -> list[str]:
+    """Markdown lines: every group against the reference group (`ste` when it ran, else the last), paired
+    per file. A file's difference is A − B averaged over the seeds both groups ran (same seed = same data
+    order and initial weights); the interval is the 95% Student-t half-width over files."""
+    groups: dict[str, dict[int, str]] = {}
+    for r in runs:
+        groups.setdefault(group_name(r), {})[r.seed] = r.name
+    names = list(groups)
+    if len(names) < 2:
+        return []
+    ref = "ste" if "ste" in groups else names[-1]
+
+    def table(run: str) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(str(x["setting"]), str(x["file"])): x for x in per_file.get(run, [])}
+
+    tables = {run: table(run) for seeds in groups.values() for run in seeds.values()}
+    settings = sorted({k[0] for t in tables.values() for k in t}, key=_setting_order)
+    lines = [
+        "",
+        f"## Paired per file against {ref}",
+        "",
+        "A − B per file, averaged over the seeds both ran, then mean ± 95% interval over files "
+        "(files where A is better; `*`: the interval excludes zero on A's better side).",
+        "",
+        "| A − B | setting | " + " | ".join(PAIRED_METRICS) + " |",
+        "|---|---|" + "---|" * len(PAIRED_METRICS),
+    ]
+    for group in names:
+        if group == ref:
+            continue
+        seeds = sorted(groups[group].keys() & groups[ref].keys())
+        for setting in settings:
+            cells = []
+            for metric in PAIRED_METRICS:
+                by_file: dict[str, list[float]] = {}
+                for seed in seeds:
+                    a, b = tables[groups[group][seed]], tables[groups[ref][seed]]
+                    for key in a.keys() & b.keys():
+                        if key[0] != setting:
+                            continue
+                        d = as_float(a[key].get(metric)) - as_float(b[key].get(metric))
+                        if math.isfinite(d):
+                            by_file.setdefault(key[1], []).append(d)
+                diffs = [float(np.mean(v)) for v in by_file.values()]
+                mean, half, n = mean_ci(diffs)
+                if n == 0:
+                    cells.append("–")
+                    continue
+                up = HIGHER_IS_BETTER[metric]
+                better = sum((d > 0) if up else (d < 0) for d in diffs)
+                star = " *" if math.isfinite(half) and (mean if up else -mean) - half > 0 else ""
+                cells.append(f"{mean:+.3g} ± {half:.2g} ({better}/{n}){star}")
+            lines.append(f"| {group} − {ref} | {setting} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def ablation_markdown(
+    rows: list[dict[str, Any]],
+    runs: list[RunSpec],
+    stats: dict[str, dict],
+    per_file: dict[str, list[dict[str, Any]]] | None = None,
+) -> str:
     groups: dict[str, list[RunSpec]] = {}
     for r in runs:
         groups.setdefault(group_name(r), []).append(r)
@@ -77,4 +149,5 @@ def ablation_markdown(rows: list[dict[str, Any]], runs: list[RunSpec], stats: di
                 per_seed = [as_float(r.get(metric)) for r in rows if r["run"] in names and r["setting"] == setting]
                 cells.append(fmt_pm(*mean_std(per_seed)))
             lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    lines += paired_lines(per_file or {}, runs)
     return "\n".join(lines) + "\n"
