@@ -17,7 +17,6 @@ import numpy as np
 import soundfile as sf
 import soxr
 import torch
-from einops import rearrange
 
 from ..audio import AudioError, as_audio, check_finite, check_sample_rate
 from ..bitstream import BitstreamError, CodingMode, RcqHeader, RcqReader, RcqWriter
@@ -28,6 +27,20 @@ from ..models.codec import CodecConfig
 from ..models.io import ModelFile
 from ..pretrained import ModelEntry
 from .files import AudioSource, FileResult, Progress, atomic_output, open_audio, open_rcq
+from .planner import choose, fill, search
+from .pricing import (  # noqa: F401 - re-exported: the planning constants and probe live in pricing
+    PROBE_MARGIN,
+    PROBE_PIECES,
+    PROBE_SECONDS,
+    RATE_MARGIN,
+    FileCosts,
+    as_probe,
+    probe_audio,
+    probe_reads,
+    probe_spans,
+    resampled_probe,
+    trim_sizes,
+)
 
 Sink = Callable[[np.ndarray], None]
 
@@ -40,17 +53,6 @@ class OptionError(ValueError):
     """Invalid compression options (kbps / n_q / entropy) for this model."""
 
 
-# Entropy-coded streams cost more on unseen speakers than the model's tables (counted on training audio)
-# predict: 5.75 measured against 5.50 kbps expected at `--kbps 6` on the test speakers (docs/results/band_envelope).
-# Planned from the tables alone, `--kbps` aims 5% lower. Files are planned from PROBE_SECONDS of their own audio
-# instead (their bits measured at 1, 2, 3, 4 and all stages), which predicts a whole file within about 1% on
-# the test speakers (docs/results/envelope_tiers), so the aim is only 2% lower. The probe is PROBE_PIECES
-# pieces spread evenly over the file, not its opening: a file that opens with 10 s of near-silence and then
-# speaks came out at 1.8x the request when its opening priced the plan (tests/test_rate_ceiling.py).
-RATE_MARGIN = 1.05
-PROBE_MARGIN = 1.02
-PROBE_SECONDS = 10.0
-PROBE_PIECES = 10
 RECORD_BYTES = 14  # a chunk record (10 bytes) plus up to 4 bytes of range-coder word padding
 
 # Memory: a model call's working set grows with channels x frames, and a file's header sets the channel count
@@ -63,7 +65,6 @@ RECORD_BYTES = 14  # a chunk record (10 bytes) plus up to 4 bytes of range-coder
 # before. tests/test_inference.py decodes 256 channels under a 1 GB cap.
 CPU_BATCH_FRAMES = 250
 GPU_BATCH_FRAMES = 4000  # 16 channels of a 5 s step: batching is what makes GPUs pay off
-PROBE_BATCH_SECONDS = 10.0  # channel-seconds per rate-probe call: one channel of the 10 s probe
 OUT_PIECE_BYTES = 32 << 20  # float32 decoded audio per piece, all channels together, before 16-bit conversion
 
 
@@ -86,44 +87,6 @@ def _quality_table(meta: object) -> dict[tuple[int, int | None], float]:
         return {(int(n), None if int(t) < 0 else int(t)): float(v) for n, t, v in rows}
     except (TypeError, KeyError, ValueError):
         return {}
-
-
-def probe_spans(length: int, sr: int) -> list[tuple[int, int]]:
-    """Where a file of `length` samples at `sr` Hz is probed for its plan: (start, count) in samples. The
-    whole file if it lasts PROBE_SECONDS or less, else PROBE_PIECES pieces of PROBE_SECONDS / PROBE_PIECES
-    each, spread evenly from its start to its end."""
-    total = int(PROBE_SECONDS * sr)
-    if length <= total:
-        return [(0, length)]
-    piece = total // PROBE_PIECES
-    return [(round(i * (length - piece) / (PROBE_PIECES - 1)), piece) for i in range(PROBE_PIECES)]
-
-
-def probe_audio(x: np.ndarray, sr: int) -> np.ndarray:
-    """What a plan is priced on for audio x `[channels, t]` at `sr` Hz: its `probe_spans`, joined."""
-    return np.concatenate([x[:, a : a + n] for a, n in probe_spans(x.shape[1], sr)], axis=1)
-
-
-def trim_sizes(codebook_size: int) -> list[int]:
-    """The alphabet sizes a plan may trim a stage to, largest first: about 1/8 bit per code apart (at 50 Hz
-    frames, ~6 bps per channel between neighbours), from 2 to just under `codebook_size`."""
-    top = int(math.log2(codebook_size) * 8)
-    return sorted({round(2 ** (i / 8)) for i in range(8, top + 1)} - {codebook_size}, reverse=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class FileCosts:
-    """What one file's codes cost under a model's tables (range coding), measured on its probe (`probe_spans`).
-
-    rows: `[n_q + 1, table rows]` mean bits per code, row n for a stream of n stages. sizes / trimmed: mean bits
-    per code of stage s sent last and trimmed to its first sizes[j] codes, `[n_q, len(sizes)]`. helps: whether
-    that trimmed stage brings the latent closer to the encoder's than leaving the stage out, `[n_q, len(sizes)]`
-    (a few codes far from a small residual can overshoot it: plans trim only to sizes that help)."""
-
-    rows: np.ndarray
-    sizes: tuple[int, ...]
-    trimmed: np.ndarray
-    helps: np.ndarray
 
 
 def describe_layout(config: CodecConfig, layout: StreamLayout) -> str:
@@ -192,28 +155,33 @@ class CodecModel:
         return self.code_counts is not None
 
     def bitrate(
-        self, layout: StreamLayout, channels: int = 1, entropy: bool | None = None, costs: FileCosts | None = None
+        self,
+        layout: StreamLayout,
+        channels: int = 1,
+        entropy: bool | None = None,
+        costs: FileCosts | None = None,
+        gains_at: int | None = None,
     ) -> float:
         """Expected payload bitrate in kbps of a stream with `layout` for `channels` audio channels: whole bits
         per code with plain packing; with entropy coding (`entropy`: as in `coding_mode`) the bits per code
-        `costs` measured on the audio (`row_costs`), else the tables' entropy per row. Actual entropy-coded
-        sizes vary by file around the tables' figure."""
+        `costs` measured on the audio (`row_costs`; band gains as after `gains_at` stages, default the
+        layout's), else the tables' entropy per row. Actual entropy-coded sizes vary by file around the
+        tables' figure."""
         if self.coding_mode(entropy) == CodingMode.ENTROPY:
             rows = self.codec.table_rows(layout)
             k = layout.last_codes
-            per_row = self._row_bits if costs is None else costs.rows[layout.n_q]
-            bits = np.array([per_row[r] for r in rows])
+            bits = self._row_bits[rows] if costs is None else costs.bits(layout.n_q, rows, gains_at)
             if k is not None:
                 whole = bits[-1]
                 if costs is not None and k in costs.sizes:
                     bits[-1] = costs.trimmed[layout.n_q - 1, costs.sizes.index(k)]
                 else:  # the trimmed table's entropy, scaled as the file's whole stage is to its table's
                     bits[-1] *= self._trimmed_bits(rows[-1], k) / max(self._row_bits[rows[-1]], 1e-9)
-                if costs is not None:  # band gains after part of a stage: between their prices either side
-                    share = min(1.0, bits[-1] / max(whole, 1e-9))
-                    before = costs.rows[layout.n_q - 1]
-                    side = slice(0, len(rows) - layout.n_q)
-                    bits[side] = share * bits[side] + (1 - share) * np.array([before[r] for r in rows[side]])
+                if costs is not None and layout.side_rows:  # band gains after part of a stage: between
+                    share = min(1.0, bits[-1] / max(whole, 1e-9))  # their prices either side
+                    side = rows[: layout.side_rows]
+                    before = costs.bits(layout.n_q - 1, side, None if gains_at is None else gains_at - 1)
+                    bits[: len(side)] = share * bits[: len(side)] + (1 - share) * before
             return self.codec.frame_rate * float(bits.sum()) * channels / 1000.0
         else:
             return self.codec.bitrate(layout) * channels
@@ -278,53 +246,18 @@ class CodecModel:
         assert self.code_counts is not None
         return np.array([expected_bits(self.code_counts[r], k) for r, k in enumerate(self.codec.table_sizes())])
 
-    def row_costs(self, x: np.ndarray, sr: int) -> FileCosts | None:
-        """What the model's tables charge for the codes of audio x `[channels, t]` at `sr` Hz (`FileCosts`): mean
-        range-coded bits per code of every row for streams of n stages (band gains cost more when fewer stages
-        leave the decode further from the input; measured at 1 to 4 stages, larger counts priced as 4), and of
-        every stage trimmed to each of `trim_sizes` (models whose codes are sorted by use), with whether each
-        such trimmed stage lowers the latent error. None without tables."""
+    def row_costs(self, x: np.ndarray, sr: int, skip: Sequence[tuple[int, int]] | None = None) -> FileCosts | None:
+        """What the model's tables charge for the codes of audio x `[channels, t]` at `sr` Hz (`FileCosts`,
+        measured as a plan asks): mean range-coded bits per code of every row for streams of n stages (band
+        gains cost more when fewer stages leave the decode further from the input), and of every stage
+        trimmed to each of `trim_sizes` (models whose codes are sorted by use), with whether each such trimmed
+        stage lowers the latent error. `skip`: (offset, count) spans of x coded but not counted (a probe's
+        lead-ins; default: those a `probe_audio` array carries). None without tables."""
         if self.code_counts is None:
             return None
-        if sr != self.sample_rate:
-            x = soxr.resample(np.ascontiguousarray(x.T), sr, self.sample_rate, quality="HQ").T
-        pad = (-x.shape[1]) % self.hop_length  # whole frames, as the stream pads the end
-        x = np.pad(x, ((0, 0), (0, pad)))
-        # channels in groups (memory); each row's codes are joined before the mean, as in one call
-        seconds = max(x.shape[1] / self.sample_rate, 1e-9)
-        per = self._group_rows(max(1, int(PROBE_BATCH_SECONDS / seconds)), x.shape[0])
-        costs = np.zeros((self.n_q + 1, len(self._code_bits)))
-        # Past 4 stages the decode, and so what its band gains cost, barely changes (docs/results/music24k,
-        # refining_stages): counts above 4 take 4's costs, a little above their own, so plans stay within --kbps.
-        measured = sorted({min(n, self.n_q) for n in (1, 2, 3, 4)})
-        measured = measured if self.codec.envelopes else [self.n_q]
-        sizes = trim_sizes(self.codec.codebook_size) if self.sorted_codes else []
-        trimmed: list[torch.Tensor] = []
-        gain = torch.zeros(self.n_q, len(sizes))
-        with torch.no_grad():  # one encode per group of channels, one decode per stage count
-            groups = []
-            for a in range(0, len(x), per):
-                batch = self._as_batch(x[a : a + per])
-                groups.append(self.codec.table_codes_at(batch, measured, locked_gains=False))
-                if sizes:  # [stages, sizes, batch * frames]
-                    codes, g = self.codec.quantizer.encode_trimmed(self.codec.embed(batch), sizes)
-                    trimmed.append(rearrange(codes, "b q s t -> q s (b t)"))
-                    gain += g.cpu()
-        for i, n in enumerate(measured):
-            parts = [g[i] for g in groups]
-            rows = [torch.cat(r) for r in zip(*parts, strict=True)] if len(parts) > 1 else parts[0]
-            costs[n if i else 0 :] = [  # the first measured count stands for the counts below it too
-                bits[c.reshape(-1).cpu().numpy()].mean() if c.numel() else 0.0
-                for bits, c in zip(self._code_bits, rows, strict=True)
-            ]
-        trim = np.zeros((self.n_q, len(sizes)))
-        if sizes:
-            codes = torch.cat(trimmed, dim=-1).cpu().numpy()
-            first = len(self.codec.table_sizes()) - self.n_q
-            for s in range(self.n_q):
-                for j, k in enumerate(sizes):
-                    trim[s, j] = self._trimmed_code_bits(first + s, k)[codes[s, j]].mean() if codes.shape[-1] else 0
-        return FileCosts(costs, tuple(sizes), trim, gain.numpy() > 0)
+        skip = getattr(x, "skip", ()) if skip is None else skip
+        x, skip = resampled_probe(self, np.asarray(x), sr, skip)
+        return FileCosts(self, x, skip)
 
     def overhead_kbps(self, layout: StreamLayout, channels: int, seconds: float) -> float:
         """What the header and chunk records add to a `seconds`-long file's rate (kbps)."""
@@ -350,9 +283,9 @@ class CodecModel:
         entropy: bool | None = None,
         envelope: bool | None = None,
     ) -> tuple[StreamLayout, float]:
-        """`plan` for one file of `seconds` at `sr` Hz, probed by `probe` `[channels, t]` (its `probe_spans`,
-        joined): with `kbps` and entropy coding, planned from what that audio's codes cost, header and records
-        included.
+        """`plan` for one file of `seconds` at `sr` Hz, probed by `probe` `[channels, t]` (`probe_audio`: its
+        `probe_reads`, joined): with `kbps` and entropy coding, planned from what that audio's codes cost,
+        header and records included.
         Returns the layout and the whole file's expected rate in kbps (the plan's own figure: from the audio's
         costs where it measured them, else the tables; header and records spread over `seconds`)."""
         costs = None
@@ -390,7 +323,8 @@ class CodecModel:
           with the best measured quality in the model's `layout_quality` table (`train/quality_table.py`);
           for models without one, the one whose band gains cost the most, then the most stages (on speech16k
           finer band gains buy far more quality per bit than stages past the first few:
-          `docs/results/envelope_tiers`). If none fits, the cheapest layout.
+          `docs/results/envelope_tiers`). If none fits, the cheapest layout. Then one more stage, trimmed to
+          what still fits (`planner.fill`). With `costs`, layouts are priced lazily (`planner.search`).
         - neither: all stages and the costliest (finest) tier: the model's best quality.
         """
         has_envelope = len(self.codec.envelopes) > 0 and envelope is not False
@@ -403,41 +337,31 @@ class CodecModel:
         coded = self.coding_mode(entropy) == CodingMode.ENTROPY
         margin = (PROBE_MARGIN if costs is not None else RATE_MARGIN) if coded else 1.0
 
-        def total(lay: StreamLayout) -> float:
+        def extra(lay: StreamLayout) -> float:
             # a file shorter than PROBE_SECONDS may exceed --kbps by its header, not by its codes
-            extra = 0.0 if seconds is None else self.overhead_kbps(lay, channels, max(seconds, PROBE_SECONDS))
-            return self.bitrate(lay, channels, entropy, costs) * margin + extra
+            return 0.0 if seconds is None else self.overhead_kbps(lay, channels, max(seconds, PROBE_SECONDS))
 
-        options = [(total(lay), lay) for lay in self.layouts(has_envelope and envelope)]
+        def total(lay: StreamLayout) -> float:
+            return self.bitrate(lay, channels, entropy, costs) * margin + extra(lay)
+
+        layouts = self.layouts(has_envelope and envelope)
+        if costs is not None and kbps is not None and coded:
+
+            def bound(lay: StreamLayout, m: int) -> float:
+                return self.bitrate(lay, channels, entropy, costs, gains_at=m) * margin + extra(lay)
+
+            def by_tables(lay: StreamLayout) -> float:
+                return self.bitrate(lay, channels, entropy) * margin + extra(lay)
+
+            guess = self.plan(kbps, None, channels, entropy, envelope, None, seconds)
+            best = search(self, layouts, kbps, total, bound, by_tables, costs, entropy, guess)
+            return fill(self, best, kbps, total, costs)
+        options = [(total(lay), lay) for lay in layouts]
         fits = [(rate, lay) for rate, lay in options if kbps is None or rate <= kbps + 1e-9]
         if not fits:
             return min(options, key=lambda o: o[0])[1]
-
-        ranked = [(rate, lay) for rate, lay in fits if (lay.n_q, lay.envelope) in self.layout_quality]
-        if ranked:  # lowest measured distance; of equals, the cheaper
-            best = min(ranked, key=lambda o: (self.layout_quality[(o[1].n_q, o[1].envelope)], o[0]))[1]
-        else:
-
-            def side_cost(lay: StreamLayout) -> float:  # from the tables: the tiers' order is the model's
-                return self.bitrate(self.codec.layout(1, lay.envelope), 1, entropy)
-
-            best = max(fits, key=lambda o: (side_cost(o[1]), o[1].n_q))[1]
-        return best if kbps is None else self._fill(best, kbps, total, costs)
-
-    def _fill(
-        self, layout: StreamLayout, kbps: float, total: Callable[[StreamLayout], float], costs: FileCosts | None
-    ) -> StreamLayout:
-        """`layout` plus one more stage trimmed to the most codes whose bits still fit `kbps` (`total`: a
-        layout's planned rate), so a file spends what it was given rather than up to a stage less; only sizes
-        that, on the file's probe (`costs`), bring the latent closer than no such stage. `layout` itself
-        when none fits, nothing was measured, or the model's codes are not sorted by use (`sorted_codes`)."""
-        if layout.n_q >= self.n_q or not self.sorted_codes or costs is None:
-            return layout
-        for j, k in enumerate(costs.sizes):
-            trimmed = self.codec.layout(layout.n_q + 1, layout.envelope, k)
-            if costs.helps[layout.n_q, j] and total(trimmed) <= kbps + 1e-9:
-                return trimmed
-        return layout
+        best = choose(self, fits, entropy)
+        return best if kbps is None else fill(self, best, kbps, total, costs)
 
     def coding_mode(self, entropy: bool | None = None) -> CodingMode:
         """Plain or entropy coding for the `--entropy` choice (None: entropy if the model has tables)."""
@@ -676,7 +600,10 @@ class CodecModel:
                 part = idx[g : g + per]
                 bufs = [io.BytesIO() for _ in part]
                 if layout is None:
-                    probe = np.concatenate([probe_audio(clips[i][0], r) for i in part], axis=1)
+                    pieces = [probe_audio(clips[i][0], r) for i in part]
+                    starts = np.cumsum([0] + [p.shape[1] for p in pieces])
+                    skip = [(int(at) + a, n) for p, at in zip(pieces, starts, strict=False) for a, n in p.skip]
+                    probe = as_probe(np.concatenate(pieces, axis=1), skip)
                     q, _ = self.plan_file(probe, r, length / r, kbps, n_q, entropy, envelope)
                 else:
                     q = layout
@@ -749,7 +676,8 @@ class CodecModel:
         the model."""
         seconds = source.frames / source.sr
         if layout is None:
-            probe = source.excerpts(probe_spans(source.frames, source.sr))
+            reads, skip = probe_reads(source.frames, source.sr)
+            probe = as_probe(source.excerpts(reads), skip)
             q, planned = self.plan_file(probe, source.sr, seconds, kbps, n_q, entropy, envelope)
         else:
             q = layout
