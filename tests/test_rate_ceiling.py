@@ -62,8 +62,8 @@ def test_whole_file_rate_is_at_most_the_request(model, kind, seconds, sr, channe
     if lowest * 1.05 < kbps:  # a request below the smallest layout cannot be met: compress warns instead
         assert measured <= kbps, f"{kind} {seconds} s {sr} Hz x{channels}: {measured:.3f} > {kbps} kbps"
         # and it is spent: a trimmed last stage fills what whole stages leave (without it, up to 17% was left).
-        # Not to 5% here: band gains after a stage count the plan did not measure are priced as after the count
-        # below, so generated music, whose gains cost the most, can land up to 8% under. Further under only
+        # Not to 5% here: generated music, whose band gains cost the most, can land up to 8% under (a stage's
+        # worth of gains is coarse beside its rate). Further under only
         # where no trimmed size that brings the latent closer (FileCosts.helps) fits beside the plan.
         if measured < 0.92 * kbps:
             probe = probe_audio(wav, sr)
