@@ -82,8 +82,10 @@ def test_export_lists_codes_by_use_and_plans_fill_the_rate_with_a_trimmed_stage(
     for i in range(3):
         sf.write(data / f"clip{i}.wav", _speechlike(2.0, 10 + i), 16000)
     out = tmp_path / "tiny"
-    assert main(["export", str(tmp_path / "ckpt"), "-o", str(out), "--data", str(data), "--seconds", "5"]) == 0
+    argv = ["export", str(tmp_path / "ckpt"), "-o", str(out), "--data", str(data), "--seconds", "5"]
+    assert main([*argv, "--no-skip-code"]) == 0
     model = load_model(out)
+    assert not model.skip_code
     assert model.sorted_codes and np.all(np.diff(model.code_counts, axis=1) <= 0)
     # the same quantizer, renumbered: decoded latents equal those of the unsorted model (float16 weights)
     original = read_model(src).codec
@@ -154,3 +156,41 @@ def test_export_takes_weightless_settings_from_a_recipe(tmp_path: Path, capsys) 
     assert main(["export", str(tmp_path / "ckpt"), "-o", str(tmp_path / "bad"), "--recipe", str(recipe)]) == 1
     assert "do not fit" in capsys.readouterr().err
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_export_skip_code_lets_any_trimmed_stage_refine_and_streams_decode(tmp_path: Path) -> None:
+    """By default export makes code 0 of every stage the zero vector (in place of the least used code): a
+    stage trimmed to k codes then never moves the latent away, its table gives the skip half the mass, and a
+    stream that sends skips decodes."""
+    _trained_tiny(tmp_path / "ckpt" / "model")
+    data = tmp_path / "audio"
+    data.mkdir()
+    for i in range(3):
+        sf.write(data / f"clip{i}.wav", _speechlike(2.0, 10 + i), 16000)
+    out = tmp_path / "tiny"
+    assert main(["export", str(tmp_path / "ckpt"), "-o", str(out), "--data", str(data), "--seconds", "5"]) == 0
+    model = load_model(out)
+    rvq = model.codec.quantizer
+    assert model.skip_code and model.sorted_codes
+    assert all(not bool(stage.codebook[0].any()) for stage in rvq.stages)
+    assert np.all(np.diff(model.code_counts[:, 1:], axis=1) <= 0)  # the rest by falling use
+    wav = _speechlike(6.0, 3)
+    with torch.no_grad():
+        z = model.codec.embed(torch.from_numpy(wav)[None, None])
+    _, gain = rvq.encode_trimmed(z, [2, 3, 5, 64])
+    assert bool((gain >= 0).all()), gain  # skipping is always on offer
+    # a stream whose last stage is trimmed to 2 codes (skip or the most used code) decodes
+    layout = model.codec.layout(2, None, 2)
+    codes = model.codec.encode(torch.from_numpy(wav)[None, None], 2, None, 2)
+    share = float((codes[:, -1] == 0).float().mean())
+    assert 0.1 < share < 0.9, share  # frames both skip and take the code
+    table = model.tables(layout)[-1, :2]
+    assert table[0] == table[1]  # the skip holds half the trimmed table
+    stream = model.compress(wav, 16000, layout=layout)
+    assert model.layout_of(read_rcq_header(stream)) == layout
+    decoded, _ = model.decompress(stream)
+    assert decoded.shape == (1, wav.size) and np.isfinite(decoded).all()
+    # exporting the exported model again keeps its skip code first
+    again = tmp_path / "again"
+    assert main(["export", str(out), "-o", str(again), "--data", str(data), "--seconds", "5"]) == 0
+    assert load_model(again).skip_code and load_model(again).sorted_codes

@@ -24,7 +24,7 @@ from ..bitstream.entropy import TABLE_BITS, expected_bits, quantize_counts
 from ..bitstream.header import pack_header, read_header
 from ..bitstream.layout import StreamLayout
 from ..models.codec import CodecConfig
-from ..models.io import ModelFile
+from ..models.io import ModelFile, has_skip_code
 from ..pretrained import ModelEntry
 from .files import AudioSource, FileResult, Progress, atomic_output, open_audio, open_rcq
 from .planner import choose, fill, search
@@ -192,7 +192,26 @@ class CodecModel:
         if self.code_counts is None:
             return None
         width = max(self.codec.code_sizes(layout.n_q, layout.envelope, layout.last_codes))
-        return self.code_counts[self.codec.table_rows(layout), :width]
+        rows = self.code_counts[self.codec.table_rows(layout), :width].copy()
+        if layout.last_codes is not None:
+            k = layout.last_codes
+            rows[-1, :k] = self._trimmed_counts(self.codec.table_rows(layout)[-1], k)
+        return rows
+
+    @functools.cached_property
+    def skip_code(self) -> bool:
+        """Whether code 0 of every stage is a zero "skip" code (`rotcodec export` adds one)."""
+        return has_skip_code(self.codec)
+
+    def _trimmed_counts(self, row: int, codes: int) -> np.ndarray:
+        """The counts a stage trimmed to its first `codes` codes is range coded with: its row's first counts;
+        with a skip code, that code gets half the table (a trimmed stage skips most frames, where whole
+        stages never do) and the other codes share the rest by their counts."""
+        assert self.code_counts is not None
+        counts = self.code_counts[row, :codes].astype(np.int64)
+        if self.skip_code:
+            counts[0] = max(1, int(counts[1:].sum()))
+        return counts
 
     def layout_of(self, header: RcqHeader) -> StreamLayout:
         """The layout a stream's header describes, read against this model: its last stage is trimmed when
@@ -208,10 +227,11 @@ class CodecModel:
     @property
     def sorted_codes(self) -> bool:
         """Whether every stage lists its codes by falling use in the model's tables (`rotcodec export` sorts
-        them), so that a trimmed stage keeps its most used codes: plans trim stages only then."""
+        them; a skip code stays first), so that a trimmed stage keeps its most used codes: plans trim stages
+        only then."""
         if self.code_counts is None:
             return False
-        stages = self.code_counts[len(self.codec.table_sizes()) - self.n_q :]
+        stages = self.code_counts[len(self.codec.table_sizes()) - self.n_q :, int(self.skip_code) :]
         return bool(np.all(np.diff(stages, axis=1) <= 0))
 
     def _trimmed_bits(self, row: int, codes: int) -> float:
@@ -224,7 +244,7 @@ class CodecModel:
         key = (row, codes)
         if key not in self._trim_cache:
             assert self.code_counts is not None
-            table = quantize_counts(self.code_counts[row, :codes], codes).astype(np.float64)
+            table = quantize_counts(self._trimmed_counts(row, codes), codes).astype(np.float64)
             self._trim_cache[key] = -np.log2(table / float(1 << TABLE_BITS))
         return self._trim_cache[key]
 

@@ -65,6 +65,13 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
     return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
+def has_skip_code(codec: Codec) -> bool:
+    """Whether code 0 of every RVQ stage is the zero vector (`rotcodec export` makes it so): a trimmed last
+    stage then codes "leave this frame as it is" with symbol 0."""
+    stages = codec.quantizer.stages
+    return bool(stages) and all(not stage.factorised and not bool(stage.codebook[0].any()) for stage in stages)
+
+
 def model_hash(codec: Codec) -> str:
     """sha256 (hex) over the canonical JSON config and every state-dict tensor (name, dtype, shape, bytes):
     equal hashes mean the codec decodes identically. Stable across save/load, inference-only files included

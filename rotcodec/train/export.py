@@ -20,7 +20,7 @@ import torch
 
 from ..data.dataset import DataConfig, build_datasets
 from ..models import Codec
-from ..models.io import STORAGE_DTYPES, ModelFileError, read_model, round_weights_, save_model
+from ..models.io import STORAGE_DTYPES, ModelFileError, has_skip_code, read_model, round_weights_, save_model
 from .quality_table import measure_layout_quality
 from .recipe import load_recipe
 
@@ -60,14 +60,35 @@ def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> tor
 
 
 @torch.no_grad()
-def sort_codes_(codec, counts: torch.Tensor) -> None:  # noqa: ANN001
+def add_skip_codes_(codec) -> bool:  # noqa: ANN001
+    """Make code 0 of every stage the zero vector, in place of the stage's least used code (by its usage
+    statistics): a stage trimmed to its first k codes can then leave a frame as it is, so trimming to any k
+    brings the latent closer or leaves it, and `--kbps` can spend a few bits a frame. Whole stages almost
+    never pick it (a residual is rarely nearer zero than every code). False, and nothing changed, for
+    factorised codes, whose lookup normalises the codes."""
+    stages = codec.quantizer.stages
+    if any(stage.factorised for stage in stages):
+        return False
+    for stage in stages:
+        least = int(torch.argmin(stage.cluster_size))
+        stage.codebook.data[least] = 0
+        k = stage.cfg.codebook_size
+        order = torch.cat([torch.tensor([least]), torch.arange(k)[torch.arange(k) != least]])
+        stage.permute_codes_(order.to(stage.codebook.device))
+    return True
+
+
+@torch.no_grad()
+def sort_codes_(codec, counts: torch.Tensor, keep_first: bool = False) -> None:  # noqa: ANN001
     """Renumber every stage's codes by falling count (ties: lower number first) in the codec and in `counts`
     (`count_codes`' table, changed in place), so that a stage trimmed to its first k codes keeps its k most
-    used ones (`StreamLayout.last_codes`)."""
+    used ones (`StreamLayout.last_codes`). keep_first: code 0 (the skip code) stays first."""
     first = counts.shape[0] - codec.n_q
+    skip = int(keep_first)
     for s, stage in enumerate(codec.quantizer.stages):
         k = stage.cfg.codebook_size
-        order = torch.sort(-counts[first + s, :k], stable=True).indices
+        rest = torch.sort(-counts[first + s, skip:k], stable=True).indices + skip
+        order = torch.cat([torch.arange(skip), rest])
         stage.permute_codes_(order.to(stage.codebook.device))
         counts[first + s, :k] = counts[first + s, :k][order]
 
@@ -81,11 +102,13 @@ def export(
     dtype: str = "float16",
     recipe: Path | None = None,
     quality_seconds: float = 0.0,
+    skip_code: bool = True,
 ) -> Path:
     """Write an inference-only model file from a checkpoint; float weights are stored as `dtype`. recipe: take
     the model config from this recipe instead (settings without weights, such as `envelope`); the
     checkpoint's weights must fit it exactly. quality_seconds: measure every layout's quality on that many
-    seconds of `sources` (`quality_table.py`), which the planner then ranks layouts by."""
+    seconds of `sources` (`quality_table.py`), which the planner then ranks layouts by. skip_code: give every
+    stage a skip code when `sources` are counted (`add_skip_codes_`; kept when the model already has one)."""
     model_path = checkpoint / "model" if (checkpoint / "model.json").exists() else checkpoint
     loaded = read_model(model_path)
     codec = loaded.codec
@@ -98,10 +121,13 @@ def export(
             problem = str(exc).strip().splitlines()[-1].strip()
         if problem:
             raise ModelFileError(f"the weights of {checkpoint} do not fit the model of {recipe}: {problem}")
+    skip = has_skip_code(codec)
+    if sources and skip_code and not skip:  # trimmed stages need the tables: without them, no skip code
+        skip = add_skip_codes_(codec)
     round_weights_(codec, STORAGE_DTYPES[dtype])  # count codes with the weights that ship
     counts = count_codes(codec, sources, seconds) if sources else None
     if counts is not None:
-        sort_codes_(codec, counts)
+        sort_codes_(codec, counts, keep_first=skip)
     meta = {**loaded.extra, **card}
     if recipe is not None:  # its tiers may differ from those the old table measured
         meta.pop("layout_quality", None)
@@ -143,6 +169,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also measure every layout's mel distance on this many seconds of --data (other crops than the "
         "tables'); --kbps then sends the best layout that fits instead of the fixed rule",
     )
+    p.add_argument(
+        "--no-skip-code",
+        action="store_true",
+        help="keep every stage's codes as trained (default: code 0 becomes a zero 'skip' code, in place of the "
+        "least used one, so a trimmed last stage can leave frames as they are)",
+    )
     p.add_argument("--card", help="JSON file with model-card fields to store in the metadata")
     p.add_argument("--recipe", help="take the model config from this recipe (its weights must match the checkpoint's)")
     add_threads_option(p)
@@ -156,7 +188,15 @@ def _run(args: argparse.Namespace) -> int:
     card = json.loads(Path(args.card).read_text()) if args.card else {}
     recipe = Path(args.recipe) if args.recipe else None
     path = export(
-        Path(args.checkpoint), Path(args.out), args.data, args.seconds, card, args.dtype, recipe, args.quality_seconds
+        Path(args.checkpoint),
+        Path(args.out),
+        args.data,
+        args.seconds,
+        card,
+        args.dtype,
+        recipe,
+        args.quality_seconds,
+        skip_code=not args.no_skip_code,
     )
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
