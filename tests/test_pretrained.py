@@ -48,15 +48,15 @@ def test_more_stages_decode_closer_to_the_input(bundled) -> None:  # noqa: ANN00
     assert mel[8] < mel[2] and mel[codec.n_q] < mel[8], mel
 
 
-def test_plans_trim_a_stage_only_to_sizes_that_bring_the_latent_closer(bundled) -> None:  # noqa: ANN001
-    """The bundled model lists each stage's codes by falling use, so a stage trimmed to its first k codes keeps
-    its most used ones. A few codes far from a small residual can overshoot it, so the planner measures on the
-    file's probe which trimmed sizes lower the latent error (`FileCosts.helps`). That measurement agrees with
-    the codec's own encode and decode, it rejects some sizes and keeps others, and a kept size is never worse
-    than leaving the stage out."""
+def test_plans_trim_a_stage_to_sizes_that_bring_the_latent_closer(bundled) -> None:  # noqa: ANN001
+    """The bundled model lists each stage's codes by falling use after a zero "skip" code 0, so a stage
+    trimmed to its first k codes keeps its most used ones and can leave a frame as it is. The planner measures
+    on the file's probe which trimmed sizes lower the latent error (`FileCosts.helps`); that measurement
+    agrees with the codec's own encode and decode, and with the skip code no trimmed size moves the latent
+    away (without it, a few codes far from a small residual overshot it)."""
     codec, wav = bundled
     model = load_model()
-    assert model.sorted_codes
+    assert model.sorted_codes and model.skip_code
     costs = model.row_costs(wav.numpy()[0, :, : 10 * codec.sample_rate], codec.sample_rate)
     with torch.no_grad():
         z = codec.embed(wav[..., : 10 * codec.sample_rate])
@@ -68,4 +68,5 @@ def test_plans_trim_a_stage_only_to_sizes_that_bring_the_latent_closer(bundled) 
             for k in (2, 4, 12, 32, 256):
                 j = costs.sizes.index(k)
                 assert bool(costs.helps[n, j]) == (error(n + 1, k) < error(n)), (n, k)
-    assert costs.helps[:, costs.sizes.index(256)].all() and not costs.helps[:, costs.sizes.index(2)].all()
+                assert error(n + 1, k) <= error(n), (n, k)
+    assert costs.helps[:, costs.sizes.index(256)].all() and costs.helps[:, costs.sizes.index(2)].any()
