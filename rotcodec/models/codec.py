@@ -41,7 +41,9 @@ class CodecConfig:
     `models/activations.py`), decoder_activation (None: same as the encoder); quantizer: the residual VQ;
     pitch: a sent pitch track and harmonic source (`models/harmonic.py`); envelope: sent band-energy
     corrections (`models/envelope.py`), the tier training applies (tier 0); envelope_tiers: finer or coarser
-    corrections a stream may send instead (tiers 1, 2, ...), chosen by rate (`CodecModel.plan`)."""
+    corrections a stream may send instead (tiers 1, 2, ...), chosen by rate (`CodecModel.plan`);
+    decoder_source: the SEANet decoder also reads the harmonic source (`SEANetDecoder.source_in`, zero at
+    first), so its branch can follow the source's phase rather than only add to it; models with pitch."""
 
     sample_rate: int = 16000
     channels: int = 1
@@ -62,6 +64,7 @@ class CodecConfig:
     pitch: PitchConfig | None = None
     envelope: EnvelopeConfig | None = None
     envelope_tiers: list[EnvelopeConfig] = field(default_factory=list)
+    decoder_source: bool = False
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.channels <= 0:
@@ -76,6 +79,8 @@ class CodecConfig:
             raise ValueError(f"quantizer.dim ({self.quantizer.dim}) must equal latent_dim ({self.latent_dim})")
         if self.envelope_tiers and self.envelope is None:
             raise ValueError("envelope_tiers need an envelope (tier 0)")
+        if self.decoder_source and self.pitch is None:
+            raise ValueError("decoder_source needs pitch: the source is the harmonic synthesiser's")
 
     @property
     def envelopes(self) -> list[EnvelopeConfig]:
@@ -135,7 +140,9 @@ class Codec(StreamingModule):
         self.quantizer = ResidualVQ.from_config(cfg.quantizer)
         dec_base = cfg.decoder_base_channels or cfg.base_channels
         dec_act = cfg.decoder_activation or cfg.activation
-        self.decoder = SEANetDecoder(base_channels=dec_base, activation=dec_act, **common)
+        self.decoder = SEANetDecoder(
+            base_channels=dec_base, activation=dec_act, source_channels=int(cfg.decoder_source), **common
+        )
         self.pitch_tracker: PitchTracker | None = None
         self.harmonic: HarmonicSynth | None = None
         if cfg.pitch is not None:
@@ -270,15 +277,18 @@ class Codec(StreamingModule):
         z = self.encoder(x)
         batch, length = wav.shape[0], wav.shape[-1]
         q = self.quantizer(z, n_q=self._check_n_q(n_q))
-        audio = self.decoder(q.quantized)
         f0 = amps = phases = None
         harmonics, levels = self.phase_lock if lock else (0, 0)
         if self.harmonic is not None and self.pitch_tracker is not None:
             pitch = self.pitch_tracker(x[:, 0])
             amps = self.harmonic.amplitudes(q.quantized)
             phases = self._lock(x[:, 0], pitch, harmonics, levels)
-            audio = self.harmonic(q.quantized, pitch, audio, amps, phases, levels)
+            source = self.harmonic.source(q.quantized, pitch, amps, phases, levels)
+            audio = self._decode_with(q.quantized, source)
+            audio = self.harmonic.mix(q.quantized, source, audio)
             f0 = symbols_to_f0(pitch)
+        else:
+            audio = self.decoder(q.quantized)
         audio = audio[..., :length].reshape(batch, self.channels, -1)
         codes = q.codes.reshape(batch, self.channels, q.codes.shape[1], -1)
         return CodecOutput(audio, codes, q.loss, q.stats, z, f0, amps, harmonics if phases is not None else 0)
@@ -363,10 +373,14 @@ class Codec(StreamingModule):
         """Latent `[batch, latent_dim, frames]` (quantized, or the continuous one for eval's ceiling) and, for
         models with pitch, the pitch symbols `[batch, frames]` and optional phase rows `[batch, harmonics,
         frames]` -> uncorrected decode `[batch, 1, frames * hop]`."""
-        wav = self.decoder(z)
-        if self.harmonic is not None:
-            wav = self.harmonic(z, pitch, wav, phases=phases, phase_levels=phase_levels)
-        return wav
+        if self.harmonic is None:
+            return self.decoder(z)
+        source = self.harmonic.source(z, pitch, phases=phases, phase_levels=phase_levels)
+        return self.harmonic.mix(z, source, self._decode_with(z, source))
+
+    def _decode_with(self, z: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """The SEANet decode of z, reading the harmonic `source` when `decoder_source` asks for it."""
+        return self.decoder(z, source if self.config.decoder_source else None)
 
     @torch.no_grad()
     def table_codes(self, wav: torch.Tensor, gains_n_q: int | None = None) -> list[torch.Tensor]:

@@ -252,6 +252,18 @@ class HarmonicSynth(StreamingModule):
         """residual: the SEANet output `[batch, 1, frames * hop]` (None: the harmonics alone); amps:
         `amplitudes(z)` when the caller already has them; phases: `lock`'s symbols `[batch, count, frames]`
         for the first `count` harmonics (None: free-running phase)."""
+        out = self.source(z, symbols, amps, phases, phase_levels)
+        return out if residual is None else self.mix(z, out, residual)
+
+    def source(
+        self,
+        z: torch.Tensor,
+        symbols: torch.Tensor,
+        amps: torch.Tensor | None = None,
+        phases: torch.Tensor | None = None,
+        phase_levels: int = 16,
+    ) -> torch.Tensor:
+        """The harmonics alone, `[batch, 1, frames * hop]` float32 (`forward` without a residual)."""
         batch, frames = symbols.shape
         if z.shape[0] != batch or z.shape[-1] != frames:
             raise ValueError(f"latent {tuple(z.shape)} and pitch {tuple(symbols.shape)} frames differ")
@@ -278,13 +290,21 @@ class HarmonicSynth(StreamingModule):
         audible = (harmonics[None, :, None] * highest < 0.475 * self.sample_rate).to(z.dtype)
         out = self._sum_harmonics(sines, _previous(amps, prev_amps) * audible, amps * audible)
         out = out * gate.unsqueeze(1)
-        state = dict(f0=filled[:, -1:], voiced=voiced[:, -1:], amps=amps[..., -1:], phase=phase[:, -1:])
-        if residual is not None:
-            gain = 2 * torch.sigmoid(AMPLITUDE_GAIN * self.gain_head(z).float()[:, 0])  # [batch, frames]
-            prev_gain = self._state("gain", batch)
-            prev_gain = gain[:, :1] if prev_gain is None else prev_gain
-            out = out + residual.float() * _glide(_previous(gain, prev_gain), gain, self.hop).unsqueeze(1)
-            state["gain"] = gain[:, -1:]
         if self._is_streaming:
+            state = dict(f0=filled[:, -1:], voiced=voiced[:, -1:], amps=amps[..., -1:], phase=phase[:, -1:])
             self._streaming_state.update(state)
+        return out
+
+    def mix(self, z: torch.Tensor, source: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """`source` (the harmonics, `[batch, 1, time]`) plus the SEANet output `residual` scaled by a gain the
+        latent z `[batch, latent_dim, frames]` predicts, gliding per frame: the decoder's output."""
+        batch = z.shape[0]
+        if source.shape[-1] == 0:
+            return source
+        gain = 2 * torch.sigmoid(AMPLITUDE_GAIN * self.gain_head(z.float()).float()[:, 0])  # [batch, frames]
+        prev_gain = self._state("gain", batch)
+        prev_gain = gain[:, :1] if prev_gain is None else prev_gain
+        out = source + residual.float() * _glide(_previous(gain, prev_gain), gain, self.hop).unsqueeze(1)
+        if self._is_streaming:
+            self._streaming_state["gain"] = gain[:, -1:]
         return out

@@ -88,6 +88,8 @@ def model_hash(codec: Codec) -> str:
         if tier and not tier.get("phase_harmonics"):
             tier.pop("phase_harmonics", None)
             tier.pop("phase_levels", None)
+    if not config.get("decoder_source"):  # models from before the setting existed keep their hash
+        config.pop("decoder_source", None)
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name, t in sorted(codec.state_dict().items()):
         if name.endswith(TRAINING_ONLY_SUFFIX):

@@ -107,6 +107,7 @@ class SEANetDecoder(StreamingModule):
         max_channels: int = 512,
         causal: bool = True,
         activation: str = "elu",
+        source_channels: int = 0,
     ) -> None:
         super().__init__()
         self.hop_length = math.prod(strides)
@@ -118,13 +119,33 @@ class SEANetDecoder(StreamingModule):
                 make_activation(activation, dims[i + 1], inplace=True),
                 StreamingConvTranspose1d(dims[i + 1], dims[i], 2 * stride, stride=stride, causal=causal),
             ]
+            self._full_rate = len(layers) - 1  # the last upsampling's output: where a source joins
             layers += _residual_units(dims[i], residual_kernel_size, dilations, causal, compress, activation)
         layers += [
             make_activation(activation, dims[0], inplace=True),
             StreamingConv1d(dims[0], channels, last_kernel_size, causal=causal),
         ]
         self.model = nn.Sequential(*layers)
+        self.source_in: StreamingConv1d | None = None
+        if source_channels:
+            # zero at first (no weight norm, which cannot start at zero), so weights trained without a
+            # source decode exactly as before
+            self.source_in = StreamingConv1d(source_channels, dims[0], kernel_size, causal=causal, norm=False)
+            nn.init.zeros_(self.source_in.conv.weight)
+            nn.init.zeros_(self.source_in.conv.bias)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """z `[batch, latent_dim, frames]` -> `[batch, channels, frames * hop]`."""
-        return self.model(z)
+    def forward(self, z: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        """z `[batch, latent_dim, frames]` -> `[batch, channels, frames * hop]`. source `[batch,
+        source_channels, frames * hop]` (decoders built with `source_channels`): a full-rate signal, such as
+        the harmonic source, added through `source_in` after the last upsampling, so that the last residual
+        units can shape the output around it."""
+        if self.source_in is None or source is None:
+            if self.source_in is not None:
+                raise ValueError("this decoder reads a source signal: pass source")
+            return self.model(z)
+        x = z
+        for i, layer in enumerate(self.model):
+            x = layer(x)
+            if i == self._full_rate:
+                x = x + self.source_in(source.to(x.dtype))
+        return x
