@@ -104,11 +104,12 @@ for r in A B; do
     [ -d /tmp/runs/$r ] || continue
     ck=/tmp/runs/$r/checkpoints/$(cat /tmp/runs/$r/checkpoints/latest 2>/dev/null)
     if [ -f "$ck/model.safetensors" ]; then
-        # a lease brings back at most 8 files of 16 MB: the float32 weights come in parts (join here: cat
-        # A_model.safetensors.part-* > A_model.safetensors), their model.json inside logs.tar.gz
-        split -b 15M "$ck/model.safetensors" "$OUT/${r}_model.safetensors.part-"
-        cp "$ck/model.json" "$OUT/logs/${r}_model.json"
-        log "$r: brought back $ck"
+        # A call brings back at most 64 MiB in 8 files of 16 MiB: each run's float32 weights without the EMA
+        # sums (about 21 MB, as `rotcodec export` writes them; join here: cat A_model.safetensors.part-* >
+        # A_model.safetensors), their model.json inside logs.tar.gz
+        python3 -m rotcodec export "$ck" -o "/tmp/runs/${r}_model" --dtype float32 > /dev/null \
+            && split -b 15M "/tmp/runs/${r}_model.safetensors" "$OUT/${r}_model.safetensors.part-" \
+            && cp "/tmp/runs/${r}_model.json" "$OUT/logs/${r}_model.json" && log "$r: brought back $ck"
     fi
     cp /tmp/runs/$r/metrics.jsonl "$OUT/logs/metrics_$r.jsonl" 2>/dev/null
     cp /tmp/runs/$r/config.json "$OUT/logs/config_$r.json" 2>/dev/null
