@@ -399,3 +399,20 @@ def test_layout_tells_phase_rows_from_band_gains() -> None:
     lay = StreamLayout(n_q=8, envelope=8, pitch_rows=1, envelope_rows=56)
     assert lay.describe() == "n_q 8 + pitch + 56 band gains (tier 8)"
     assert lay.describe(8) == "n_q 8 + pitch + 48 band gains + 8 harmonic phases (tier 8)"
+
+
+def test_version_4_files_are_still_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Version 5 only adds the skip code's share of a trimmed stage's table (docs/format.md), which no
+    version-4 file's model had, so version-4 files decode as they did."""
+    import rotcodec.bitstream.header as header_module
+
+    rng = np.random.default_rng(3)
+    codes = np.stack([rng.integers(0, k, (1, 50)) for k in (1024, 1024, 40)], axis=1)
+    freqs = np.ones((3, 1024), np.int64)
+    with monkeypatch.context() as m:
+        m.setattr(header_module, "VERSION", 4)  # a writer of version 4
+        data = encode_bytes(make_header(sizes=(1024, 1024, 40), mode=1, format_version=4), codes, freqs)
+    assert data[4] == 4 and VERSION == 5
+    got_header, got = decode_bytes(data, freqs)
+    assert got_header.format_version == 4
+    np.testing.assert_array_equal(got, codes)

@@ -1,6 +1,7 @@
 """The `.rcq` file header: fields, limits, and its byte layout (see docs/format.md for the table).
 
-Layout (little-endian), version 4::
+Layout (little-endian), versions 4 and 5 (5 adds the skip code's share of a trimmed stage's table,
+docs/format.md)::
 
     0  4s  magic b"\\x89RCQ"       4  u8  version        5  u8  coding_mode   6  u16 header_len
     8  u32 model_sample_rate      12  u32 original_sample_rate               16  u64 num_samples
@@ -29,7 +30,8 @@ from rotcodec.bitstream.layout import StreamLayout
 from rotcodec.bitstream.packing import code_bits
 
 MAGIC = b"\x89RCQ"
-VERSION = 4  # the only version written and read
+VERSION = 5  # the version written
+OLDEST_READ = 4  # version 4 differs only in trimmed stages of models with a skip code, which it never had
 NO_ENVELOPE = 255  # envelope_tier byte of a stream without band gains
 HASH_BYTES = 16
 
@@ -151,7 +153,7 @@ class RcqHeader:
         put("hop_length", 1, MAX_HOP)
         put("coding_mode", 0, len(CodingMode) - 1)
         put("chunk_frames", 1, MAX_CHUNK_FRAMES)
-        put("format_version", VERSION, VERSION)
+        put("format_version", OLDEST_READ, VERSION)
         put("pitch_rows", 0, len(sizes) - 1)
         put("envelope_rows", 0, len(sizes) - 1 - self.pitch_rows)
         if self.envelope_tier is not None:
@@ -246,7 +248,7 @@ def read_header(read: Callable[[int], bytes]) -> tuple[RcqHeader, int, int]:
         )
     if version < 1:
         raise BitstreamError(f"invalid .rcq format version {version}")
-    if version < VERSION:
+    if version < OLDEST_READ:
         raise UnsupportedVersionError(
             f".rcq format version {version} was written by an older rotcodec and is no longer read; re-encode it"
         )
