@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rotcodec.eval.metrics import HIGHER_IS_BETTER
-from rotcodec.eval.report import as_float, fmt_pm, mean_ci
+from rotcodec.eval.compare import cell, summarise
+from rotcodec.eval.report import as_float, fmt_pm
 
 if TYPE_CHECKING:
     from rotcodec.eval.ablate import RunSpec
@@ -98,14 +98,7 @@ def paired_lines(per_file: dict[str, list[dict[str, Any]]], runs: list[RunSpec])
                         if math.isfinite(d):
                             by_file.setdefault(key[1], []).append(d)
                 diffs = [float(np.mean(v)) for v in by_file.values()]
-                mean, half, n = mean_ci(diffs)
-                if n == 0:
-                    cells.append("–")
-                    continue
-                up = HIGHER_IS_BETTER[metric]
-                better = sum((d > 0) if up else (d < 0) for d in diffs)
-                star = " *" if math.isfinite(half) and (mean if up else -mean) - half > 0 else ""
-                cells.append(f"{mean:+.3g} ± {half:.2g} ({better}/{n}){star}")
+                cells.append(cell(summarise(metric, diffs)) if diffs else "–")
             lines.append(f"| {group} − {ref} | {setting} | " + " | ".join(cells) + " |")
     return lines
 

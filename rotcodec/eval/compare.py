@@ -46,6 +46,18 @@ class Paired:
         return sign * self.mean - self.half_width > 0
 
 
+def summarise(metric: str, diffs: Sequence[float]) -> Paired:
+    """`Paired` statistics of per-file differences A − B of `metric` (finite values)."""
+    mean, hw, n = mean_ci(diffs)
+    better = sum((d > 0) if HIGHER_IS_BETTER[metric] else (d < 0) for d in diffs)
+    return Paired(metric, mean, hw, better, n)
+
+
+def cell(p: Paired) -> str:
+    """One table cell: "mean ± half-width (better/files)", with " *" when significant."""
+    return f"{p.mean:+.3g} ± {p.half_width:.2g} ({p.better}/{p.files}){' *' if p.significant else ''}"
+
+
 def load_rows(sources: Sequence[str]) -> list[dict[str, Any]]:
     """Rows of every `[NAME=]PATH` results file, codecs renamed `NAME.CODEC` where a NAME is given."""
     rows: list[dict[str, Any]] = []
@@ -82,11 +94,9 @@ def paired(rows: Sequence[dict[str, Any]], a: str, b: str, metrics: Sequence[str
             x, y = float(ra[f].get(metric, "nan")), float(rb[f].get(metric, "nan"))
             if math.isfinite(x) and math.isfinite(y):
                 diffs.append(x - y)
-        mean, hw, n = mean_ci(diffs)
-        if n == 0:
+        if not diffs:
             raise CompareError(f"no file has {metric} for both {a} and {b}")
-        better = sum((d > 0) if HIGHER_IS_BETTER[metric] else (d < 0) for d in diffs)
-        out.append(Paired(metric, mean, hw, better, n))
+        out.append(summarise(metric, diffs))
     return out
 
 
@@ -95,9 +105,7 @@ def markdown(pairs: Sequence[tuple[str, str, list[Paired]]]) -> str:
     metrics = [p.metric for p in pairs[0][2]]
     lines = ["| A − B | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for a, b, stats in pairs:
-        cells = [
-            f"{p.mean:+.3g} ± {p.half_width:.2g} ({p.better}/{p.files}){' *' if p.significant else ''}" for p in stats
-        ]
+        cells = [cell(p) for p in stats]
         lines.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
     lines.append("\n`*`: the 95% interval excludes zero on A's better side.")
     return "\n".join(lines)
