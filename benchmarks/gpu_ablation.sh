@@ -21,16 +21,8 @@ RECIPE=${RECIPE:-recipes/ablation_rotation_vs_ste_speech16k.yaml}
 INIT=${INIT:-rotcodec/pretrained/speech16k}
 WORK=${WORK:-/tmp/ablation}
 export PYTHONUNBUFFERED=1
-T0=$(date +%s)
-log() { echo "[$(($(date +%s) - T0)) s] $*"; }
+. benchmarks/lease_env.sh  # log, and PYTHONPATH with the carried wheels
 rm -rf "$WORK" && mkdir -p "$WORK/bring/logs" "$OUT"
-if [ -n "${WHEELS:-}" ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
-        || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
-else
-    export PYTHONPATH=$PWD
-fi
 LOGS=$WORK/bring/logs
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$LOGS/gpu.txt"
 python3 -c "import torch, rotcodec; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 1

@@ -31,17 +31,9 @@ RATE_A=${RATE_A:-$([ "$GAN" = 1 ] && echo 3.3 || echo 5.5)}
 INIT=${INIT:-rotcodec/pretrained/speech16k}
 RECIPE=${RECIPE:-recipes/speech16k_phase8.yaml}
 export PYTHONUNBUFFERED=1
-T0=$(date +%s)
-log() { echo "[$(($(date +%s) - T0)) s] $*"; }
+. benchmarks/lease_env.sh  # log, and PYTHONPATH with the carried wheels
 mkdir -p "$OUT/logs"
 rm -rf /tmp/runs/A /tmp/runs/B  # a rerun on a warm machine must not bring back the last call's runs
-if [ -n "${WHEELS:-}" ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
-        || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
-else
-    export PYTHONPATH=$PWD
-fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, rotcodec; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 

@@ -218,7 +218,7 @@ def _train_run(spec: RunSpec, opts: AblationOptions, run_dir: Path) -> tuple[Any
 
 def _model_to_evaluate(recipe: Any, opts: AblationOptions, run_dir: Path) -> Path:
     """The run's latest checkpoint, or (export_seconds > 0) the model file `rotcodec export` makes of it; a
-    run without checkpoints is evaluated on its exported model."""
+    run without checkpoints is evaluated on its exported model, given its code tables first if it has none."""
     from rotcodec.train.checkpoint import latest_checkpoint, require_intact
     from rotcodec.train.export import export
 
@@ -227,20 +227,16 @@ def _model_to_evaluate(recipe: Any, opts: AblationOptions, run_dir: Path) -> Pat
         exported = _exported(run_dir)
         if exported is None:
             raise AblationError(f"{run_dir} has no checkpoint or exported model to evaluate")
-        path = exported[1]
-        if (
-            opts.export_seconds > 0
-            and recipe.data.sources
-            and not json.loads(path.with_suffix(".json").read_text()).get("has_code_counts")
-        ):
-            export(path, path, list(recipe.data.sources), opts.export_seconds, {"recipe": recipe.name})
-        return path
-    require_intact(ckpt)
-    if opts.export_seconds <= 0:
-        return ckpt / "model"
-    out = run_dir / "eval" / "export" / ckpt.name
-    if not out.with_suffix(".json").is_file():
-        export(ckpt, out, list(recipe.data.sources), opts.export_seconds, {"recipe": recipe.name})
+        source = out = exported[1]
+        done = not recipe.data.sources or json.loads(out.with_suffix(".json").read_text()).get("has_code_counts")
+    else:
+        require_intact(ckpt)
+        if opts.export_seconds <= 0:
+            return ckpt / "model"
+        source, out = ckpt, run_dir / "eval" / "export" / ckpt.name
+        done = out.with_suffix(".json").is_file()
+    if opts.export_seconds > 0 and not done:
+        export(source, out, list(recipe.data.sources), opts.export_seconds, {"recipe": recipe.name})
     return out
 
 

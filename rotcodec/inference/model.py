@@ -192,11 +192,11 @@ class CodecModel:
         if self.code_counts is None:
             return None
         width = max(self.codec.code_sizes(layout.n_q, layout.envelope, layout.last_codes))
-        rows = self.code_counts[self.codec.table_rows(layout), :width].copy()
+        rows = self.codec.table_rows(layout)
+        counts = self.code_counts[rows, :width].copy()
         if layout.last_codes is not None:
-            k = layout.last_codes
-            rows[-1, :k] = self._trimmed_counts(self.codec.table_rows(layout)[-1], k)
-        return rows
+            counts[-1, : layout.last_codes] = self._trimmed_counts(rows[-1], layout.last_codes)
+        return counts
 
     @functools.cached_property
     def skip_code(self) -> bool:
