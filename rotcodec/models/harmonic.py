@@ -219,10 +219,14 @@ class HarmonicSynth(StreamingModule):
         omega = (2 * math.pi / self.sample_rate) * track["filled"]
         phase = torch.cat([phase, phase[..., -1:] + omega.unsqueeze(-1) * ahead], dim=-1)  # [batch, frames, 2 hop]
         windows = xs.unfold(-1, 2 * hop, hop) * torch.hann_window(2 * hop, dtype=torch.float64, device=x.device)
-        orders = torch.arange(1, count + 1, device=x.device, dtype=torch.float64)
-        c = torch.einsum(
-            "bft,bfkt->bkf", windows.to(torch.complex128), torch.exp(-1j * orders[:, None] * phase[:, :, None])
-        )
+        # e^{-ik phi} as powers of e^{-i phi}: one sine and cosine per sample instead of one complex exp per
+        # harmonic (the rounding error after `count` products, ~1e-15, is far below a phase step)
+        base = torch.polar(torch.ones_like(phase), -phase)  # [batch, frames, 2 hop]
+        turn, c = base, []
+        for _ in range(count):
+            c.append((windows * turn).sum(-1))
+            turn = turn * base
+        c = torch.stack(c, dim=1)  # [batch, count, frames]
         # x ~ cos(k phi + d) gives c ~ e^{i d}; sin(k phi + d + pi / 2) = cos(k phi + d)
         offset = torch.angle(c) + math.pi / 2
         out = torch.remainder(torch.round(offset * (levels / (2 * math.pi))), levels).long()
