@@ -19,8 +19,9 @@
 # early stop leaves device time to fix and rerun.
 # Optional: WHEELS=folder of wheels to install into /tmp/site first (a machine without the audio packages);
 # INIT=weights to start from; RECIPE=run A's recipe (the music codec: RECIPE=recipes/music24k.yaml
-# INIT=rotcodec/pretrained/music24k DATA=music_manifest.tsv); BENCH=1: whole-step rotation-vs-STE cost at the end (about 90 s) at
-# batch BENCH_BATCH (default 32);
+# INIT=rotcodec/pretrained/music24k DATA=music_manifest.tsv); BENCH=1: whole-step rotation-vs-STE cost at the end (about 90 s
+# per mode) at batch BENCH_BATCH (default 32), once per train.compile mode in BENCH_COMPILE (default "none"; "rotation
+# model": the fused rotation trick, then encoder and decoder compiled too, whose first steps compile);
 # EXTRA="k=v k=v" recipe overrides for every run (a CPU dry run of this script:
 # EXTRA="train.batch_size=2 train.log_every=2 train.valid_batches=1" BUDGET_S=20 SKIP_TESTS=1 GAN=1 BENCH=1).
 set -u
@@ -111,11 +112,13 @@ tar czf "$OUT/logs.tar.gz" -C "$OUT" logs  # again below: a lease cut short stil
 
 # Whole-step cost of the rotation trick vs STE, alone on the GPU, interleaved (about 90 s).
 if [ -n "${BENCH:-}" ]; then
-    log "step_profile, speech16k_refine batch ${BENCH_BATCH:-32}: rotation vs ste"
-    python3 benchmarks/step_profile.py recipes/speech16k_refine.yaml --steps 20 --warmup 5 --rows 12 \
-        --estimators rotation ste --set train.batch_size=${BENCH_BATCH:-32} "${extra[@]}" \
-        > "$OUT/logs/step_profile.txt" 2>&1
-    grep "##" "$OUT/logs/step_profile.txt"
+    for mode in ${BENCH_COMPILE:-none}; do
+        log "step_profile, speech16k_refine batch ${BENCH_BATCH:-32}, train.compile=$mode: rotation vs ste"
+        python3 benchmarks/step_profile.py recipes/speech16k_refine.yaml --steps 20 --warmup 5 --rows 12 \
+            --estimators rotation ste --set train.batch_size=${BENCH_BATCH:-32} --set train.compile="$mode" \
+            "${extra[@]}" > "$OUT/logs/step_profile_$mode.txt" 2>&1
+        grep "##" "$OUT/logs/step_profile_$mode.txt"
+    done
     tar czf "$OUT/logs.tar.gz" -C "$OUT" logs
 fi
 rm -rf "$OUT/logs"

@@ -167,3 +167,26 @@ def test_straight_through_identity_gradient() -> None:
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="shape"):
         rotate_to(torch.randn(2, 3), torch.randn(2, 4))
+
+
+def test_fused_rotation_matches_the_eager_one_on_ordinary_and_degenerate_rows() -> None:
+    """train.compile's path: the same forward value and fallback rows, the gradient to float rounding."""
+    gen = torch.Generator().manual_seed(7)
+    e = torch.randn(64, 16, generator=gen)
+    q = torch.randn(64, 16, generator=gen)
+    e[0] = 0.0  # tiny input
+    q[1] = -e[1]  # antiparallel
+    q[2] = 1e3 * e[2]  # lambda beyond max_scale
+    e[3, 0] = float("inf")  # non-finite
+    g = torch.randn(64, 16, generator=gen)
+    results = []
+    for fused in (False, True):
+        x = e.clone().requires_grad_()
+        out, fallback = rotate_to(x, q, fused=fused)
+        out.backward(g)
+        results.append((out.detach(), fallback, x.grad))
+    (out0, fb0, g0), (out1, fb1, g1) = results
+    assert torch.equal(out1, q) and torch.equal(out0, out1)
+    assert torch.equal(fb0, fb1) and fb1[:4].all() and not fb1[4:].any()
+    torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-6, equal_nan=True)  # the inf entry is NaN in both
+    torch.testing.assert_close(g1[4:].double(), dense_reference(e[4:], q[4:], g[4:]), rtol=1e-4, atol=1e-5)

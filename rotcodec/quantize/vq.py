@@ -78,6 +78,9 @@ class VectorQuantizer(nn.Module):
 
     def __init__(self, cfg: VQConfig) -> None:
         super().__init__()
+        # Set by training (`train.compile`): the rotation trick as one compiled kernel each way. Not config: the
+        # model computes the same function either way.
+        self.fused_rotation = False
         self.cfg = cfg
         k = cfg.codebook_size
         self.lookup_dim = cfg.codebook_dim or cfg.dim
@@ -206,7 +209,7 @@ class VectorQuantizer(nn.Module):
             codes = nearest(self._search_key(z.detach()), self.lookup_codebook().to(z.dtype))
             qz = F.embedding(codes, self.value_codebook().to(z.dtype))
             if cfg.estimator == "rotation":
-                yz, fallback = rotate_to(z, qz, cfg.rule)
+                yz, fallback = rotate_to(z, qz, cfg.rule, self.fused_rotation)
             else:
                 yz, fallback = straight_through(z, qz), torch.zeros_like(codes, dtype=torch.bool)
             commit = F.mse_loss(z, qz.detach())

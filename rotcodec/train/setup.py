@@ -251,6 +251,18 @@ def adamw(params: Any, device: torch.device, **kwargs: Any) -> torch.optim.AdamW
     return torch.optim.AdamW(params, **kwargs)
 
 
+def compile_codec(codec: Codec, mode: str) -> None:
+    """`train.compile`: fuse every stage's rotation trick ("rotation"), and compile the encoder and decoder
+    too ("model"). In place: parameter names, checkpoints and exported weights stay as they were."""
+    if mode == "none":
+        return
+    for stage in codec.quantizer.stages:
+        stage.fused_rotation = True
+    if mode == "model":
+        codec.encoder.compile()
+        codec.decoder.compile()
+
+
 def build_models(
     codec: Codec, recipe: Recipe, device: torch.device, info: DistInfo, ckpt: Path | None, start: int
 ) -> Models:
@@ -272,6 +284,7 @@ def build_models(
         for opt, flag in zip((opt_g, opt_d), fused, strict=True):  # this machine's choice, not the saving one's
             for group in [] if opt is None else opt.param_groups:
                 group["fused"] = flag
+    compile_codec(codec, cfg.compile)
     gen: nn.Module = _Generator(codec)
     if info.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
