@@ -127,7 +127,7 @@ def test_fused_rotation_on_cuda_matches_the_cpu() -> None:
 
 
 @pytest.mark.parametrize("mode", ["rotation", "model"])
-def test_tiny_recipe_trains_compiled_on_cuda(tmp_path: Path, mode: str) -> None:
+def test_compiled_training_runs_on_cuda(tmp_path: Path, mode: str) -> None:
     overrides = ["train.steps=4", "train.log_every=2", "train.device=cuda", f"train.compile={mode}"]
     recipe = load_recipe(ROOT / "recipes" / "tiny.yaml", overrides)
     out = train(recipe, tmp_path / "run", quiet=True)
