@@ -117,7 +117,7 @@ if [ -n "${BENCH:-}" ]; then
         python3 benchmarks/step_profile.py recipes/speech16k_refine.yaml --steps 20 --warmup 5 --rows 12 \
             --estimators rotation ste --set train.batch_size=${BENCH_BATCH:-32} --set train.compile="$mode" \
             "${extra[@]}" > "$OUT/logs/step_profile_$mode.txt" 2>&1
-        grep "##" "$OUT/logs/step_profile_$mode.txt"
+        grep "^## estimator" "$OUT/logs/step_profile_$mode.txt"
     done
     tar czf "$OUT/logs.tar.gz" -C "$OUT" logs
 fi
