@@ -121,3 +121,28 @@ def test_the_probe_is_ten_seconds_spread_from_start_to_end(seconds: float) -> No
     assert sum(n for _, n in spans) == min(length, int(PROBE_SECONDS * sr))
     assert spans[0][0] == 0 and spans[-1][0] + spans[-1][1] == length
     assert all(a + n <= b for (a, n), (b, _) in zip(spans, spans[1:], strict=False))  # in order, no overlap
+
+
+def test_a_file_its_probe_priced_too_dear_is_planned_again_within_the_request() -> None:
+    """Speech exactly where the probe listens, near-silence between: the probe prices the file far dearer
+    than it costs, the first stream lands well under --kbps, and compress plans and codes it once more with
+    the probe's prices scaled by what the stream measured (`CodecModel.replan`), keeping its band gains,
+    closer to the request and never over it."""
+    model = load_model("speech16k")
+    sr, seconds, kbps = 16000, 30.0, 3.0
+    wav = 0.002 * np.random.default_rng(1).standard_normal(int(sr * seconds))
+    for start, count in probe_spans(len(wav), sr):
+        wav[start : start + count] = vowel(sr, count / sr, seed=start)
+    wav = wav.astype(np.float32)
+    replan = type(model).replan
+    try:
+        type(model).replan = lambda *args, **kwargs: None
+        first = model.compress(wav, sr, kbps=kbps)
+    finally:
+        type(model).replan = replan
+    second = model.compress(wav, sr, kbps=kbps)
+    rate = [len(d) * 8 / seconds / 1000 for d in (first, second)]
+    assert rate[0] < 0.95 * kbps, rate  # the probe's overpricing is what this test is about
+    assert rate[0] < rate[1] <= kbps, rate
+    layouts = [model.layout_of(read_rcq_header(d)) for d in (first, second)]
+    assert layouts[1].envelope == layouts[0].envelope and layouts[1].n_q >= layouts[0].n_q, layouts

@@ -33,6 +33,8 @@ from .pricing import (  # noqa: F401 - re-exported: the planning constants and p
     PROBE_PIECES,
     PROBE_SECONDS,
     RATE_MARGIN,
+    RATE_SLACK,
+    REPLAN_TRIES,
     FileCosts,
     as_probe,
     probe_audio,
@@ -66,6 +68,11 @@ RECORD_BYTES = 14  # a chunk record (10 bytes) plus up to 4 bytes of range-coder
 CPU_BATCH_FRAMES = 250
 GPU_BATCH_FRAMES = 4000  # 16 channels of a 5 s step: batching is what makes GPUs pay off
 OUT_PIECE_BYTES = 32 << 20  # float32 decoded audio per piece, all channels together, before 16-bit conversion
+
+
+def kbps_of(size: float, seconds: float) -> float:
+    """The rate in kbps of `size` bytes over `seconds` of audio."""
+    return 8 * size / max(seconds, 1e-9) / 1000.0
 
 
 def _resampler(sr_in: int, sr_out: int, rows: int) -> soxr.ResampleStream | None:
@@ -302,18 +309,69 @@ class CodecModel:
         n_q: int | None = None,
         entropy: bool | None = None,
         envelope: bool | None = None,
+        scale: float = 1.0,
+        tier: int | None | bool = True,
     ) -> tuple[StreamLayout, float]:
         """`plan` for one file of `seconds` at `sr` Hz, probed by `probe` `[channels, t]` (`probe_audio`: its
         `probe_reads`, joined): with `kbps` and entropy coding, planned from what that audio's codes cost,
-        header and records included.
+        header and records included; `scale` and `tier` as `plan` takes them (`replan`).
         Returns the layout and the whole file's expected rate in kbps (the plan's own figure: from the audio's
         costs where it measured them, else the tables; header and records spread over `seconds`)."""
         costs = None
         if kbps is not None and n_q is None and self.coding_mode(entropy) == CodingMode.ENTROPY:
             costs = self.row_costs(probe, sr)
         channels = probe.shape[0]
-        layout = self.plan(kbps, n_q, channels, entropy, envelope, costs, seconds)
+        layout = self.plan(kbps, n_q, channels, entropy, envelope, costs, seconds, scale, tier)
         return layout, self.expected_kbps(layout, channels, seconds, entropy, costs)
+
+    def replan(
+        self,
+        probe: np.ndarray,
+        sr: int,
+        seconds: float,
+        kbps: float | None,
+        entropy: bool | None,
+        envelope: bool | None,
+        first: StreamLayout,
+        planned: float,
+        streams: list[bytes],
+        code: Callable[[StreamLayout], list[bytes]],
+    ) -> tuple[StreamLayout, float, list[bytes]] | None:
+        """Plans again for a file whose `streams` (`first`, planned at `planned` kbps; one per clip of a batch
+        planned together) came out more than RATE_SLACK under `kbps`: the probe priced it dearer than the whole
+        file costs (band gains vary most from one stretch of speech to another). Prices scaled by what the
+        streams measured, keeping the first plan's band gains (the room buys stages, not a costlier tier with
+        fewer stages); `code(layout)` codes the audio again. A scale that overshoots is halved towards 1
+        (geometrically) up to REPLAN_TRIES codings in all. Returns the (layout, expected kbps, streams) that
+        came closest under `kbps`, or None when nothing did better: also for files shorter than PROBE_SECONDS
+        (probed whole), plain coding and `n_q` plans."""
+        measured = kbps_of(sum(map(len, streams)) / len(streams), seconds)
+        if kbps is None or seconds < PROBE_SECONDS or measured >= (1 - RATE_SLACK) * kbps:
+            return None
+        if self.coding_mode(entropy) != CodingMode.ENTROPY:
+            return None
+        overhead = self.overhead_kbps(first, probe.shape[0], seconds)
+        if not planned - overhead > 0 or not measured - overhead > 0:
+            return None
+        low, high = (measured - overhead) / (planned - overhead), 1.0  # low overshoots when prices are uneven
+        best, tried = None, {first}
+        for attempt in range(REPLAN_TRIES):
+            scale = low if attempt == 0 else math.sqrt(low * high)
+            layout, expected = self.plan_file(probe, sr, seconds, kbps, None, entropy, envelope, scale, first.envelope)
+            if layout in tried:
+                break
+            tried.add(layout)
+            again = code(layout)
+            rate = kbps_of(max(map(len, again)), seconds)
+            if rate > kbps:
+                low = scale
+                continue
+            if rate > measured:
+                best, measured = (layout, expected, again), rate
+            if rate >= (1 - RATE_SLACK) * kbps:
+                break
+            high = scale
+        return best
 
     def layouts(self, envelope: bool | None = None) -> list[StreamLayout]:
         """Every layout a stream of this model may have (`envelope` False: none with band gains)."""
@@ -331,12 +389,15 @@ class CodecModel:
         envelope: bool | None = None,
         costs: FileCosts | None = None,
         seconds: float | None = None,
+        scale: float = 1.0,
+        tier: int | None | bool = True,
     ) -> StreamLayout:
         """The rows a stream sends, planned once per file (`envelope` False: no band gains; True: always some).
-        `costs`: the file's own bits per code (`row_costs`; entropy coding), `seconds`: its length, so that the
-        header and chunk records count too (spread over at least PROBE_SECONDS: files of 10 s or more stay
-        within `kbps`, shorter ones may exceed it by their header); without them the tables' entropy and a
-        wider margin plan it.
+        `tier`: only layouts with this envelope tier (None: without band gains; True: any).
+        `costs`: the file's own bits per code (`row_costs`; entropy coding; priced times `scale`), `seconds`: its
+        length, so that the header and chunk records count too (spread over at least PROBE_SECONDS: files of 10 s
+        or more stay within `kbps`, shorter ones may exceed it by their header); without them the tables'
+        entropy and a wider margin plan it.
 
         - `n_q`: that many stages with envelope tier 0 (the one the decoder was trained with).
         - `kbps`: of the layouts whose expected bitrate (times RATE_MARGIN when entropy-coded) fits, the one
@@ -355,7 +416,7 @@ class CodecModel:
         if kbps is not None and not kbps > 0:
             raise OptionError(f"--kbps must be positive, got {kbps}")
         coded = self.coding_mode(entropy) == CodingMode.ENTROPY
-        margin = (PROBE_MARGIN if costs is not None else RATE_MARGIN) if coded else 1.0
+        margin = (PROBE_MARGIN * scale if costs is not None else RATE_MARGIN) if coded else 1.0
 
         def extra(lay: StreamLayout) -> float:
             # a file shorter than PROBE_SECONDS may exceed --kbps by its header, not by its codes
@@ -365,6 +426,8 @@ class CodecModel:
             return self.bitrate(lay, channels, entropy, costs) * margin + extra(lay)
 
         layouts = self.layouts(has_envelope and envelope)
+        if tier is not True:  # one envelope tier (or None) only
+            layouts = [lay for lay in layouts if lay.envelope == tier]
         if costs is not None and kbps is not None and coded:
 
             def bound(lay: StreamLayout, m: int) -> float:
@@ -624,7 +687,7 @@ class CodecModel:
                     starts = np.cumsum([0] + [p.shape[1] for p in pieces])
                     skip = [(int(at) + a, n) for p, at in zip(pieces, starts, strict=False) for a, n in p.skip]
                     probe = as_probe(np.concatenate(pieces, axis=1), skip)
-                    q, _ = self.plan_file(probe, r, length / r, kbps, n_q, entropy, envelope)
+                    q, planned = self.plan_file(probe, r, length / r, kbps, n_q, entropy, envelope)
                 else:
                     q = layout
                 tables = self.tables(q)
@@ -640,6 +703,16 @@ class CodecModel:
                 for i, w, b in zip(part, writers, bufs, strict=True):
                     w.close()
                     out[i] = b.getvalue()
+                if layout is None and n_q is None:
+                    audio = [clips[i][0] for i in part]
+
+                    def code(lay: StreamLayout, audio: list[np.ndarray] = audio, r: int = r) -> list[bytes]:
+                        return self.compress_many(audio, r, entropy=entropy, layout=lay)
+
+                    streams = [out[i] for i in part]
+                    again = self.replan(probe, r, length / r, kbps, entropy, envelope, q, planned, streams, code)
+                    for i, d in zip(part, [] if again is None else again[2], strict=False):
+                        out[i] = d
         return out
 
     def decompress(self, data: bytes | BinaryIO) -> tuple[np.ndarray, int]:
@@ -695,6 +768,7 @@ class CodecModel:
         """`compress_file` for an audio input already open (`open_audio(src)`), e.g. one whose head chose
         the model."""
         seconds = source.frames / source.sr
+        probe = None
         if layout is None:
             reads, skip = probe_reads(source.frames, source.sr)
             probe = as_probe(source.excerpts(reads), skip)
@@ -702,12 +776,34 @@ class CodecModel:
         else:
             q = layout
             planned = self.expected_kbps(q, source.channels, seconds, entropy)
-        header = self.make_header(source.sr, source.channels, source.frames, q, entropy)
-        with atomic_output(dst, force, src) as out:
+
+        def encode(q: StreamLayout, out: BinaryIO, report: Progress | None) -> RcqHeader:
+            header = self.make_header(source.sr, source.channels, source.frames, q, entropy)
+            out.seek(0)
+            out.truncate()
             with RcqWriter(out, header, self.tables(q)) as writer:
-                blocks = source.blocks(max(1, int(self.block_seconds * source.sr)), progress)
+                blocks = source.blocks(max(1, int(self.block_seconds * source.sr)), report)
                 self.encode_stream(blocks, source.sr, source.channels, q, writer.write_chunk)
+            return header
+
+        with atomic_output(dst, force, src) as out:
+            header = encode(q, out, progress)
             size = out.seek(0, io.SEEK_END)
+            if probe is not None and n_q is None:
+                out.seek(0)
+
+                def code(lay: StreamLayout) -> list[bytes]:
+                    buf = io.BytesIO()
+                    encode(lay, buf, None)
+                    return [buf.getvalue()]
+
+                again = self.replan(probe, source.sr, seconds, kbps, entropy, envelope, q, planned, [out.read()], code)
+                if again is not None:
+                    q, planned, (data,) = again
+                    header = self.make_header(source.sr, source.channels, source.frames, q, entropy)
+                    out.seek(0)
+                    out.truncate()
+                    size = out.write(data)
         return FileResult(os.fspath(src), os.fspath(dst), header, size, planned)
 
     def decompress_file(
