@@ -358,6 +358,8 @@ class CodecModel:
         for attempt in range(REPLAN_TRIES):
             scale = low if attempt == 0 else math.sqrt(low * high)
             layout, expected = self.plan_file(probe, sr, seconds, kbps, None, entropy, envelope, scale, first.envelope)
+            extra = self.overhead_kbps(layout, probe.shape[0], seconds)
+            expected = extra + (expected - extra) * scale  # the plan's own figure at the scaled prices
             if layout in tried:
                 break
             tried.add(layout)
