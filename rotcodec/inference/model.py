@@ -341,10 +341,10 @@ class CodecModel:
         planned together) came out more than RATE_SLACK under `kbps`: the probe priced it dearer than the whole
         file costs (band gains vary most from one stretch of speech to another). Prices scaled by what the
         streams measured, keeping the first plan's band gains (the room buys stages, not a costlier tier with
-        fewer stages); `code(layout)` codes the audio again. A scale that overshoots is halved towards 1
-        (geometrically) up to REPLAN_TRIES codings in all. Returns the (layout, expected kbps, streams) that
-        came closest under `kbps`, or None when nothing did better: also for files shorter than PROBE_SECONDS
-        (probed whole), plain coding and `n_q` plans."""
+        fewer stages); `code(layout)` codes the audio again. The scale is bisected (geometrically) between the
+        measured one and 1 by whether each layout's stream went over, up to REPLAN_TRIES codings. Returns the
+        (layout, expected kbps, streams) that came closest under `kbps`, or None when nothing did better: also
+        for files shorter than PROBE_SECONDS (probed whole), plain coding and `n_q` plans."""
         measured = kbps_of(sum(map(len, streams)) / len(streams), seconds)
         if kbps is None or seconds < PROBE_SECONDS or measured >= (1 - RATE_SLACK) * kbps:
             return None
@@ -354,25 +354,30 @@ class CodecModel:
         if not planned - overhead > 0 or not measured - overhead > 0:
             return None
         low, high = (measured - overhead) / (planned - overhead), 1.0  # low overshoots when prices are uneven
-        best, tried = None, {first}
-        for attempt in range(REPLAN_TRIES):
-            scale = low if attempt == 0 else math.sqrt(low * high)
-            layout, expected = self.plan_file(probe, sr, seconds, kbps, None, entropy, envelope, scale, first.envelope)
-            extra = self.overhead_kbps(layout, probe.shape[0], seconds)
-            expected = extra + (expected - extra) * scale  # the plan's own figure at the scaled prices
-            if layout in tried:
-                break
-            tried.add(layout)
-            again = code(layout)
-            rate = kbps_of(max(map(len, again)), seconds)
-            if rate > kbps:
+        costs = self.row_costs(probe, sr)  # priced once: its decodes are cached across the plans below
+        channels = probe.shape[0]
+        best, over = None, {first: False}  # layout -> whether its stream went over the request
+        scale, codings = low, 0
+        for _ in range(4 * REPLAN_TRIES):  # plans are cheap once priced; codings are what is limited
+            layout = self.plan(kbps, None, channels, entropy, envelope, costs, seconds, scale, first.envelope)
+            if layout not in over:
+                if codings == REPLAN_TRIES:
+                    break
+                codings += 1
+                again = code(layout)
+                rate = kbps_of(max(map(len, again)), seconds)
+                over[layout] = rate > kbps
+                if not over[layout] and rate > measured:
+                    extra = self.overhead_kbps(layout, channels, seconds)
+                    expected = extra + (self.expected_kbps(layout, channels, seconds, entropy, costs) - extra) * scale
+                    best, measured = (layout, expected, again), rate
+                    if rate >= (1 - RATE_SLACK) * kbps:
+                        break
+            if over[layout]:
                 low = scale
-                continue
-            if rate > measured:
-                best, measured = (layout, expected, again), rate
-            if rate >= (1 - RATE_SLACK) * kbps:
-                break
-            high = scale
+            else:
+                high = scale
+            scale = math.sqrt(low * high)
         return best
 
     def layouts(self, envelope: bool | None = None) -> list[StreamLayout]:
