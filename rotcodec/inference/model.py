@@ -309,25 +309,31 @@ class CodecModel:
         n_q: int | None = None,
         entropy: bool | None = None,
         envelope: bool | None = None,
-        scale: float = 1.0,
-        tier: int | None | bool = True,
+        costs: FileCosts | None = None,
     ) -> tuple[StreamLayout, float]:
         """`plan` for one file of `seconds` at `sr` Hz, probed by `probe` `[channels, t]` (`probe_audio`: its
-        `probe_reads`, joined): with `kbps` and entropy coding, planned from what that audio's codes cost,
-        header and records included; `scale` and `tier` as `plan` takes them (`replan`).
+        `probe_reads`, joined): with `kbps` and entropy coding, planned from what that audio's codes cost
+        (`probe_costs`, or `costs` where the caller has them), header and records included.
         Returns the layout and the whole file's expected rate in kbps (the plan's own figure: from the audio's
         costs where it measured them, else the tables; header and records spread over `seconds`)."""
-        costs = None
-        if kbps is not None and n_q is None and self.coding_mode(entropy) == CodingMode.ENTROPY:
-            costs = self.row_costs(probe, sr)
+        if costs is None:
+            costs = self.probe_costs(probe, sr, kbps, n_q, entropy)
         channels = probe.shape[0]
-        layout = self.plan(kbps, n_q, channels, entropy, envelope, costs, seconds, scale, tier)
+        layout = self.plan(kbps, n_q, channels, entropy, envelope, costs, seconds)
         return layout, self.expected_kbps(layout, channels, seconds, entropy, costs)
+
+    def probe_costs(
+        self, probe: np.ndarray, sr: int, kbps: float | None, n_q: int | None, entropy: bool | None
+    ) -> FileCosts | None:
+        """The probe's `row_costs` when a plan prices from them (`kbps`, no `n_q`, entropy coding), else None."""
+        if kbps is not None and n_q is None and self.coding_mode(entropy) == CodingMode.ENTROPY:
+            return self.row_costs(probe, sr)
+        return None
 
     def replan(
         self,
-        probe: np.ndarray,
-        sr: int,
+        costs: FileCosts | None,
+        channels: int,
         seconds: float,
         kbps: float | None,
         entropy: bool | None,
@@ -337,28 +343,26 @@ class CodecModel:
         streams: list[bytes],
         code: Callable[[StreamLayout], list[bytes]],
     ) -> tuple[StreamLayout, float, list[bytes]] | None:
-        """Plans again for a file whose `streams` (`first`, planned at `planned` kbps; one per clip of a batch
-        planned together) came out more than RATE_SLACK under `kbps`: the probe priced it dearer than the whole
-        file costs (band gains vary most from one stretch of speech to another). Prices scaled by what the
-        streams measured, keeping the first plan's band gains (the room buys stages, not a costlier tier with
-        fewer stages); `code(layout)` codes the audio again. The scale is bisected (geometrically) between the
-        measured one and 1 by whether each layout's stream went over, up to REPLAN_TRIES codings. Returns the
-        (layout, expected kbps, streams) that came closest under `kbps`, or None when nothing did better: also
-        for files shorter than PROBE_SECONDS (probed whole), plain coding and `n_q` plans."""
+        """Plans again for a file whose `streams` (`first`, planned at `planned` kbps from the probe's `costs`;
+        one per clip of a batch planned together) came out more than RATE_SLACK under `kbps`: the probe priced
+        it dearer than the whole file costs (band gains vary most from one stretch of speech to another).
+        Prices scaled by what the streams measured, keeping the first plan's band gains (the room buys stages,
+        not a costlier tier with fewer stages); `code(layout)` codes the audio again. The scale is bisected
+        (geometrically) between the measured one and 1 by whether each layout's stream went over, up to
+        REPLAN_TRIES codings. Returns the (layout, expected kbps, streams) that came closest under `kbps`, or
+        None when nothing did better: also for files shorter than PROBE_SECONDS (probed whole) and plans not
+        priced from the probe (`costs` None: plain coding, `n_q`)."""
         measured = kbps_of(sum(map(len, streams)) / len(streams), seconds)
-        if kbps is None or seconds < PROBE_SECONDS or measured >= (1 - RATE_SLACK) * kbps:
+        if costs is None or kbps is None or seconds < PROBE_SECONDS or measured >= (1 - RATE_SLACK) * kbps:
             return None
-        if self.coding_mode(entropy) != CodingMode.ENTROPY:
-            return None
-        overhead = self.overhead_kbps(first, probe.shape[0], seconds)
+        overhead = self.overhead_kbps(first, channels, seconds)
         if not planned - overhead > 0 or not measured - overhead > 0:
             return None
         low, high = (measured - overhead) / (planned - overhead), 1.0  # low overshoots when prices are uneven
-        costs = self.row_costs(probe, sr)  # priced once: its decodes are cached across the plans below
-        channels = probe.shape[0]
         best, over = None, {first: False}  # layout -> whether its stream went over the request
         scale, codings = low, 0
         for _ in range(4 * REPLAN_TRIES):  # plans are cheap once priced; codings are what is limited
+            # the probe's decodes stay cached in `costs` from plan to plan
             layout = self.plan(kbps, None, channels, entropy, envelope, costs, seconds, scale, first.envelope)
             if layout not in over:
                 if codings == REPLAN_TRIES:
@@ -694,7 +698,8 @@ class CodecModel:
                     starts = np.cumsum([0] + [p.shape[1] for p in pieces])
                     skip = [(int(at) + a, n) for p, at in zip(pieces, starts, strict=False) for a, n in p.skip]
                     probe = as_probe(np.concatenate(pieces, axis=1), skip)
-                    q, planned = self.plan_file(probe, r, length / r, kbps, n_q, entropy, envelope)
+                    costs = self.probe_costs(probe, r, kbps, n_q, entropy)
+                    q, planned = self.plan_file(probe, r, length / r, kbps, n_q, entropy, envelope, costs)
                 else:
                     q = layout
                 tables = self.tables(q)
@@ -710,14 +715,14 @@ class CodecModel:
                 for i, w, b in zip(part, writers, bufs, strict=True):
                     w.close()
                     out[i] = b.getvalue()
-                if layout is None and n_q is None:
+                if layout is None:
                     audio = [clips[i][0] for i in part]
 
                     def code(lay: StreamLayout, audio: list[np.ndarray] = audio, r: int = r) -> list[bytes]:
                         return self.compress_many(audio, r, entropy=entropy, layout=lay)
 
                     streams = [out[i] for i in part]
-                    again = self.replan(probe, r, length / r, kbps, entropy, envelope, q, planned, streams, code)
+                    again = self.replan(costs, c, length / r, kbps, entropy, envelope, q, planned, streams, code)
                     for i, d in zip(part, [] if again is None else again[2], strict=False):
                         out[i] = d
         return out
@@ -775,11 +780,12 @@ class CodecModel:
         """`compress_file` for an audio input already open (`open_audio(src)`), e.g. one whose head chose
         the model."""
         seconds = source.frames / source.sr
-        probe = None
+        costs = None
         if layout is None:
             reads, skip = probe_reads(source.frames, source.sr)
             probe = as_probe(source.excerpts(reads), skip)
-            q, planned = self.plan_file(probe, source.sr, seconds, kbps, n_q, entropy, envelope)
+            costs = self.probe_costs(probe, source.sr, kbps, n_q, entropy)
+            q, planned = self.plan_file(probe, source.sr, seconds, kbps, n_q, entropy, envelope, costs)
         else:
             q = layout
             planned = self.expected_kbps(q, source.channels, seconds, entropy)
@@ -796,7 +802,7 @@ class CodecModel:
         with atomic_output(dst, force, src) as out:
             header = encode(q, out, progress)
             size = out.seek(0, io.SEEK_END)
-            if probe is not None and n_q is None:
+            if costs is not None:
                 out.seek(0)
 
                 def code(lay: StreamLayout) -> list[bytes]:
@@ -804,7 +810,8 @@ class CodecModel:
                     encode(lay, buf, None)
                     return [buf.getvalue()]
 
-                again = self.replan(probe, source.sr, seconds, kbps, entropy, envelope, q, planned, [out.read()], code)
+                first = [out.read()]
+                again = self.replan(costs, source.channels, seconds, kbps, entropy, envelope, q, planned, first, code)
                 if again is not None:
                     q, planned, (data,) = again
                     header = self.make_header(source.sr, source.channels, source.frames, q, entropy)
