@@ -20,7 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from rotcodec.models.codec import Codec
-from rotcodec.train.loop import _train_step
+from rotcodec.train.loop import _train_step, amp_enabled
 from rotcodec.train.recipe import load_recipe
 from rotcodec.train.setup import build_models, setup_process
 
@@ -36,7 +36,7 @@ def build(recipe_path: str, estimator: str, overrides: list[str]):  # noqa: ANN2
     models = build_models(Codec(recipe.model), recipe, device, info, None, 0)
     length = int(recipe.data.segment_seconds * recipe.model.sample_rate)
     wav = 0.1 * torch.randn(recipe.train.batch_size, recipe.model.channels, length, device=device)
-    amp = device.type == "cuda" and recipe.train.amp == "bf16"
+    amp = amp_enabled(recipe.train, device)
     return recipe, models, wav, device, amp
 
 

@@ -19,7 +19,7 @@ from rotcodec.config import ConfigError
 from rotcodec.models.codec import Codec
 from rotcodec.models.io import load_model
 from rotcodec.train.diagnostics import latent_effective_dims
-from rotcodec.train.loop import TrainingError, train
+from rotcodec.train.loop import TrainingError, amp_enabled, train
 from rotcodec.train.recipe import load_recipe
 from rotcodec.train.setup import adamw, compile_codec, load_init
 
@@ -326,3 +326,34 @@ def test_compile_modes_set_what_they_say() -> None:
     assert codec.encoder._compiled_call_impl is None
     compile_codec(codec, "model")
     assert codec.encoder._compiled_call_impl is not None and codec.decoder._compiled_call_impl is not None
+
+
+@pytest.mark.parametrize("cpu_amp", [False, True])
+def test_cpu_amp_runs_the_cpu_step_in_bf16_only_when_asked(tmp_path: Path, cpu_amp: bool) -> None:
+    """train.cpu_amp: the CPU step's convolutions compute in bf16 (the losses stay float32 and finite);
+    without it a CPU run is float32 throughout, whatever train.amp says."""
+    conv_dtypes: set[torch.dtype] = set()
+
+    def record(module: torch.nn.Module, args: object, out: object) -> None:
+        if isinstance(module, torch.nn.Conv1d | torch.nn.ConvTranspose1d) and isinstance(out, torch.Tensor):
+            conv_dtypes.add(out.dtype)
+
+    overrides = ["train.steps=3", "train.log_every=1", "train.valid_every=1000", f"train.cpu_amp={cpu_amp}"]
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        train(load_recipe(TINY, overrides), tmp_path / "run", quiet=True)
+    finally:
+        handle.remove()
+    assert conv_dtypes == ({torch.bfloat16, torch.float32} if cpu_amp else {torch.float32})
+    losses = [r["loss/total"] for r in read_metrics(tmp_path / "run") if "loss/total" in r]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+
+
+def test_amp_applies_on_cuda_and_on_the_cpu_only_when_asked() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    plain, on_cpu, off = (load_recipe(TINY, o).train for o in ([], ["train.cpu_amp=true"], ["train.amp=none"]))
+    assert [amp_enabled(plain, cpu), amp_enabled(plain, cuda)] == [False, True]
+    assert [amp_enabled(on_cpu, cpu), amp_enabled(on_cpu, cuda)] == [True, True]
+    assert [amp_enabled(off, cuda), amp_enabled(off, cpu)] == [False, False]
+    with pytest.raises(ConfigError, match="train.amp"):
+        load_recipe(TINY, ["train.amp=fp16"])

@@ -34,7 +34,7 @@ from ..losses.adversarial import GeneratorLoss, discriminator_loss
 from ..models.codec import Codec
 from .checkpoint import save_checkpoint
 from .diagnostics import latent_effective_dims
-from .recipe import Recipe
+from .recipe import Recipe, TrainConfig
 from .setup import DistInfo, Models, TrainingError, build_models, load_init, prepare_run_dir, setup_process, start_point
 from .stopping import RUN_ON, SIGNALLED, StopRequest, should_stop
 
@@ -130,7 +130,7 @@ def _run_steps(run: _Run, step: int, quiet: bool) -> dict[str, Any]:
     if info.main and train_ds.skipped:
         print(f"warning: {len(train_ds.skipped)} unreadable file(s) skipped", flush=True)
     batches = iter(StepBatches(train_ds, cfg.batch_size, run.recipe.data.num_workers, info, step))
-    amp = device.type == "cuda" and cfg.amp == "bf16"
+    amp = amp_enabled(cfg, device)
     log = _RunLog(run, step, quiet)
     guard = _NonFiniteGuard(cfg.max_bad_steps)
     last: dict[str, Any] = {}
@@ -175,6 +175,11 @@ class _StepResult:
     grad_norm: torch.Tensor
     losses: dict[str, torch.Tensor]
     stats: dict[str, torch.Tensor]
+
+
+def amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the step runs under bf16 autocast: train.amp on CUDA, on the CPU only with train.cpu_amp."""
+    return cfg.amp == "bf16" and (device.type == "cuda" or (device.type == "cpu" and cfg.cpu_amp))
 
 
 def _autocast(device: torch.device, amp: bool) -> torch.autocast:

@@ -12,6 +12,7 @@ from ..models.codec import CodecConfig
 from ..models.discriminators import DiscriminatorConfig
 
 COMPILE_MODES = ("none", "rotation", "model")
+AMP_MODES = ("none", "bf16")
 
 
 @dataclass
@@ -23,7 +24,10 @@ class TrainConfig:
     adversarial_start: step at which discriminators and adversarial losses switch on (0 = from the start).
     grad_clip: max global grad norm (0 disables). log_every/valid_every/checkpoint_every: in steps.
     keep_checkpoints: how many step checkpoints to keep. max_bad_steps: consecutive non-finite steps
-    tolerated before the run stops. amp: "bf16" autocast on CUDA ("none" disables; ignored on CPU).
+    tolerated before the run stops. amp: "bf16" autocast on CUDA ("none" disables). cpu_amp: also on the
+    CPU, where it pays on CPUs with native bf16 (AMX or AVX-512 BF16: x1.18 audio-s/s on this project's
+    2-core machine, `docs/results/cpu_training_speed/`) and is slower on others; off by default, so CPU runs
+    compute in float32 unless a recipe asks.
     max_minutes: wall-clock budget (0 = none): once spent, the run validates, saves a checkpoint and stops
     early (checked every log_every steps), e.g. to fit a GPU lease.
     threads: torch CPU threads (0 = torch's default). valid_batches: validation batches per check.
@@ -57,6 +61,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     max_bad_steps: int = 20
     amp: str = "bf16"
+    cpu_amp: bool = False
     max_minutes: float = 0.0
     threads: int = 0
     valid_batches: int = 4
@@ -100,6 +105,8 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"train.envelope_prob must be in [0, 1], got {recipe.train.envelope_prob}")
     if recipe.train.envelope_prob > 0 and recipe.model.envelope is None:
         raise ConfigError("train.envelope_prob needs model.envelope")
+    if recipe.train.amp not in AMP_MODES:
+        raise ConfigError(f"train.amp must be one of {AMP_MODES}, got {recipe.train.amp!r}")
     if recipe.train.compile not in COMPILE_MODES:
         raise ConfigError(f"train.compile must be one of {COMPILE_MODES}, got {recipe.train.compile!r}")
     if not 0.0 <= recipe.train.phase_lock_prob <= 1.0:
