@@ -211,6 +211,29 @@ def test_dead_code_replacement_revives_collapsed_codebook() -> None:
     assert vq2.eval()(rows).stats["usage"].item() <= 2 / 64
 
 
+@pytest.mark.parametrize("ema", [0.9, None])
+def test_dead_code_replacement_writes_only_the_dead_codes(ema: float | None) -> None:
+    """Codes under the threshold become current input rows with the threshold as their count (and EMA sum
+    to match); every other code, count and sum is left exactly as it was."""
+    torch.manual_seed(1)
+    vq = VectorQuantizer(VQConfig(dim=4, codebook_size=32, kmeans_init=False, dead_code_threshold=0.5, ema_decay=ema))
+    with torch.no_grad():
+        vq.cluster_size.copy_(torch.rand(32) * 2)
+    dead = vq.cluster_size < 0.5
+    assert 0 < int(dead.sum()) < 32
+    before = {name: t.detach().clone() for name, t in vq.state_dict().items()}
+    rows = torch.randn(50, 4) + 100.0  # far from every code: a replaced code is recognisable
+    vq._replace_dead(rows)
+    book = vq.codebook
+    assert torch.equal(book[~dead], before["codebook"][~dead])
+    assert torch.equal(vq.cluster_size[~dead], before["cluster_size"][~dead])
+    assert torch.all(vq.cluster_size[dead] == 0.5)
+    assert all(bool((rows == code).all(-1).any()) for code in book[dead])
+    if ema is not None:
+        assert torch.equal(vq.embed_avg[~dead], before["embed_avg"][~dead])
+        torch.testing.assert_close(vq.embed_avg[dead], book[dead] * 0.5)
+
+
 def test_quantizer_dropout_uses_prefixes() -> None:
     torch.manual_seed(0)
     rvq = ResidualVQ(8, 4, 16, ema_decay=None, kmeans_init=False, dead_code_threshold=0.0, quantizer_dropout=1.0)
