@@ -128,6 +128,14 @@ def test_mono_1d_input_and_tiny_clip(model) -> None:
     assert out.shape == (1, 7)
 
 
+def test_samples_beyond_full_scale_are_coded_with_a_warning_that_counts_them(model) -> None:
+    wav = 0.1 * speechlike(0.5, 16000)[0]
+    wav[[10, 20, 30]] = [1.5, -2.0, 1.01]
+    with pytest.warns(UserWarning, match=r"3 of 8000 samples lie beyond ±1 \(peak 2;"):
+        out, _ = model.decompress(model.compress(wav, 16000))
+    assert out.shape == (1, 8000) and np.abs(out).max() <= 1.0
+
+
 def test_chunked_codes_equal_whole_file_codes(model) -> None:
     model.step_seconds = 0.5  # 6 model calls for this clip
     try:

@@ -882,9 +882,12 @@ def _checked_clip(wav: np.ndarray, sr: int, name: str) -> tuple[np.ndarray, int]
     if x.shape[1] == 0:
         raise AudioError(f"{name}: contains no audio samples (zero length)")
     check_finite(x, name)
-    over = float(np.mean(np.abs(x) > 1.0))
-    if over > 0:  # coded as given; the decoder's output is clipped to [-1, 1]
-        warnings.warn(f"{name}: {over:.2%} of samples lie beyond ±1 (clipping input?)", stacklevel=4)
+    over = int(np.count_nonzero(np.abs(x) > 1.0))
+    if over:  # coded as given; the decoder's output is clipped to [-1, 1]
+        peak = float(np.max(np.abs(x)))
+        warnings.warn(
+            f"{name}: {over} of {x.size} samples lie beyond ±1 (peak {peak:.3g}; clipping input?)", stacklevel=4
+        )
     return x, sr
 
 
