@@ -3,7 +3,9 @@
     python benchmarks/train_speed.py recipes/speech16k.yaml [--steps 20] [--set train.batch_size=8]
 
 Runs the real training loop (synthetic data, so disk and decoding do not count) in a temporary folder and
-prints a table with the parameter count and the measured rates after warm-up.
+prints a table with the parameter count and the measured rates after warm-up. With real data
+(`--set data.synthetic=false --set data.sources=[M.tsv] --set data.num_workers=N`) the data-wait column is the
+share of the time the loop waited for batches: above a few percent the loader starves the step.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from pathlib import Path
 import torch
 
 from rotcodec.models.codec import Codec
-from rotcodec.train.loop import train
+from rotcodec.train.loop import amp_enabled, train
 from rotcodec.train.recipe import Recipe, load_recipe
 
 
-def measure(recipe_path: str, steps: int, overrides: list[str] = ()) -> tuple[Recipe, float, float, float]:
+def measure(recipe_path: str, steps: int, overrides: list[str] = ()) -> tuple[Recipe, float, float, float, float]:
     """Train `steps` steps of the recipe on synthetic data in a temporary folder: (recipe, steps/s,
-    audio-s/s after the first logging window, wall seconds including start-up)."""
+    audio-s/s after the first logging window, wall seconds including start-up, share of time waiting for
+    data)."""
     recipe = load_recipe(
         recipe_path,
         [
@@ -44,7 +47,8 @@ def measure(recipe_path: str, steps: int, overrides: list[str] = ()) -> tuple[Re
     steady = [r for r in rows[1:] if "steps_per_s" in r] or rows  # first window includes k-means/warm-up
     sps = sum(r["steps_per_s"] for r in steady) / len(steady)
     aps = sum(r["audio_s_per_s"] for r in steady) / len(steady)
-    return recipe, sps, aps, wall
+    wait = sum(r["data_wait_frac"] for r in steady) / len(steady)
+    return recipe, sps, aps, wall, wait
 
 
 def main() -> None:
@@ -53,15 +57,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--set", dest="overrides", action="append", default=[])
     args = p.parse_args()
-    recipe, sps, aps, wall = measure(args.recipe, args.steps, args.overrides)
+    recipe, sps, aps, wall, wait = measure(args.recipe, args.steps, args.overrides)
     params = Codec(recipe.model).num_parameters()
-    device = "cuda" if torch.cuda.is_available() and recipe.train.device in ("auto", "cuda") else "cpu"
+    device = torch.device("cuda" if torch.cuda.is_available() and recipe.train.device in ("auto", "cuda") else "cpu")
     print(
         f"recipe={args.recipe} device={device} threads={torch.get_num_threads()} "
-        f"batch={recipe.train.batch_size}x{recipe.data.segment_seconds}s amp={recipe.train.amp}"
+        f"batch={recipe.train.batch_size}x{recipe.data.segment_seconds}s amp={amp_enabled(recipe.train, device)}"
     )
-    print("| params | steps/s | audio-s/s | wall s (incl. start-up) |\n|---|---|---|---|")
-    print(f"| {params / 1e6:.2f} M | {sps:.3f} | {aps:.2f} | {wall:.1f} |")
+    print("| params | steps/s | audio-s/s | data wait | wall s (incl. start-up) |\n|---|---|---|---|---|")
+    print(f"| {params / 1e6:.2f} M | {sps:.3f} | {aps:.2f} | {wait:.1%} | {wall:.1f} |")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ def test_tiny_recipe_learns_and_writes_a_complete_run(tmp_path: Path) -> None:
         "vq/rotation_fallback",
         "steps_per_s",
         "audio_s_per_s",
+        "data_wait_frac",
     ):
         assert key in rows[-1], key
     valid = [r for r in read_metrics(run) if "valid/mel" in r]
@@ -357,3 +358,19 @@ def test_amp_applies_on_cuda_and_on_the_cpu_only_when_asked() -> None:
     assert [amp_enabled(off, cuda), amp_enabled(off, cpu)] == [False, False]
     with pytest.raises(ConfigError, match="train.amp"):
         load_recipe(TINY, ["train.amp=fp16"])
+
+
+def test_the_log_says_how_long_the_loop_waited_for_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rotcodec.data import dataset
+
+    slow_item = dataset.CropDataset.__getitem__
+
+    def slow(self, i):  # noqa: ANN001, ANN202 - a loader far slower than the tiny step
+        time.sleep(0.05)
+        return slow_item(self, i)
+
+    monkeypatch.setattr(dataset.CropDataset, "__getitem__", slow)
+    overrides = ["train.steps=6", "train.log_every=3", "train.valid_every=1000"]
+    train(load_recipe(TINY, overrides), tmp_path / "slow", quiet=True)
+    waits = [r["data_wait_frac"] for r in read_metrics(tmp_path / "slow") if "data_wait_frac" in r]
+    assert len(waits) == 2 and all(0.3 < w <= 1.0 for w in waits), waits

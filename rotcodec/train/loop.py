@@ -139,7 +139,10 @@ def _run_steps(run: _Run, step: int, quiet: bool) -> dict[str, Any]:
     try:
         with StopRequest() as stop:
             while step < cfg.steps:
-                out = _train_step(models, next(batches).to(device, non_blocking=True), step, run.recipe, amp)
+                waited = time.perf_counter()
+                wav = next(batches)
+                log.data_wait += time.perf_counter() - waited
+                out = _train_step(models, wav.to(device, non_blocking=True), step, run.recipe, amp)
                 guard.check(out.finite, step, log.bar.write if info.main else None)
                 step += 1
                 log.bar.update(1)
@@ -285,11 +288,16 @@ class _RunLog:
         self.audio_per_step = cfg.batch_size * info.world_size * run.recipe.data.segment_seconds
         self.bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not info.main, unit="step", dynamic_ncols=True)
         self.t_log, self.step_log = time.perf_counter(), step
+        self.data_wait = 0.0  # seconds the loop waited for batches since the last row
 
     def train_row(self, step: int, out: _StepResult, skipped: int) -> dict[str, Any]:
         """Log step `step`'s losses and stats with the throughput since the previous row; returns the row."""
         now = time.perf_counter()
-        rate = (step - self.step_log) / max(now - self.t_log, 1e-9)
+        window = max(now - self.t_log, 1e-9)
+        rate = (step - self.step_log) / window
+        # The share of the window spent waiting for data: above a few percent the loader starves the step
+        # (raise data.num_workers). Each step syncs with the device, so on a GPU this is real idle time.
+        data_wait, self.data_wait = self.data_wait / window, 0.0
         self.t_log, self.step_log = now, step
         row = {
             "step": step,
@@ -298,6 +306,7 @@ class _RunLog:
             "skipped_steps": skipped,
             "steps_per_s": rate,
             "audio_s_per_s": rate * self.audio_per_step,
+            "data_wait_frac": data_wait,
         }
         row.update({f"loss/{k}": v for k, v in _floats(out.losses).items()})
         row.update(_floats(out.stats))
