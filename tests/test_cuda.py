@@ -1,6 +1,7 @@
 """The same code on a CUDA GPU: quantizer gradients and the shipped codec match the CPU, bf16 autocast training
 steps stay finite. Skipped where torch sees no GPU (CI); run on a GPU machine with `pytest tests/test_cuda.py`."""
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,9 @@ def test_tiny_recipe_trains_on_cuda_with_bf16(tmp_path: Path) -> None:
     last = train(recipe, tmp_path / "run", quiet=True)
     assert last["step"] == 30 and last["skipped_steps"] == 0
     assert torch.isfinite(torch.tensor(last["loss/total"]))
+    assert 0.0 <= last["data_wait_frac"] <= 1.0
+    if importlib.util.find_spec("pynvml") is not None:  # NVML reports how busy the GPU was
+        assert 0.0 <= last["gpu_busy_frac"] <= 1.0
 
 
 def test_phase_locked_training_step_on_cuda_reads_the_cpu_phases() -> None:

@@ -289,6 +289,7 @@ class _RunLog:
         self.bar = tqdm(total=cfg.steps, initial=step, disable=quiet or not info.main, unit="step", dynamic_ncols=True)
         self.t_log, self.step_log = time.perf_counter(), step
         self.data_wait = 0.0  # seconds the loop waited for batches since the last row
+        self.device = run.device
 
     def train_row(self, step: int, out: _StepResult, skipped: int) -> dict[str, Any]:
         """Log step `step`'s losses and stats with the throughput since the previous row; returns the row."""
@@ -308,6 +309,9 @@ class _RunLog:
             "audio_s_per_s": rate * self.audio_per_step,
             "data_wait_frac": data_wait,
         }
+        busy = _gpu_busy(self.device)
+        if busy is not None:
+            row["gpu_busy_frac"] = busy
         row.update({f"loss/{k}": v for k, v in _floats(out.losses).items()})
         row.update(_floats(out.stats))
         self._write(row)
@@ -333,6 +337,18 @@ class _RunLog:
             self.writer.close()
         if self.file is not None:
             self.file.close()
+
+
+def _gpu_busy(device: torch.device) -> float | None:
+    """The share of the driver's last sample period (1/6 to 1 s) in which some kernel ran on `device`, from
+    NVML (`torch.cuda.utilization`; None off CUDA or without the `nvidia-ml-py` package). Busy is not full:
+    a launch-bound step keeps the GPU busy with small kernels."""
+    if device.type != "cuda":
+        return None
+    try:
+        return torch.cuda.utilization(device) / 100.0
+    except Exception:  # noqa: BLE001 - no NVML here: the metric is optional
+        return None
 
 
 def _save(run: _Run, step: int) -> None:
