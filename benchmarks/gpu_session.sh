@@ -9,8 +9,9 @@
 #    steps/s: 6.1 alone on an H200 without the lock, docs/results/gpu_lease_h200; 4.3 each with two phase runs
 #    side by side, docs/results/gpu_lease_h200_2). 2180 phase-training steps gave PESQ-WB +0.05 at 12 kbps.
 #    Data: recipes/data/pack_subset.py (with --opus-kbps) into a folder .git/info/exclude ignores, carried with
-#    the audio wheels the machine lacks (.whl: soundfile, soxr, librosa, auraloss, constriction, nvidia-ml-py for the logged GPU busy share, and their small
-#    dependencies); the working tree, wheels and data must stay under 64 MiB.
+#    the audio wheels the machine lacks (.whl: soundfile, soxr, librosa, auraloss, constriction and their small
+#    dependencies, and nvidia-ml-py for the logged gpu_busy_frac); the working tree, wheels and data must stay
+#    under 64 MiB.
 # B (GAN=1): recipes/speech16k_pitch_gan.yaml at batch 64, flat lr; 925 steps made every metric worse.
 #   Or (EXTRA_B="k=v ...", RECIPE_B=recipe): A's run with these overrides or this recipe, to compare two
 #   settings in one lease.
