@@ -109,7 +109,8 @@ class StreamingConv1d(StreamingModule):
             pending = self._state("pending", x.shape[0])
             if pending is None:
                 pending = x.new_zeros(x.shape[0], x.shape[1], k - s)
-            x = torch.cat([pending, x], dim=-1)
+            if pending.shape[-1]:  # nothing pending (a 1x1 conv, or a chunk that ended on a frame): no copy
+                x = torch.cat([pending, x], dim=-1)
             n = (x.shape[-1] - k) // s + 1 if x.shape[-1] >= k else 0
             self._streaming_state["pending"] = x[..., n * s :]
             return self.conv(x[..., : (n - 1) * s + k]) if n > 0 else self._empty(x)
