@@ -76,6 +76,23 @@ def test_conv_transpose_overlap_add_matches_whole(stride: int, extra: int, sizes
     torch.testing.assert_close(parts, whole, rtol=1e-5, atol=1e-6)
 
 
+@settings(max_examples=40, deadline=None)
+@given(stride=st.integers(1, 8), extra=st.integers(0, 9), frames=st.integers(1, 20), causal=st.booleans())
+def test_transposed_conv_without_autograd_equals_torchs(stride: int, extra: int, frames: int, causal: bool) -> None:
+    """Inference runs the transposed conv as one polyphase conv: the same output as torch's transposed conv
+    (which training uses), whole and in chunks."""
+    torch.manual_seed(stride * 100 + extra)
+    conv = StreamingConvTranspose1d(3, 2, stride + extra, stride=stride, causal=causal)
+    x = torch.randn(2, 3, frames)
+    reference = conv(x).detach()  # with autograd: torch's transposed conv
+    with torch.no_grad():
+        torch.testing.assert_close(conv(x), reference, rtol=1e-5, atol=1e-6)
+        if causal:
+            with conv.streaming():
+                parts = torch.cat([conv(c) for c in split(x, [1, 2, 3])], dim=-1)
+            torch.testing.assert_close(parts, reference, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(("chunk_frames", "activation"), [(1, "elu"), (2, "elu"), (5, "snake"), (13, "elu")])
 def test_chunked_encode_equals_whole(chunk_frames: int, activation: str) -> None:
     codec = tiny_codec(activation=activation)
