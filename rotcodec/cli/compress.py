@@ -400,6 +400,7 @@ def rcq_info(path: str, check: bool = True) -> dict[str, Any]:
     the body is read and checked too (`check_body`; BitstreamError if corrupt)."""
     from ..config import from_dict
     from ..inference import read_rcq_header
+    from ..inference.files import kbps_of
     from ..inference.model import describe_layout
     from ..models.codec import CodecConfig
     from ..pretrained import find_by_fingerprint
@@ -436,7 +437,7 @@ def rcq_info(path: str, check: bool = True) -> dict[str, Any]:
         "layout": layout,
         "codebook_sizes": list(h.codebook_sizes),
         "plain_kbps": h.plain_kbps,
-        "measured_kbps": size * 8 / max(duration, 1e-9) / 1000.0,
+        "measured_kbps": kbps_of(size, duration),
         "size_bytes": size,
         "body": body,
     }

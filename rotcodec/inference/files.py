@@ -31,6 +31,11 @@ from ..outputs import OutputError, OutputExistsError, atomic_file
 Progress = Callable[[float], None]  # called with seconds of audio just processed
 
 
+def kbps_of(size: float, seconds: float) -> float:
+    """The rate in kbps of `size` bytes over `seconds` of audio."""
+    return 8 * size / max(seconds, 1e-9) / 1000.0
+
+
 @dataclass
 class FileResult:
     """One compressed or decompressed file: the `.rcq` header, the output's size in bytes and, for compress, the
@@ -50,7 +55,7 @@ class FileResult:
     @property
     def kbps(self) -> float:
         """Measured bitrate of the output file in kbps, header and chunk records included."""
-        return self.size * 8 / max(self.duration, 1e-9) / 1000.0
+        return kbps_of(self.size, self.duration)
 
 
 _EXACT_LENGTH_FORMATS = {"WAV", "WAVEX", "FLAC", "AIFF", "W64", "RF64", "CAF", "AU"}

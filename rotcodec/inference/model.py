@@ -26,7 +26,7 @@ from ..bitstream.layout import StreamLayout
 from ..models.codec import CodecConfig
 from ..models.io import ModelFile, has_skip_code
 from ..pretrained import ModelEntry
-from .files import AudioSource, FileResult, Progress, atomic_output, open_audio, open_rcq
+from .files import AudioSource, FileResult, Progress, atomic_output, kbps_of, open_audio, open_rcq
 from .planner import choose, fill, search
 from .pricing import (  # noqa: F401 - re-exported: the planning constants and probe live in pricing
     PROBE_MARGIN,
@@ -68,11 +68,6 @@ RECORD_BYTES = 14  # a chunk record (10 bytes) plus up to 4 bytes of range-coder
 CPU_BATCH_FRAMES = 250
 GPU_BATCH_FRAMES = 4000  # 16 channels of a 5 s step: batching is what makes GPUs pay off
 OUT_PIECE_BYTES = 32 << 20  # float32 decoded audio per piece, all channels together, before 16-bit conversion
-
-
-def kbps_of(size: float, seconds: float) -> float:
-    """The rate in kbps of `size` bytes over `seconds` of audio."""
-    return 8 * size / max(seconds, 1e-9) / 1000.0
 
 
 def _resampler(sr_in: int, sr_out: int, rows: int) -> soxr.ResampleStream | None:
@@ -291,7 +286,7 @@ class CodecModel:
         header = self.make_header(self.sample_rate, channels, 0, layout, False)
         frames = math.ceil(seconds * self.codec.frame_rate)
         records = math.ceil(frames / header.chunk_frames) + 1
-        return 8 * (len(pack_header(header, 0)) + RECORD_BYTES * records) / max(seconds, 1e-9) / 1000.0
+        return kbps_of(len(pack_header(header, 0)) + RECORD_BYTES * records, seconds)
 
     def expected_kbps(
         self, layout: StreamLayout, channels: int, seconds: float, entropy: bool | None, costs: FileCosts | None = None
