@@ -339,26 +339,34 @@ class CodecModel:
         code: Callable[[StreamLayout], list[bytes]],
     ) -> tuple[StreamLayout, float, list[bytes]] | None:
         """Plans again for a file whose `streams` (`first`, planned at `planned` kbps from the probe's `costs`;
-        one per clip of a batch planned together) came out more than RATE_SLACK under `kbps`: the probe priced
-        it dearer than the whole file costs (band gains vary most from one stretch of speech to another).
-        Prices scaled by what the streams measured, keeping the first plan's band gains (the room buys stages,
-        not a costlier tier with fewer stages); `code(layout)` codes the audio again. The scale is bisected
-        (geometrically) between the measured one and 1 by whether each layout's stream went over, up to
-        REPLAN_TRIES codings. Returns the (layout, expected kbps, streams) that came closest under `kbps`, or
-        None when nothing did better: also for files shorter than PROBE_SECONDS (probed whole) and plans not
-        priced from the probe (`costs` None: plain coding, `n_q`)."""
+        one per clip of a batch planned together) came out over `kbps`, or more than RATE_SLACK under it: the
+        probe priced the file cheaper or dearer than the whole of it costs (band gains vary most from one
+        stretch of speech to another). Prices are scaled by what the streams measured; a stream under keeps its
+        band-gain tier (the room buys stages, not another tier), one over may take any. `code(layout)` codes
+        the audio again. The scale is searched geometrically (stepped on by the measured ratio while every
+        stream went over, bisected once one landed under), up to REPLAN_TRIES codings. Returns the (layout,
+        expected kbps, streams) that came closest under `kbps`, or None when nothing did better: also for
+        files shorter than PROBE_SECONDS (probed whole) and plans not priced from the probe (`costs` None:
+        plain coding, `n_q`)."""
+        if costs is None or kbps is None or seconds < PROBE_SECONDS:
+            return None
         measured = kbps_of(sum(map(len, streams)) / len(streams), seconds)
-        if costs is None or kbps is None or seconds < PROBE_SECONDS or measured >= (1 - RATE_SLACK) * kbps:
+        went_over = kbps_of(max(map(len, streams)), seconds) > kbps
+        if not went_over and measured >= (1 - RATE_SLACK) * kbps:
             return None
         overhead = self.overhead_kbps(first, channels, seconds)
         if not planned - overhead > 0 or not measured - overhead > 0:
             return None
-        low, high = (measured - overhead) / (planned - overhead), 1.0  # low overshoots when prices are uneven
-        best, over = None, {first: False}  # layout -> whether its stream went over the request
-        scale, codings = low, 0
+        ratio = (measured - overhead) / (planned - overhead)
+        # the scale known to go over (low) and the one known to land under (high, None while unknown)
+        low, high = (1.0, None) if went_over else (ratio, 1.0)
+        step = max(ratio, 1 + RATE_SLACK)  # how far to go on while every scale tried went over
+        best, best_rate, over = None, 0.0 if went_over else measured, {first: went_over}
+        scale, codings = ratio, 0
+        tier = True if went_over else first.envelope  # the first plan's tier may not fit at all
         for _ in range(4 * REPLAN_TRIES):  # plans are cheap once priced; codings are what is limited
             # the probe's decodes stay cached in `costs` from plan to plan
-            layout = self.plan(kbps, None, channels, entropy, envelope, costs, seconds, scale, first.envelope)
+            layout = self.plan(kbps, None, channels, entropy, envelope, costs, seconds, scale, tier)
             if layout not in over:
                 if codings == REPLAN_TRIES:
                     break
@@ -366,17 +374,17 @@ class CodecModel:
                 again = code(layout)
                 rate = kbps_of(max(map(len, again)), seconds)
                 over[layout] = rate > kbps
-                if not over[layout] and rate > measured:
+                if not over[layout] and rate > best_rate:
                     extra = self.overhead_kbps(layout, channels, seconds)
                     expected = extra + (self.expected_kbps(layout, channels, seconds, entropy, costs) - extra) * scale
-                    best, measured = (layout, expected, again), rate
+                    best, best_rate = (layout, expected, again), rate
                     if rate >= (1 - RATE_SLACK) * kbps:
                         break
             if over[layout]:
                 low = scale
             else:
                 high = scale
-            scale = math.sqrt(low * high)
+            scale = low * step if high is None else math.sqrt(low * high)
         return best
 
     def layouts(self, envelope: bool | None = None) -> list[StreamLayout]:

@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 # probed 1.7% low and came out over --kbps (tests/test_rate_ceiling.py).
 RATE_MARGIN = 1.05
 PROBE_MARGIN = 1.02
-# --kbps promises a file of PROBE_SECONDS or more within 5% under the request. A stream that comes out further
-# under was priced too dear by its probe, and is planned and coded once more (`CodecModel.replan`).
+# --kbps promises a file of PROBE_SECONDS or more within 5% under the request. A stream that comes out over it,
+# or further under, was priced too cheap or too dear by its probe, and is planned and coded again
+# (`CodecModel.replan`).
 RATE_SLACK = 0.05
 REPLAN_TRIES = 3  # codings of a replanned file at most, beyond its first
 PROBE_SECONDS = 10.0
