@@ -84,8 +84,8 @@ def atomic_path(path: str | os.PathLike, force: bool = True) -> Iterator[str]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write to folder {path.parent} ({exc.strerror})") from None
-    os.close(fd)
-    try:
+    try:  # from here on a Ctrl-C or SIGTERM removes the temporary file
+        os.close(fd)
         yield tmp
         publish(tmp, path, force)
     except BaseException:

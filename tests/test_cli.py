@@ -395,7 +395,7 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path: Path) -> None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted" in err
+    assert proc.returncode == 130 and "interrupted" in err, (proc.returncode, err[-2000:])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.wav"]  # no output, no temp file
 
 
