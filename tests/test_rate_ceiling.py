@@ -125,6 +125,17 @@ def test_the_probe_is_ten_seconds_spread_from_start_to_end(seconds: float) -> No
     assert all(a + n <= b for (a, n), (b, _) in zip(spans, spans[1:], strict=False))  # in order, no overlap
 
 
+def first_and_replanned(model, wav: np.ndarray, sr: int, kbps: float) -> tuple[bytes, bytes]:  # noqa: ANN001
+    """The stream `compress` writes with `CodecModel.replan` switched off (its first plan), and the one it keeps."""
+    replan = type(model).replan
+    try:
+        type(model).replan = lambda *args, **kwargs: None
+        first = model.compress(wav, sr, kbps=kbps)
+    finally:
+        type(model).replan = replan
+    return first, model.compress(wav, sr, kbps=kbps)
+
+
 def test_a_file_its_probe_priced_too_dear_is_planned_again_within_the_request() -> None:
     """Speech exactly where the probe listens, near-silence between: the probe prices the file far dearer
     than it costs, the first stream lands well under --kbps, and compress plans and codes it once more with
@@ -136,13 +147,7 @@ def test_a_file_its_probe_priced_too_dear_is_planned_again_within_the_request() 
     for start, count in probe_spans(len(wav), sr):
         wav[start : start + count] = vowel(sr, count / sr, seed=start)
     wav = wav.astype(np.float32)
-    replan = type(model).replan
-    try:
-        type(model).replan = lambda *args, **kwargs: None
-        first = model.compress(wav, sr, kbps=kbps)
-    finally:
-        type(model).replan = replan
-    second = model.compress(wav, sr, kbps=kbps)
+    first, second = first_and_replanned(model, wav, sr, kbps)
     rate = [len(d) * 8 / seconds / 1000 for d in (first, second)]
     assert rate[0] < 0.95 * kbps, rate  # the probe's overpricing is what this test is about
     assert rate[0] < rate[1] <= kbps, rate
@@ -159,14 +164,8 @@ def test_a_file_its_probe_priced_too_cheap_is_planned_again_under_the_request() 
     wav = vowel(sr, seconds, seed=5).copy()
     for start, count in probe_spans(len(wav), sr):
         wav[start : start + count] = 0.002 * np.random.default_rng(start).standard_normal(count)
-    replan = type(model).replan
     for kbps in (1.5, 6.0):
-        try:
-            type(model).replan = lambda *args, **kwargs: None
-            first = model.compress(wav, sr, kbps=kbps)
-        finally:
-            type(model).replan = replan
-        second = model.compress(wav, sr, kbps=kbps)
+        first, second = first_and_replanned(model, wav, sr, kbps)
         rate = [len(d) * 8 / seconds / 1000 for d in (first, second)]
         assert rate[0] > 1.2 * kbps, rate  # the probe's underpricing is what this test is about
         assert 0.6 * kbps < rate[1] <= kbps, rate
