@@ -889,7 +889,7 @@ def _checked_clip(wav: np.ndarray, sr: int, name: str) -> tuple[np.ndarray, int]
     if over:  # coded as given; the decoder's output is clipped to [-1, 1]
         peak = float(np.max(np.abs(x)))
         warnings.warn(
-            f"{name}: {over} of {x.size} samples lie beyond ±1 (peak {peak:.3g}; clipping input?)", stacklevel=4
+            f"{name}: {over} of {x.size} samples lie beyond ±1 (peak {peak:.6g}; clipping input?)", stacklevel=4
         )
     return x, sr
 
