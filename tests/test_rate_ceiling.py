@@ -169,3 +169,25 @@ def test_a_file_its_probe_priced_too_cheap_is_planned_again_under_the_request() 
         rate = [len(d) * 8 / seconds / 1000 for d in (first, second)]
         assert rate[0] > 1.2 * kbps, rate  # the probe's underpricing is what this test is about
         assert 0.6 * kbps < rate[1] <= kbps, rate
+
+
+def test_compress_warns_when_a_long_file_stays_over(tmp_path, capsys, monkeypatch) -> None:  # noqa: ANN001
+    """Where no second plan lands under the request (here: replanning switched off on the file above), the
+    CLI says the file is over --kbps and why, instead of blaming a short file's header."""
+    import re
+
+    import soundfile as sf
+
+    from rotcodec.cli.main import main
+    from rotcodec.inference.model import CodecModel
+
+    sr = 16000
+    wav = vowel(sr, 30.0, seed=5).copy()
+    for start, count in probe_spans(len(wav), sr):
+        wav[start : start + count] = 0.002 * np.random.default_rng(start).standard_normal(count)
+    sf.write(tmp_path / "a.wav", wav, sr)
+    monkeypatch.setattr(CodecModel, "replan", lambda *args, **kwargs: None)
+    assert main(["compress", str(tmp_path / "a.wav"), "--kbps", "1.5", "--model", "speech16k"]) == 0
+    out = capsys.readouterr().out
+    assert float(re.search(r"measured ([\d.]+) kbps", out).group(1)) > 1.5, out
+    assert "warning: more than the 1.5 kbps asked: replanning did not bring it under" in out, out

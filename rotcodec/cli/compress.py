@@ -270,6 +270,7 @@ def run_compress(args: argparse.Namespace) -> int:
     from ..inference import OptionError
     from ..inference.content import SECONDS, ContentClassifier, ContentUncertain
     from ..inference.files import open_audio
+    from ..inference.pricing import PROBE_SECONDS
     from ..pretrained import CHOOSE_MODEL_HINT, MODEL_FOR
 
     jobs = plan_jobs(args.inputs, args.output, AUDIO_SUFFIXES, ".rcq")
@@ -323,7 +324,9 @@ def run_compress(args: argparse.Namespace) -> int:
         if args.kbps is not None and lowest > args.kbps + 1e-9:
             note = f" (warning: {args.kbps:g} kbps is below this model's lowest rate)"
         elif args.kbps is not None and r.kbps > args.kbps + 1e-9:
-            note = f" (warning: more than the {args.kbps:g} kbps asked: a file this short pays for its header)"
+            short = r.duration < PROBE_SECONDS
+            why = "a file this short pays for its header" if short else "replanning did not bring it under"
+            note = f" (warning: more than the {args.kbps:g} kbps asked: {why})"
         if h.original_sample_rate > h.model_sample_rate and not band_noted and not args.quiet:
             band_noted = True  # once per run: every such file loses the same band
             print(
