@@ -416,3 +416,22 @@ def test_layouts_tell_phase_rows_from_band_gains_by_the_model_config() -> None:
     plain = StreamLayout(n_q=3, envelope=0, pitch_rows=1, envelope_rows=config.envelopes[0].bands)
     assert describe_layout(config, plain) == plain.describe()
     assert describe_layout(config, StreamLayout(n_q=3, pitch_rows=1)) == "n_q 3 + pitch"
+
+
+def test_a_clean_up_failing_during_an_interrupt_still_exits_as_interrupted(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    """A Ctrl-C or SIGTERM whose clean-up raises on the way out (an OSError closing a file, say) is still an
+    interrupt: exit 130 and "interrupted", not exit 1 with a per-file error and the next file coded."""
+    from rotcodec.inference.model import CodecModel
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise OSError(5, "Input/output error") from None  # `from None` hides it, it is still the context
+
+    sf.write(tmp_path / "a.wav", tone(1.0, 16000), 16000)
+    sf.write(tmp_path / "b.wav", tone(1.0, 16000), 16000)
+    monkeypatch.setattr(CodecModel, "compress_source", interrupted)
+    code = main(["compress", str(tmp_path / "a.wav"), str(tmp_path / "b.wav"), "--model", "speech16k"])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted" in err and "Input/output error" not in err, (code, err)

@@ -246,8 +246,10 @@ def _run_jobs(args: argparse.Namespace, jobs: list[Job], work: Callable[..., str
             except UsageError:
                 raise
             except (ValueError, OSError, MemoryError, RuntimeError) as exc:
-                from .main import _one_line
+                from .main import _one_line, _raised_by_interrupt
 
+                if _raised_by_interrupt(exc):  # a clean-up failed on the way out: stop as interrupted
+                    raise KeyboardInterrupt from exc
                 if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
                     raise
                 failed += 1

@@ -80,11 +80,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rotcodec {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (ValueError, OSError) as exc:
+        if _raised_by_interrupt(exc):
+            print("rotcodec: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         print(f"rotcodec {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("rotcodec: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _raised_by_interrupt(exc: BaseException) -> bool:
+    """Whether `exc` was raised while a Ctrl-C or SIGTERM was being handled (a clean-up that failed on the way
+    out): the run was interrupted, not given bad input."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _one_line(exc: BaseException) -> str:
