@@ -1,7 +1,7 @@
 """Does `--kbps` mean what it says? Measured rate of whole `.rcq` files against the request.
 
     python benchmarks/rate_accuracy.py --data test_manifest.tsv --split test --kbps 1.5 3 6 12
-    python benchmarks/rate_accuracy.py --data DIR --model music24k --no-join
+    python benchmarks/rate_accuracy.py --data DIR --model music24k --no-join [--max-seconds 20]
 
 Joins each speaker's files of the split into one long file (the rate promise is for files of 10 s or more;
 `--no-join`: every file on its own), compresses it at each `--kbps` with the model's own planner, and prints
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="speech16k", help="model name or path")
     p.add_argument("--no-join", action="store_true", help="each file on its own instead of one per speaker")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-seconds", type=float, help="cut each (joined) file to its first seconds, as eval does")
     args = p.parse_args(argv)
 
     import torch
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     within = over = total = 0
     for name, paths in groups.items():
         wav = load_joined(paths, model.sample_rate)
+        if args.max_seconds:
+            wav = wav[:, : int(args.max_seconds * model.sample_rate)]
         seconds = wav.shape[1] / model.sample_rate
         for kbps in args.kbps:
             data = model.compress(wav, model.sample_rate, kbps=kbps)
