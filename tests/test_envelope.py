@@ -75,14 +75,19 @@ def test_gains_saturate_at_the_symbol_range() -> None:
     assert (env.analyse(torch.zeros(1, 10 * HOP), torch.zeros(1, 10 * HOP)) == NEUTRAL).all()  # silence
 
 
-@settings(max_examples=25, deadline=None)
+# with output phase rows: one per 25 Hz bin from 100 to 400 Hz (tests/test_output_phase.py)
+PHASE_CFG = EnvelopeConfig(edges_hz=[0, 500, 2000], output_phase_edges_hz=[87.5 + 25 * k for k in range(14)])
+
+
+@pytest.mark.parametrize("cfg", [CFG, PHASE_CFG], ids=["gains", "gains+phases"])
+@settings(max_examples=20, deadline=None)
 @given(st.lists(st.integers(0, 9), min_size=1, max_size=8))
-def test_streamed_analysis_and_synthesis_equal_the_whole_file(chunks: list[int]) -> None:
+def test_streamed_analysis_and_synthesis_equal_the_whole_file(cfg: EnvelopeConfig, chunks: list[int]) -> None:
     frames = sum(chunks)
     gen = torch.Generator().manual_seed(frames)
     x, y = torch.randn(2, frames * HOP, generator=gen), torch.randn(2, frames * HOP, generator=gen)
-    symbols = torch.randint(0, CFG.levels, (2, CFG.bands, frames), generator=gen)
-    env = BandEnvelope(SR, HOP, CFG)
+    symbols = torch.stack([torch.randint(0, size, (2, frames), generator=gen) for size in cfg.row_sizes], 1)
+    env = BandEnvelope(SR, HOP, cfg)
     whole_symbols, whole = env.analyse(x, y), env(y, symbols)
     with env.streaming():
         # The input runs one frame ahead of the decode, as with the pitch tracker's lookahead.

@@ -45,12 +45,15 @@ class StreamLayout:
         """All code rows per channel and frame."""
         return self.side_rows + self.n_q
 
-    def describe(self, phase_rows: int = 0) -> str:
-        """E.g. "n_q 2 (last of 96 codes) + pitch + 48 band gains (tier 2)"; `phase_rows`: how many of the
-        envelope rows are harmonic phases (the model knows, the header does not)."""
+    def describe(self, phase_rows: int = 0, output_phase_rows: int = 0) -> str:
+        """E.g. "n_q 2 (last of 96 codes) + pitch + 48 band gains (tier 2)"; `phase_rows` and
+        `output_phase_rows`: how many of the envelope rows are harmonic and output phases (the model knows, the
+        header does not)."""
         trim = "" if self.last_codes is None else f" (last of {self.last_codes} codes)"
         text = f"n_q {self.n_q}{trim}" + (" + pitch" if self.pitch_rows else "")
         if self.envelope is None:
             return text
+        gains = self.envelope_rows - phase_rows - output_phase_rows
+        output = f" + {output_phase_rows} output phases" if output_phase_rows else ""
         phases = f" + {phase_rows} harmonic phases" if phase_rows else ""
-        return text + f" + {self.envelope_rows - phase_rows} band gains{phases} (tier {self.envelope})"
+        return text + f" + {gains} band gains{output}{phases} (tier {self.envelope})"

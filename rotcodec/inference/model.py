@@ -92,10 +92,12 @@ def _quality_table(meta: object) -> dict[tuple[int, int | None], float]:
 
 
 def describe_layout(config: CodecConfig, layout: StreamLayout) -> str:
-    """`layout.describe()` with the tier's harmonic phase rows told apart from its band gains, by the config
+    """`layout.describe()` with the tier's phase rows told apart from its band gains, by the config
     of the model that wrote the stream (a header alone cannot tell them apart)."""
-    phases = config.envelopes[layout.envelope].phase_harmonics if layout.envelope is not None else 0
-    return layout.describe(phases)
+    if layout.envelope is None:
+        return layout.describe()
+    tier = config.envelopes[layout.envelope]
+    return layout.describe(tier.phase_harmonics, tier.output_phases)
 
 
 def expected_frames(header: RcqHeader) -> int:
@@ -388,11 +390,16 @@ class CodecModel:
         return best
 
     def layouts(self, envelope: bool | None = None) -> list[StreamLayout]:
-        """Every layout a stream of this model may have (`envelope` False: none with band gains)."""
+        """Every layout `--kbps` may plan for this model (`envelope` False: none with band gains); a tier comes
+        with at least its `min_stages` stages."""
         tiers = [None] if envelope is False else [None, *range(len(self.codec.envelopes))]
         if envelope and len(tiers) > 1:
             tiers = tiers[1:]
-        return [self.codec.layout(n, t) for t in tiers for n in range(1, self.n_q + 1)]
+
+        def fewest(t: int | None) -> int:
+            return 1 if t is None else min(self.n_q, self.codec.envelopes[t].cfg.min_stages)
+
+        return [self.codec.layout(n, t) for t in tiers for n in range(fewest(t), self.n_q + 1)]
 
     def plan(
         self,
@@ -416,11 +423,13 @@ class CodecModel:
         - `n_q`: that many stages with envelope tier 0 (the one the decoder was trained with).
         - `kbps`: of the layouts whose expected bitrate (times RATE_MARGIN when entropy-coded) fits, the one
           with the best measured quality in the model's `layout_quality` table (`train/quality_table.py`);
-          for models without one, the one whose band gains cost the most, then the most stages (on speech16k
-          finer band gains buy far more quality per bit than stages past the first few:
-          `docs/results/envelope_tiers`). If none fits, the cheapest layout. Then one more stage, trimmed to
-          what still fits (`planner.fill`). With `costs`, layouts are priced lazily (`planner.search`).
-        - neither: all stages and the costliest (finest) tier: the model's best quality.
+          for models without one, the one whose envelope tier has the highest `priority`, then whose band gains
+          cost the most, then the most stages, a tier only with its `min_stages` (on speech16k finer band gains
+          and the phase rows buy far more quality per bit than stages past the first few:
+          `docs/results/envelope_tiers`, `docs/results/output_phase`). If none fits, the cheapest layout. Then
+          one more stage, trimmed to what still fits (`planner.fill`). With `costs`, layouts are priced lazily
+          (`planner.search`).
+        - neither: all stages and the tier of highest priority, then the costliest: the model's best quality.
         """
         has_envelope = len(self.codec.envelopes) > 0 and envelope is not False
         if n_q is not None:

@@ -25,16 +25,19 @@ Total = Callable[[StreamLayout], float]
 
 def choose(model: CodecModel, fits: list[tuple[float, StreamLayout]], entropy: bool | None) -> StreamLayout:
     """The rule on layouts that fit (rate, layout): the best in the model's `layout_quality` table (of
-    equals, the cheaper), else the costliest band gains (by the tables), then the most stages."""
+    equals, the cheaper), else the tier of highest priority, then the costliest band gains (by the tables), then
+    the most stages."""
     ranked = [(rate, lay) for rate, lay in fits if (lay.n_q, lay.envelope) in model.layout_quality]
     if ranked:
         return min(ranked, key=lambda o: (model.layout_quality[(o[1].n_q, o[1].envelope)], o[0]))[1]
     return max(fits, key=lambda o: (side_cost(model, o[1].envelope, entropy), o[1].n_q))[1]
 
 
-def side_cost(model: CodecModel, tier: int | None, entropy: bool | None) -> float:
-    """A tier's place in the rule: its one-stage layout's rate by the tables (the tiers' order is the model's)."""
-    return model.bitrate(model.codec.layout(1, tier), 1, entropy)
+def side_cost(model: CodecModel, tier: int | None, entropy: bool | None) -> tuple[int, float]:
+    """A tier's place in the rule: its `priority`, then its one-stage layout's rate by the tables (ties keep the
+    model's order)."""
+    priority = 0 if tier is None else model.codec.envelopes[tier].cfg.priority
+    return priority, model.bitrate(model.codec.layout(1, tier), 1, entropy)
 
 
 def search(
@@ -76,7 +79,8 @@ def search(
             if guess.envelope == tier
             else max((lay.n_q for lay in stages if by_tables(lay) <= kbps), default=1)
         )
-        i = min(max(start, 1), len(stages)) - 1
+        counts = [lay.n_q for lay in stages]  # from the tier's min_stages up
+        i = sum(n <= start for n in counts) - 1 if start >= counts[0] else 0
         if fits(stages[i]):
             while i + 1 < len(stages) and fits(stages[i + 1]):
                 i += 1
@@ -95,7 +99,7 @@ def search(
             found = [(total(o), o) for o in same if fits(o)]
             if found:
                 return min(found, key=lambda o: o[0])[1]
-    order = sorted(tiers, key=lambda t: -side_cost(model, t, entropy))  # stable: ties keep the model's order
+    order = sorted(tiers, key=lambda t: side_cost(model, t, entropy), reverse=True)  # stable: ties keep their order
     while order:
         level = side_cost(model, order[0], entropy)
         group = [t for t in order if side_cost(model, t, entropy) == level]

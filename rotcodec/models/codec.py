@@ -420,7 +420,7 @@ class Codec(StreamingModule):
                 kind = (tier.cfg.phase_harmonics, tier.cfg.phase_levels) if tier.cfg.phase_harmonics else None
                 phases = None if kind is None else locks[kind]
                 gains = tier.analyse(x, decodes[kind])
-                rows += [gains[:, b] for b in range(tier.cfg.bands)]
+                rows += [gains[:, b] for b in range(gains.shape[1])]
                 rows += [] if phases is None else [phases[:, k] for k in range(phases.shape[1])]
             out.append(head + rows + stages)
         return out
@@ -476,9 +476,9 @@ class Codec(StreamingModule):
         if tier is None:
             return self._synthesise(stream).reshape(batch, self.channels, -1)
         cfg = self.envelopes[tier].cfg
-        phases = flat[:, p + cfg.bands : side] if cfg.phase_harmonics else None
+        phases = flat[:, p + cfg.envelope_rows : side] if cfg.phase_harmonics else None
         wav = self._synthesise(stream, phases, cfg.phase_levels)
-        wav = self.envelopes[tier](wav[:, 0], flat[:, p : p + cfg.bands]).unsqueeze(1)
+        wav = self.envelopes[tier](wav[:, 0], flat[:, p : p + cfg.envelope_rows]).unsqueeze(1)
         return wav.reshape(batch, self.channels, -1)
 
     @torch.no_grad()

@@ -83,11 +83,20 @@ def model_hash(codec: Codec) -> str:
     config = to_dict(from_dict(type(codec.config), to_dict(codec.config)))
     if config.get("pitch"):
         config["pitch"] = {k: v for k, v in config["pitch"].items() if k != "lookahead"}
-    # Tiers without phase rows hash as they did before those settings existed.
+    # Tiers without phase rows hash as they did before those settings existed; the output phase gate,
+    # min_stages and priority only change what an encoder sends.
     for tier in [config.get("envelope"), *config.get("envelope_tiers", [])]:
-        if tier and not tier.get("phase_harmonics"):
+        if not tier:
+            continue
+        if not tier.get("phase_harmonics"):
             tier.pop("phase_harmonics", None)
             tier.pop("phase_levels", None)
+        if not tier.get("output_phase_edges_hz"):
+            tier.pop("output_phase_edges_hz", None)
+            tier.pop("output_phase_levels", None)
+        tier.pop("output_phase_gate_db", None)
+        tier.pop("min_stages", None)
+        tier.pop("priority", None)
     if not config.get("decoder_source"):  # models from before the setting existed keep their hash
         config.pop("decoder_source", None)
     h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())

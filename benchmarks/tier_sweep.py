@@ -1,0 +1,102 @@
+"""Which envelope tier buys the most quality at a rate? Each tier's best layout under `--kbps`, per file.
+
+    python benchmarks/tier_sweep.py --data test_manifest.tsv --split test --kbps 12 --tiers 8 9 10 --base 8
+    python benchmarks/tier_sweep.py --data DIR --kbps 8 --tiers 7 9 --csv sweep.csv
+
+For every file (mono, at the model's rate) and tier, the model's planner picks the layout of that tier only
+(`CodecModel.plan(..., tier=T)`: the most stages that fit beside the tier's rows, priced on the file itself,
+at least the tier's `min_stages`; over the request when even that does not fit, which the table's kbps
+column shows); the stream is decoded and scored with PESQ-WB, STOI and mel distance. Prints per tier the
+mean stages, measured kbps and scores, and the PESQ-WB difference to `--base` paired per file (mean, 95%
+t interval, files better). This is how the planner's tier priorities (`EnvelopeConfig.priority`) were
+chosen; it does not replan, so a file's rate may differ from `compress --kbps` by the replanning step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+
+import numpy as np
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="manifest or folder of audio")
+    p.add_argument("--split", default=None, help="manifest split to use (default: all rows)")
+    p.add_argument("--kbps", type=float, required=True)
+    p.add_argument("--tiers", type=int, nargs="+", required=True, help="envelope tiers to compare")
+    p.add_argument("--base", type=int, help="tier the others are paired against (default: the first)")
+    p.add_argument("--model", default="speech16k", help="model name or path")
+    p.add_argument("--csv", help="also write the per-file rows here")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from rotcodec.audio import load_audio, resample
+    from rotcodec.data.manifest import find_audio, read_manifest
+    from rotcodec.eval.metrics import mel_distance, pesq_wb, stoi
+    from rotcodec.eval.report import mean_ci
+    from rotcodec.inference import load_model
+
+    torch.set_num_threads(1)
+    model = load_model(args.model)
+    sr = model.sample_rate
+    try:
+        paths = [str(e.path) for e in read_manifest(args.data) if args.split is None or e.split == args.split]
+    except Exception:  # not a manifest: a folder or glob
+        paths = [str(e.path) for e in find_audio([args.data])]
+    bad = [t for t in args.tiers if not 0 <= t < len(model.codec.envelopes)]
+    if bad or not paths:
+        p.error(f"no such tier(s) {bad} in {model.name}" if bad else f"no audio in {args.data}")
+    rows: list[dict] = []
+    for path in paths:
+        x, rate = load_audio(path)
+        x = resample(x.mean(axis=0), rate, sr).astype(np.float32)
+        seconds = len(x) / sr
+        costs = model.row_costs(x[None], sr)
+        for tier in args.tiers:
+            lay = model.plan(kbps=args.kbps, costs=costs, seconds=seconds, tier=tier)
+            data = model.compress(x, sr, layout=lay)
+            y = model.decompress(data)[0][0]
+            rows.append(
+                {
+                    "file": path,
+                    "tier": tier,
+                    "n_q": lay.n_q,
+                    "kbps": len(data) * 8 / seconds / 1000,
+                    "pesq_wb": pesq_wb(x, y, sr),
+                    "stoi": stoi(x, y, sr),
+                    "mel_distance": mel_distance(x, y, sr),
+                }
+            )
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    base = args.tiers[0] if args.base is None else args.base
+    ref = {r["file"]: r["pesq_wb"] for r in rows if r["tier"] == base}
+    print(f"model {model.name}, {len(paths)} files, --kbps {args.kbps:g}, PESQ-WB paired against tier {base}")
+    print(f"{'tier':>4} {'stages':>6} {'kbps':>6} {'PESQ-WB':>8} {'STOI':>6} {'mel':>7}  PESQ-WB - base")
+    for tier in args.tiers:
+        mine = [r for r in rows if r["tier"] == tier]
+
+        def mean(key: str, mine: list[dict] = mine) -> float:
+            return statistics.fmean(r[key] for r in mine)
+
+        diffs = [r["pesq_wb"] - ref[r["file"]] for r in mine if r["file"] in ref]
+        paired = ""
+        if tier != base and len(diffs) > 1:
+            mid, half, n = mean_ci(diffs)
+            paired = f"{mid:+.3f} ± {half:.3f} ({sum(d > 0 for d in diffs)}/{n})"
+        print(
+            f"{tier:>4} {mean('n_q'):>6.1f} {mean('kbps'):>6.2f} {mean('pesq_wb'):>8.3f} {mean('stoi'):>6.3f} "
+            f"{mean('mel_distance'):>7.4f}  {paired}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
