@@ -197,11 +197,24 @@ class FileCosts:
         with torch.no_grad():
             for g, locks in zip(self.groups, self._locks, strict=True):
                 head = [g["pitch"][:, None]] if codec.pitch_rows else []
-                decode = codec._synthesise(torch.cat([*head, g["stages"][:, :n]], dim=1))[:, 0]
+                sent = torch.cat([*head, g["stages"][:, :n]], dim=1)
+                free = codec._synthesise(sent)
+                decode = free[:, 0]
+                # Output phases are measured on the locked decode, whose low harmonics sit near the input's
+                # phase: priced on the unlocked one they cost about 5% of a 12 kbps stream too much.
+                locked = {
+                    k: codec.synthesise_locked(sent, free, lock, k[1])[:, 0]
+                    for k, lock in locks.items()
+                    if any(
+                        t.cfg.output_phases and (t.cfg.phase_harmonics, t.cfg.phase_levels) == k
+                        for t in codec.envelopes
+                    )
+                }
                 r = codec.pitch_rows
                 for tier in codec.envelopes:
-                    gains = tier.analyse(g["x"], decode)
-                    phases = locks.get((tier.cfg.phase_harmonics, tier.cfg.phase_levels))
+                    kind = (tier.cfg.phase_harmonics, tier.cfg.phase_levels)
+                    gains = tier.analyse(g["x"], locked.get(kind, decode) if tier.cfg.output_phases else decode)
+                    phases = locks.get(kind)
                     parts = [gains] if phases is None or not tier.cfg.phase_harmonics else [gains, phases]
                     for part in parts:
                         for k in range(part.shape[1]):

@@ -363,6 +363,21 @@ class Codec(StreamingModule):
             z = self.quantizer.decode(codes[:, p:])
             return self.synthesise(z, codes[:, 0] if p else None, phases, phase_levels)
 
+    def synthesise_locked(
+        self, codes: torch.Tensor, free: torch.Tensor, phases: torch.Tensor, phase_levels: int
+    ) -> torch.Tensor:
+        """`_synthesise(codes, phases, phase_levels)` given `free`, the decode of the same codes without phase
+        rows `[batch, 1, frames * hop]` (whole file). When the SEANet decoder does not read the source, the
+        output is the source plus the decoder's (scaled) output, so only the source is made again."""
+        if self.harmonic is None or self.config.decoder_source:
+            return self._synthesise(codes, phases, phase_levels)
+        p = self.pitch_rows
+        with parametrize.cached():
+            z = self.quantizer.decode(codes[:, p:])
+            pitch = codes[:, 0]
+            locked = self.harmonic.source(z, pitch, phases=phases, phase_levels=phase_levels)
+            return free + (locked - self.harmonic.source(z, pitch))
+
     def synthesise(
         self,
         z: torch.Tensor,
