@@ -18,8 +18,6 @@ import argparse
 import csv
 import statistics
 
-import numpy as np
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -33,9 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
+    from rate_accuracy import files_by_speaker, load_joined
 
-    from rotcodec.audio import load_audio, resample
-    from rotcodec.data.manifest import find_audio, read_manifest
     from rotcodec.eval.metrics import mel_distance, pesq_wb, stoi
     from rotcodec.eval.report import mean_ci
     from rotcodec.inference import load_model
@@ -43,17 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     model = load_model(args.model)
     sr = model.sample_rate
-    try:
-        paths = [str(e.path) for e in read_manifest(args.data) if args.split is None or e.split == args.split]
-    except Exception:  # not a manifest: a folder or glob
-        paths = [str(e.path) for e in find_audio([args.data])]
+    paths = [path for group in files_by_speaker(args.data, args.split).values() for path in group]
     bad = [t for t in args.tiers if not 0 <= t < len(model.codec.envelopes)]
     if bad or not paths:
         p.error(f"no such tier(s) {bad} in {model.name}" if bad else f"no audio in {args.data}")
     rows: list[dict] = []
     for path in paths:
-        x, rate = load_audio(path)
-        x = resample(x.mean(axis=0), rate, sr).astype(np.float32)
+        x = load_joined([path], sr)[0]
         seconds = len(x) / sr
         costs = model.row_costs(x[None], sr)
         for tier in args.tiers:

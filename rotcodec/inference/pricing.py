@@ -194,26 +194,24 @@ class FileCosts:
             with torch.no_grad():
                 self._locks = [{k: codec._lock(g["x"], g["pitch"], *k) for k in kinds} for g in self.groups]
         per_row: list[list[torch.Tensor]] = [[] for _ in self._base]
+        # Output phases are measured on the locked decode, whose low harmonics sit near the input's phase:
+        # priced on the free one they cost about 5% of a 12 kbps stream too much.
+        lock_kinds = {
+            (t.cfg.phase_harmonics, t.cfg.phase_levels)
+            for t in codec.envelopes
+            if t.cfg.output_phases and t.cfg.phase_harmonics
+        }
         with torch.no_grad():
             for g, locks in zip(self.groups, self._locks, strict=True):
                 head = [g["pitch"][:, None]] if codec.pitch_rows else []
                 sent = torch.cat([*head, g["stages"][:, :n]], dim=1)
                 free = codec._synthesise(sent)
                 decode = free[:, 0]
-                # Output phases are measured on the locked decode, whose low harmonics sit near the input's
-                # phase: priced on the unlocked one they cost about 5% of a 12 kbps stream too much.
-                locked = {
-                    k: codec.synthesise_locked(sent, free, lock, k[1])[:, 0]
-                    for k, lock in locks.items()
-                    if any(
-                        t.cfg.output_phases and (t.cfg.phase_harmonics, t.cfg.phase_levels) == k
-                        for t in codec.envelopes
-                    )
-                }
+                locked = {k: codec.synthesise_locked(sent, free, locks[k], k[1])[:, 0] for k in lock_kinds}
                 r = codec.pitch_rows
                 for tier in codec.envelopes:
                     kind = (tier.cfg.phase_harmonics, tier.cfg.phase_levels)
-                    gains = tier.analyse(g["x"], locked.get(kind, decode) if tier.cfg.output_phases else decode)
+                    gains = tier.analyse(g["x"], locked[kind] if kind in locked and tier.cfg.output_phases else decode)
                     phases = locks.get(kind)
                     parts = [gains] if phases is None or not tier.cfg.phase_harmonics else [gains, phases]
                     for part in parts:

@@ -121,11 +121,12 @@ class BandEnvelope(StreamingModule):
         freqs = torch.fft.rfftfreq(2 * hop, 1 / sample_rate)
         band_of_bin = torch.bucketize(freqs, torch.tensor(cfg.edges_hz, dtype=freqs.dtype), right=True) - 1
         self.register_buffer("band_of_bin", band_of_bin, persistent=False)
-        # Output phase band of each bin, -1 outside them (a band may hold no bin: its row is always 0).
+        # The bins inside the output phase bands and the band of each (a band may hold no bin: its row is 0).
         edges = torch.tensor(cfg.output_phase_edges_hz, dtype=freqs.dtype)
         phase_band = torch.bucketize(freqs, edges, right=True) - 1
-        outside = (phase_band < 0) | (phase_band >= cfg.output_phases)
-        self.register_buffer("phase_band_of_bin", phase_band.masked_fill(outside, -1), persistent=False)
+        inside = (phase_band >= 0) & (phase_band < cfg.output_phases)
+        self.register_buffer("phase_bins", inside.nonzero()[:, 0], persistent=False)
+        self.register_buffer("phase_band_of_bin", phase_band[inside], persistent=False)
         hann = torch.hann_window(2 * hop, periodic=True)
         self.register_buffer("window", hann.sqrt(), persistent=False)
         # Energies are measured through a Hann window: its sidelobes leak far less across band edges.
@@ -174,9 +175,8 @@ class BandEnvelope(StreamingModule):
 
     def _phase_sum(self, values: torch.Tensor) -> torch.Tensor:
         """Sum of `[batch, count, bins]` values over each output phase band -> `[batch, count, phases]`."""
-        inside = self.phase_band_of_bin >= 0
         out = values.new_zeros(*values.shape[:-1], self.cfg.output_phases)
-        return out.index_add_(-1, self.phase_band_of_bin[inside], values[..., inside])
+        return out.index_add_(-1, self.phase_band_of_bin, values[..., self.phase_bins])
 
     def _phase_symbols(self, xspec: torch.Tensor, yspec: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
         """Hann-windowed spectra of input and decode `[batch, count, bins]` and the input's window energies
@@ -196,9 +196,8 @@ class BandEnvelope(StreamingModule):
         count = gains_db.shape[1]
         spec = self._spectra(ys, count) * torch.pow(10.0, gains_db[..., self.band_of_bin] / 20)
         if phases is not None and phases.shape[-1]:
-            inside = self.phase_band_of_bin >= 0
-            angle = phases[..., self.phase_band_of_bin[inside]].double() * (2 * torch.pi / self.cfg.output_phase_levels)
-            spec[..., inside] = spec[..., inside] * torch.polar(torch.ones_like(angle), angle)
+            angle = phases[..., self.phase_band_of_bin].double() * (2 * torch.pi / self.cfg.output_phase_levels)
+            spec[..., self.phase_bins] *= torch.polar(torch.ones_like(angle), angle)
         frames = torch.fft.irfft(spec, n=2 * self.hop) * self.window.double()  # [batch, count, 2 hop]
         out = frames.new_zeros(ys.shape[0], (count + 1) * self.hop)
         out[:, : count * self.hop] += frames[..., : self.hop].flatten(1)
