@@ -2,13 +2,16 @@
 
     python benchmarks/tier_sweep.py --data test_manifest.tsv --split test --kbps 12 --tiers 8 9 10 --base 8
     python benchmarks/tier_sweep.py --data DIR --kbps 8 --tiers 7 9 --csv sweep.csv
+    python benchmarks/tier_sweep.py --music --model music24k --data music_manifest.tsv --split valid \
+        --max-seconds 20 --kbps 12 --tiers 3 6 7
 
 For every file (mono, at the model's rate) and tier, the model's planner picks the layout of that tier only
 (`CodecModel.plan(..., tier=T)`: the most stages that fit beside the tier's rows, priced on the file itself,
 at least the tier's `min_stages`; over the request when even that does not fit, which the table's kbps
-column shows); the stream is decoded and scored with PESQ-WB, STOI and mel distance. Prints per tier the
-mean stages, measured kbps and scores, and the PESQ-WB difference to `--base` paired per file (mean, 95%
-t interval, files better). This is how the planner's tier priorities (`EnvelopeConfig.priority`) were
+column shows); the stream is decoded and scored with PESQ-WB, STOI and mel distance (`--music`: mel distance and
+multi-resolution STFT distance). Prints per tier the mean stages, measured kbps and scores, and the
+difference of the first score (PESQ-WB, or mel distance) to `--base` paired per file (mean, 95% t interval,
+files better). This is how the planner's tier priorities (`EnvelopeConfig.priority`) were
 chosen; it does not replan, so a file's rate may differ from `compress --kbps` by the replanning step.
 """
 
@@ -27,13 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiers", type=int, nargs="+", required=True, help="envelope tiers to compare")
     p.add_argument("--base", type=int, help="tier the others are paired against (default: the first)")
     p.add_argument("--model", default="speech16k", help="model name or path")
+    p.add_argument("--music", action="store_true", help="score mel distance and MR-STFT instead of PESQ-WB, STOI")
+    p.add_argument("--max-seconds", type=float, help="score only each file's first that many seconds")
     p.add_argument("--csv", help="also write the per-file rows here")
     args = p.parse_args(argv)
 
     import torch
     from rate_accuracy import files_by_speaker, load_joined
 
-    from rotcodec.eval.metrics import mel_distance, pesq_wb, stoi
+    from rotcodec.eval.metrics import HIGHER_IS_BETTER, mel_distance, mrstft_distance, pesq_wb, stoi
     from rotcodec.eval.report import mean_ci
     from rotcodec.inference import load_model
 
@@ -44,9 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     bad = [t for t in args.tiers if not 0 <= t < len(model.codec.envelopes)]
     if bad or not paths:
         p.error(f"no such tier(s) {bad} in {model.name}" if bad else f"no audio in {args.data}")
+    if args.music:
+        scores = {"mel_distance": mel_distance, "mrstft": mrstft_distance}
+    else:
+        scores = {"pesq_wb": pesq_wb, "stoi": stoi, "mel_distance": mel_distance}
+    key = next(iter(scores))
     rows: list[dict] = []
     for path in paths:
         x = load_joined([path], sr)[0]
+        if args.max_seconds:
+            x = x[: int(args.max_seconds * sr)]
         seconds = len(x) / sr
         costs = model.row_costs(x[None], sr)
         for tier in args.tiers:
@@ -59,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                     "tier": tier,
                     "n_q": lay.n_q,
                     "kbps": len(data) * 8 / seconds / 1000,
-                    "pesq_wb": pesq_wb(x, y, sr),
-                    "stoi": stoi(x, y, sr),
-                    "mel_distance": mel_distance(x, y, sr),
+                    **{name: score(x, y, sr) for name, score in scores.items()},
                 }
             )
     if args.csv:
@@ -70,24 +80,23 @@ def main(argv: list[str] | None = None) -> int:
             writer.writeheader()
             writer.writerows(rows)
     base = args.tiers[0] if args.base is None else args.base
-    ref = {r["file"]: r["pesq_wb"] for r in rows if r["tier"] == base}
-    print(f"model {model.name}, {len(paths)} files, --kbps {args.kbps:g}, PESQ-WB paired against tier {base}")
-    print(f"{'tier':>4} {'stages':>6} {'kbps':>6} {'PESQ-WB':>8} {'STOI':>6} {'mel':>7}  PESQ-WB - base")
+    ref = {r["file"]: r[key] for r in rows if r["tier"] == base}
+    print(f"model {model.name}, {len(paths)} files, --kbps {args.kbps:g}, {key} paired against tier {base}")
+    print(f"{'tier':>4} {'stages':>6} {'kbps':>6} " + " ".join(f"{name:>12}" for name in scores) + f"  {key} - base")
     for tier in args.tiers:
         mine = [r for r in rows if r["tier"] == tier]
 
-        def mean(key: str, mine: list[dict] = mine) -> float:
-            return statistics.fmean(r[key] for r in mine)
+        def mean(name: str, mine: list[dict] = mine) -> float:
+            return statistics.fmean(r[name] for r in mine)
 
-        diffs = [r["pesq_wb"] - ref[r["file"]] for r in mine if r["file"] in ref]
+        diffs = [r[key] - ref[r["file"]] for r in mine if r["file"] in ref]
         paired = ""
         if tier != base and len(diffs) > 1:
             mid, half, n = mean_ci(diffs)
-            paired = f"{mid:+.3f} ± {half:.3f} ({sum(d > 0 for d in diffs)}/{n})"
-        print(
-            f"{tier:>4} {mean('n_q'):>6.1f} {mean('kbps'):>6.2f} {mean('pesq_wb'):>8.3f} {mean('stoi'):>6.3f} "
-            f"{mean('mel_distance'):>7.4f}  {paired}"
-        )
+            better = sum((d > 0) == HIGHER_IS_BETTER[key] and d != 0 for d in diffs)
+            paired = f"{mid:+.4f} ± {half:.4f} ({better}/{n})"
+        values = " ".join(f"{mean(name):>12.4f}" for name in scores)
+        print(f"{tier:>4} {mean('n_q'):>6.1f} {mean('kbps'):>6.2f} {values}  {paired}")
     return 0
 
 
