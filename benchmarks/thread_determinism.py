@@ -29,7 +29,8 @@ def codes_of(model, data: bytes) -> np.ndarray:  # noqa: ANN001
     from rotcodec.bitstream import decode_bytes
     from rotcodec.inference import read_rcq_header
 
-    return decode_bytes(data, model.tables(model.layout_of(read_rcq_header(data))))[1]
+    layout = model.layout_of(read_rcq_header(data))
+    return decode_bytes(data, model.tables(layout), model.context_tables(layout))[1]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -412,7 +412,7 @@ def test_version_4_files_are_still_read(monkeypatch: pytest.MonkeyPatch) -> None
     with monkeypatch.context() as m:
         m.setattr(header_module, "VERSION", 4)  # a writer of version 4
         data = encode_bytes(make_header(sizes=(1024, 1024, 40), mode=1, format_version=4), codes, freqs)
-    assert data[4] == 4 and VERSION == 5
+    assert data[4] == 4 and VERSION == 6
     got_header, got = decode_bytes(data, freqs)
     assert got_header.format_version == 4
     np.testing.assert_array_equal(got, codes)

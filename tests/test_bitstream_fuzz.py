@@ -203,8 +203,8 @@ def test_absurd_headers_are_refused_by_reader(kw, msg):
 
 def test_newer_version_is_a_clear_error():
     data = bytearray(FILES[0][0])
-    data[4] = 6
-    with pytest.raises(UnsupportedVersionError, match=r"version 6 is newer.*up to 5.*upgrade"):
+    data[4] = 7
+    with pytest.raises(UnsupportedVersionError, match=r"version 7 is newer.*up to 6.*upgrade"):
         decode_bytes(bytes(data))
     assert issubclass(UnsupportedVersionError, BitstreamError) and issubclass(BitstreamError, ValueError)
 

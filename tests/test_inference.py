@@ -345,8 +345,8 @@ def test_channel_groups_code_like_one_batch(shipped) -> None:
     shipped.batch_frames = 10**9
     whole = shipped.compress(wav, 24000, layout=lay)
     shipped.batch_frames = CPU_BATCH_FRAMES
-    tables = shipped.tables(lay)
-    assert decode_bytes(grouped, tables)[1].tolist() == decode_bytes(whole, tables)[1].tolist()
+    tables, context = shipped.tables(lay), shipped.context_tables(lay)
+    assert decode_bytes(grouped, tables, context)[1].tolist() == decode_bytes(whole, tables, context)[1].tolist()
     y_grouped, _ = shipped.decompress(whole)
     shipped.batch_frames = 10**9
     y_whole, sr = shipped.decompress(whole)
@@ -378,7 +378,7 @@ def test_many_channel_stream_decodes_under_a_memory_cap(shipped, tmp_path: Path)
     rng = np.random.default_rng(0)
     codes = np.stack([rng.integers(0, k, (channels, frames)) for k in header.codebook_sizes], axis=1)
     src = tmp_path / "many.rcq"
-    with open(src, "wb") as f, RcqWriter(f, header, shipped.tables(lay)) as writer:
+    with open(src, "wb") as f, RcqWriter(f, header, shipped.tables(lay), shipped.context_tables(lay)) as writer:
         writer.write_chunk(codes)
     assert src.stat().st_size < 200_000
     script = (

@@ -5,6 +5,14 @@ an integer table summing to 2**24 with a floor, so every code, seen in training 
 (an unseen code costs at most about log2(K) + 10 bits). The integer tables are the normative model; their
 CRC32 goes into the header so a file decoded with the wrong tables fails loudly instead of yielding noise.
 Symbol order inside a chunk is the same as plain mode: stage, then channel, then frame.
+
+Context rows (format version 6): a model may also ship, for its small-alphabet side rows (band gains and
+phases), counts of each symbol after each symbol of the previous frame `[rows, K, K]`. Such a row is coded
+with the table of the previous frame's symbol (the first frame of a chunk with the row's own table), so
+chunks still decode alone: band gains follow the decoder's error, which drifts slowly, and a 48-band tier's
+gains cost 10-20% less (`docs/results/context_coding/`). Context rows come first in a chunk, frame by
+frame (within a frame row by row, within a row channel by channel), so the decoder knows every previous
+symbol when it needs it; the other rows follow in plain order.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from rotcodec.bitstream.packing import packed_size
 TABLE_BITS = 24
 _FLOOR_SHIFT = 10  # 2**-10 of the probability mass is spread uniformly over all codes
 _MAX_COUNT_BITS = 38  # keeps counts * (2**24) inside int64
+# A context table mixes the row's own table in with the weight of this many counts: contexts seen rarely in the
+# training audio fall back to the row's overall frequencies instead of a floor.
+CONTEXT_PRIOR = 8
 
 
 def estimate_frequencies(code_arrays: Iterable[np.ndarray], codebook_sizes: Sequence[int]) -> np.ndarray:
@@ -68,6 +79,16 @@ def expected_bits(counts: np.ndarray, k: int) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+def context_table(after: np.ndarray, overall: np.ndarray, k: int) -> np.ndarray:
+    """Integer tables (uint32 `[k, k]`, each row as `quantize_counts`) of a context row: row p codes a symbol
+    after symbol p. after: counts `[>=k, >=k]` of symbol j after symbol p; overall: the row's counts `[>=k]`,
+    mixed in with the weight of CONTEXT_PRIOR counts (integer arithmetic, so every reader builds the same)."""
+    a = np.asarray(after, dtype=np.int64)[:k, :k]
+    o = np.asarray(overall, dtype=np.int64)[:k]
+    scale = max(1, int(o.sum()))
+    return np.stack([quantize_counts(a[p] * scale + CONTEXT_PRIOR * o, k) for p in range(k)])
+
+
 def _as_counts(freqs: np.ndarray) -> np.ndarray:
     arr = np.asarray(freqs)
     if arr.ndim != 2:
@@ -89,10 +110,12 @@ class EntropyTables:
     """Per-stage categorical models for the stages a file uses.
 
     freqs: counts [n_q_total, K] with n_q_total >= len(codebook_sizes) and K == max(codebook_sizes);
-    stage s uses the first codebook_sizes[s] columns of row s.
+    stage s uses the first codebook_sizes[s] columns of row s. context: optional counts [rows, Kc, Kc] of
+    each symbol after each symbol of the previous frame, for the first `rows` stream rows; a row whose counts
+    are all zero, or whose alphabet is wider than Kc, is coded without context.
     """
 
-    def __init__(self, freqs: np.ndarray, codebook_sizes: Sequence[int]) -> None:
+    def __init__(self, freqs: np.ndarray, codebook_sizes: Sequence[int], context: np.ndarray | None = None) -> None:
         counts = _as_counts(freqs)
         sizes = [int(k) for k in codebook_sizes]
         if counts.shape[0] < len(sizes):
@@ -103,16 +126,56 @@ class EntropyTables:
             )
         self.codebook_sizes = sizes
         self.tables = [quantize_counts(counts[s, :k], k) for s, k in enumerate(sizes)]
-        self.crc = zlib.crc32(b"".join(t.astype("<u4").tobytes() for t in self.tables))
-        self._models = [constriction.stream.model.Categorical(t.astype(np.float64), perfect=False) for t in self.tables]
+        self.context_rows: list[int] = []
+        ctx_tables: list[np.ndarray] = []
+        if context is not None:
+            ctx = np.asarray(context)
+            if ctx.ndim != 3 or ctx.shape[1] != ctx.shape[2] or not np.issubdtype(ctx.dtype, np.integer):
+                raise BitstreamError(f"context counts must be integer [rows, K, K], got shape {ctx.shape}")
+            if ctx.size and ctx.min() < 0:
+                raise BitstreamError("context counts are negative")
+            for r in range(min(len(sizes), ctx.shape[0])):
+                if sizes[r] <= ctx.shape[1] and ctx[r].any():
+                    self.context_rows.append(r)
+                    ctx_tables.append(context_table(ctx[r], counts[r], sizes[r]))
+        crc_parts = [t.astype("<u4").tobytes() for t in self.tables] + [t.astype("<u4").tobytes() for t in ctx_tables]
+        self.crc = zlib.crc32(b"".join(crc_parts))
+        self._plain_rows = [r for r in range(len(sizes)) if r not in self.context_rows]
+        self._models = {
+            r: constriction.stream.model.Categorical(self.tables[r].astype(np.float64), perfect=False)
+            for r in self._plain_rows
+        }
+        if self.context_rows:
+            # probabilities [rows, previous symbol + 1, width]: index 0 is the chunk's first frame (no context)
+            width = max(sizes[r] for r in self.context_rows)
+            probs = np.zeros((len(self.context_rows), width + 1, width))
+            for i, (r, table) in enumerate(zip(self.context_rows, ctx_tables, strict=True)):
+                k = sizes[r]
+                probs[i, 0, :k] = self.tables[r]
+                probs[i, 1 : k + 1, :k] = table
+            self._ctx_probs = probs / float(1 << TABLE_BITS)
+            self._family = constriction.stream.model.Categorical(perfect=False)
+
+    def _context_probs(self, previous: np.ndarray) -> np.ndarray:
+        """previous: symbols + 1 `[..., context rows, channels]` (0: none) -> probabilities `[..., rows, channels,
+        width]`."""
+        rows = np.arange(len(self.context_rows))[:, None]
+        return self._ctx_probs[rows, previous]
 
     def encode(self, codes: np.ndarray) -> bytes:
         """Range-code validated codes[C, n_q, F]; returns whole little-endian 32-bit words."""
         encoder = constriction.stream.queue.RangeEncoder()
-        for s, model in enumerate(self._models):
+        if self.context_rows and codes.shape[0] * codes.shape[2]:
+            ctx = np.asarray(codes[:, self.context_rows, :], dtype=np.int64).transpose(2, 1, 0)  # [F, rows, C]
+            previous = np.concatenate([np.zeros_like(ctx[:1]), ctx[:-1] + 1])
+            probs = self._context_probs(previous)
+            encoder.encode(
+                np.ascontiguousarray(ctx, dtype=np.int32).reshape(-1), self._family, probs.reshape(-1, probs.shape[-1])
+            )
+        for s in self._plain_rows:
             stage = np.ascontiguousarray(codes[:, s, :], dtype=np.int32).reshape(-1)
             if stage.size:
-                encoder.encode(stage, model)
+                encoder.encode(stage, self._models[s])
         return encoder.get_compressed().astype("<u4").tobytes()
 
     def decode(self, payload: bytes, channels: int, frames: int) -> np.ndarray:
@@ -131,16 +194,25 @@ class EntropyTables:
             )
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
         n = channels * frames
-        out = np.empty((len(self._models), n), dtype=np.int64)
+        codes = np.empty((channels, len(self.codebook_sizes), frames), dtype=np.int64)
         try:
             decoder = constriction.stream.queue.RangeDecoder(words)
-            for s, model in enumerate(self._models):
+            if self.context_rows and n:
+                previous = np.zeros((len(self.context_rows), channels), dtype=np.int64)
+                for t in range(frames):  # each frame's tables follow from the frame before
+                    probs = self._context_probs(previous)
+                    got = np.asarray(decoder.decode(self._family, probs.reshape(-1, probs.shape[-1])), dtype=np.int64)
+                    previous = got.reshape(len(self.context_rows), channels) + 1
+                    codes[:, self.context_rows, t] = (previous - 1).T
+            for s in self._plain_rows:
                 if n:
-                    out[s] = decoder.decode(model, n)
+                    codes[:, s, :] = np.asarray(decoder.decode(self._models[s], n)).reshape(channels, frames)
             exhausted = decoder.maybe_exhausted()
         except Exception as exc:  # constriction signals invalid data with assorted exception types
             raise BitstreamError(f"entropy payload does not decode: {exc}") from None
-        codes = np.ascontiguousarray(out.reshape(len(self._models), channels, frames).transpose(1, 0, 2))
+        for r in self.context_rows:  # context tables are as wide as the widest context row
+            if n and codes[:, r].max() >= self.codebook_sizes[r]:
+                raise BitstreamError(f"entropy payload decodes to codes outside row {r}'s alphabet")
         if not exhausted or self.encode(codes) != bytes(payload):
             raise BitstreamError(
                 "entropy payload has data left after the last code (trailing words or more frames than its record)"

@@ -25,7 +25,7 @@ import numpy as np
 
 from rotcodec.bitstream.entropy import EntropyTables
 from rotcodec.bitstream.errors import BitstreamError
-from rotcodec.bitstream.header import CodingMode, RcqHeader, pack_header, read_header
+from rotcodec.bitstream.header import CONTEXT_VERSION, CodingMode, RcqHeader, pack_header, read_header
 from rotcodec.bitstream.packing import pack_codes, packed_size, unpack_codes
 from rotcodec.outputs import atomic_file
 
@@ -37,12 +37,13 @@ def _record_crc(seed: int, index: int, frames: int, count: int, payload: bytes) 
     return zlib.crc32(payload, zlib.crc32(struct.pack("<IHI", index, frames, count), seed))
 
 
-def _tables_for(header: RcqHeader, freqs: np.ndarray | None) -> EntropyTables | None:
+def _tables_for(header: RcqHeader, freqs: np.ndarray | None, context: np.ndarray | None) -> EntropyTables | None:
     if header.coding_mode != CodingMode.ENTROPY:
         return None
     if freqs is None:
         raise BitstreamError("entropy-coded .rcq streams need the model's frequency tables (freqs)")
-    return EntropyTables(freqs, header.codebook_sizes)
+    # version 5 and older streams were coded without context rows
+    return EntropyTables(freqs, header.codebook_sizes, context if header.format_version >= CONTEXT_VERSION else None)
 
 
 class RcqWriter:
@@ -54,11 +55,13 @@ class RcqWriter:
     is written only when the block exits without an exception (a failed write stays detectably incomplete).
     """
 
-    def __init__(self, fileobj: BinaryIO, header: RcqHeader, freqs: np.ndarray | None = None) -> None:
+    def __init__(
+        self, fileobj: BinaryIO, header: RcqHeader, freqs: np.ndarray | None = None, context: np.ndarray | None = None
+    ) -> None:
         if not isinstance(header, RcqHeader):
             raise BitstreamError(f"header must be an RcqHeader, got {type(header).__name__}")
         self.header = header
-        self._tables = _tables_for(header, freqs)
+        self._tables = _tables_for(header, freqs, context)
         raw = pack_header(header, self._tables.crc if self._tables else 0)
         self._seed = zlib.crc32(raw[:-4])
         self._file = fileobj
@@ -136,10 +139,10 @@ class RcqReader:
     raise BitstreamError. `total_frames` is set once iteration has finished.
     """
 
-    def __init__(self, fileobj: BinaryIO, freqs: np.ndarray | None = None) -> None:
+    def __init__(self, fileobj: BinaryIO, freqs: np.ndarray | None = None, context: np.ndarray | None = None) -> None:
         self._file = fileobj
         self.header, table_crc, self._seed = read_header(self._read)
-        self._tables = _tables_for(self.header, freqs)
+        self._tables = _tables_for(self.header, freqs, context)
         if self._tables is not None and self._tables.crc != table_crc:
             raise BitstreamError("frequency tables do not match the ones this file was encoded with (wrong model?)")
         if self._tables is None and table_crc != 0:
@@ -217,20 +220,24 @@ class RcqReader:
         return np.concatenate(chunks, axis=2)
 
 
-def encode_bytes(header: RcqHeader, codes: np.ndarray, freqs: np.ndarray | None = None) -> bytes:
+def encode_bytes(
+    header: RcqHeader, codes: np.ndarray, freqs: np.ndarray | None = None, context: np.ndarray | None = None
+) -> bytes:
     """Whole `.rcq` stream for codes[channels, n_q, frames] as bytes."""
     buf = io.BytesIO()
-    writer = RcqWriter(buf, header, freqs)
+    writer = RcqWriter(buf, header, freqs, context)
     writer.write_chunk(codes)
     writer.close()
     return buf.getvalue()
 
 
-def decode_bytes(data: bytes, freqs: np.ndarray | None = None) -> tuple[RcqHeader, np.ndarray]:
+def decode_bytes(
+    data: bytes, freqs: np.ndarray | None = None, context: np.ndarray | None = None
+) -> tuple[RcqHeader, np.ndarray]:
     """Parse a whole `.rcq` stream: (header, int64 codes[channels, n_q, frames])."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f".rcq data must be bytes, got {type(data).__name__}")
-    reader = RcqReader(io.BytesIO(bytes(data)), freqs)
+    reader = RcqReader(io.BytesIO(bytes(data)), freqs, context)
     return reader.header, reader.read_all()
 
 

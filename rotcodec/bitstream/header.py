@@ -30,7 +30,8 @@ from rotcodec.bitstream.layout import StreamLayout
 from rotcodec.bitstream.packing import code_bits
 
 MAGIC = b"\x89RCQ"
-VERSION = 5  # the version written
+VERSION = 6  # the version written
+CONTEXT_VERSION = 6  # the first whose entropy payloads code side rows after the previous frame (`entropy.py`)
 OLDEST_READ = 4  # version 4 differs only in trimmed stages of models with a skip code, which it never had
 NO_ENVELOPE = 255  # envelope_tier byte of a stream without band gains
 HASH_BYTES = 16

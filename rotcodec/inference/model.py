@@ -20,11 +20,11 @@ import torch
 
 from ..audio import AudioError, as_audio, check_finite, check_sample_rate
 from ..bitstream import BitstreamError, CodingMode, RcqHeader, RcqReader, RcqWriter
-from ..bitstream.entropy import TABLE_BITS, expected_bits, quantize_counts
+from ..bitstream.entropy import TABLE_BITS, context_table, expected_bits, quantize_counts
 from ..bitstream.header import pack_header, read_header
 from ..bitstream.layout import StreamLayout
 from ..models.codec import CodecConfig
-from ..models.io import ModelFile, has_skip_code
+from ..models.io import ModelFile, has_skip_code, unpack_context
 from ..pretrained import ModelEntry
 from .files import AudioSource, FileResult, Progress, atomic_output, kbps_of, open_audio, open_rcq
 from .planner import choose, fill, search
@@ -133,6 +133,8 @@ class CodecModel:
         self.device = torch.device(device)
         counts = model_file.code_counts
         self.code_counts = None if counts is None else counts.to(torch.int64).numpy()
+        context = model_file.context_counts
+        self.context_counts = None if context is None else unpack_context(self.codec, context.numpy())
         self.layout_quality = _quality_table(model_file.extra.get("layout_quality"))
         self._trim_cache: dict[tuple[int, int], np.ndarray] = {}
         self.block_seconds = float(block_seconds)
@@ -202,6 +204,20 @@ class CodecModel:
             counts[-1, : layout.last_codes] = self._trimmed_counts(rows[-1], layout.last_codes)
         return counts
 
+    def context_tables(self, layout: StreamLayout) -> np.ndarray | None:
+        """The context counts `[rows, K, K]` of the rows a stream with `layout` carries (zero for rows coded
+        without context: pitch and stages); None: the model has none."""
+        if self.context_counts is None or layout.envelope is None:
+            return None
+        rows = self.codec.table_rows(layout)
+        first = self.codec.pitch_rows
+        side = [self.context_counts[rows[i] - first] for i in range(layout.pitch_rows, layout.side_rows)]
+        k = max(len(c) for c in side)
+        out = np.zeros((len(rows), k, k), dtype=np.int64)
+        for i, c in enumerate(side, start=layout.pitch_rows):
+            out[i, : len(c), : len(c)] = c
+        return out
+
     @functools.cached_property
     def skip_code(self) -> bool:
         """Whether code 0 of every stage is a zero "skip" code (`rotcodec export` adds one)."""
@@ -264,11 +280,34 @@ class CodecModel:
         ]
 
     @functools.cached_property
-    def _row_bits(self) -> np.ndarray:
-        """Per table row, the expected bits per code of its quantized table (its entropy), computed once: plans
-        price hundreds of layouts from them."""
+    def _context_bits(self) -> dict[int, np.ndarray]:
+        """Per table row coded with context (`context_tables`), the bits range coding charges for each code
+        `[previous code + 1, code]`, row 0 for a chunk's first frame (entropy coding only)."""
+        if self.context_counts is None:
+            return {}
         assert self.code_counts is not None
-        return np.array([expected_bits(self.code_counts[r], k) for r, k in enumerate(self.codec.table_sizes())])
+        scale = float(1 << TABLE_BITS)
+        first = self.codec.pitch_rows
+        out = {}
+        for i, after in enumerate(self.context_counts):
+            r = first + i
+            k = len(after)
+            if after.any():
+                own = quantize_counts(self.code_counts[r, :k], k)[None]
+                tables = np.concatenate([own, context_table(after, self.code_counts[r], k)])
+                out[r] = -np.log2(tables / scale)
+        return out
+
+    @functools.cached_property
+    def _row_bits(self) -> np.ndarray:
+        """Per table row, the expected bits per code of its quantized table (its entropy; with context, weighted
+        by how often each previous code comes), computed once: plans price hundreds of layouts from them."""
+        assert self.code_counts is not None
+        bits = [expected_bits(self.code_counts[r], k) for r, k in enumerate(self.codec.table_sizes())]
+        for r, m in self._context_bits.items():
+            prior = np.exp2(-m[0])
+            bits[r] = float((prior[:, None] * np.exp2(-m[1:]) * m[1:]).sum())
+        return np.array(bits)
 
     def row_costs(self, x: np.ndarray, sr: int, skip: Sequence[tuple[int, int]] | None = None) -> FileCosts | None:
         """What the model's tables charge for the codes of audio x `[channels, t]` at `sr` Hz (`FileCosts`,
@@ -714,8 +753,8 @@ class CodecModel:
                     q, planned = self.plan_file(probe, r, length / r, kbps, n_q, entropy, envelope, costs)
                 else:
                     q = layout
-                tables = self.tables(q)
-                writers = [RcqWriter(b, self.make_header(r, c, length, q, entropy), tables) for b in bufs]
+                tables, context = self.tables(q), self.context_tables(q)
+                writers = [RcqWriter(b, self.make_header(r, c, length, q, entropy), tables, context) for b in bufs]
                 stacked = np.concatenate([clips[i][0] for i in part], axis=0)
                 blocks = _array_blocks(stacked, max(1, int(self.block_seconds * r)))
 
@@ -755,7 +794,8 @@ class CodecModel:
         header = read_header(fileobj.read)[0]
         self.check_header(header)
         fileobj.seek(pos)
-        return RcqReader(fileobj, self.tables(self.layout_of(header)))
+        layout = self.layout_of(header)
+        return RcqReader(fileobj, self.tables(layout), self.context_tables(layout))
 
     # -- files ---------------------------------------------------------------------------------------
     def compress_file(
@@ -806,7 +846,7 @@ class CodecModel:
             header = self.make_header(source.sr, source.channels, source.frames, q, entropy)
             out.seek(0)
             out.truncate()
-            with RcqWriter(out, header, self.tables(q)) as writer:
+            with RcqWriter(out, header, self.tables(q), self.context_tables(q)) as writer:
                 blocks = source.blocks(max(1, int(self.block_seconds * source.sr)), report)
                 self.encode_stream(blocks, source.sr, source.channels, q, writer.write_chunk)
             return header

@@ -168,9 +168,19 @@ class FileCosts:
         return g["stages"][:, r - self.first_stage]
 
     def _mean_bits(self, r: int, codes: list[torch.Tensor]) -> float:
-        """Mean bits of table row r's codes `[rows, frames]` (one per group), counted frames only."""
-        picked = torch.cat([c[:, self.keep[: c.shape[-1]]] for c in codes]).reshape(-1).cpu().numpy()
-        return float(self.model._code_bits[r][picked].mean()) if picked.size else 0.0
+        """Mean bits of table row r's codes `[rows, frames]` (one per group), counted frames only; a context row's
+        codes are priced after the previous frame's (the probe's first frame as a chunk's first)."""
+        bits = self.model._context_bits.get(r)
+        if bits is None:
+            picked = torch.cat([c[:, self.keep[: c.shape[-1]]] for c in codes]).reshape(-1).cpu().numpy()
+            return float(self.model._code_bits[r][picked].mean()) if picked.size else 0.0
+        parts = []
+        for c in codes:
+            c = c.cpu().numpy()
+            previous = np.concatenate([np.zeros_like(c[:, :1]), c[:, :-1] + 1], axis=1)
+            parts.append(bits[previous, c][:, self.keep[: c.shape[-1]].numpy()].reshape(-1))
+        picked = np.concatenate(parts)
+        return float(picked.mean()) if picked.size else 0.0
 
     def bits(self, n: int, rows: Sequence[int], gains_at: int | None = None) -> np.ndarray:
         """Mean bits per code of table rows `rows` in a stream of n stages, band gains as measured after

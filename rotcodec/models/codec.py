@@ -227,6 +227,12 @@ class Codec(StreamingModule):
         tiers = tuple(size for t in self.envelopes for size in t.cfg.row_sizes)
         return (PITCH_SYMBOLS,) * self.pitch_rows + tiers + (self.codebook_size,) * self.n_q
 
+    def context_sizes(self) -> tuple[int, ...]:
+        """Alphabet sizes of the rows the model's context tables cover: every envelope tier's rows, in
+        `table_sizes` order (`bitstream/entropy.py`, context rows). The tables are stored flat: row r's
+        `[k, k]` counts one after the other (`unpack_context`)."""
+        return tuple(size for t in self.envelopes for size in t.cfg.row_sizes)
+
     def table_rows(self, layout: StreamLayout) -> list[int]:
         """Indices into `table_sizes()`'s rows of the rows `layout` carries, in stream order."""
         p = self.pitch_rows

@@ -2,10 +2,12 @@
 
 JSON fields: format ("rotcodec-model"), format_version, rotcodec_version, config (CodecConfig as a dict),
 weights_file, weights_sha256 (integrity checksum of the .safetensors file), model_hash (the model's identity, see
-`model_hash`; checked on load; `.rcq` files carry its first 16 bytes), has_code_counts,
+`model_hash`; checked on load; `.rcq` files carry its first 16 bytes), has_code_counts, has_context_counts,
 extra (caller's metadata). Optional code-frequency tables `[code rows, largest alphabet]` (for entropy coding) live
-in the safetensors file under the key `code_counts`, next to the state dict (whose keys never clash: they
-all start with `encoder.`, `quantizer.` or `decoder.`).
+in the safetensors file under the key `code_counts`, and each envelope row's `[k, k]` counts of a symbol after
+each symbol of the previous frame, flattened one row after the other (`Codec.context_sizes`), under
+`context_counts`, next to the state dict (whose keys never clash: they all start with `encoder.`, `quantizer.`
+or `decoder.`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -28,6 +31,7 @@ from .codec import Codec, CodecConfig
 FORMAT = "rotcodec-model"
 FORMAT_VERSION = 1
 CODE_COUNTS_KEY = "code_counts"
+CONTEXT_COUNTS_KEY = "context_counts"
 TRAINING_ONLY_SUFFIX = ".embed_avg"  # EMA codebook sums: rebuilt on load, never used to encode or decode
 
 
@@ -43,6 +47,21 @@ class ModelFile:
     meta: dict[str, Any]
     code_counts: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    context_counts: torch.Tensor | None = None
+
+
+def context_length(codec: Codec) -> int:
+    """Length of the flat context counts: each envelope row's `[k, k]` (`Codec.context_sizes`)."""
+    return sum(k * k for k in codec.context_sizes())
+
+
+def unpack_context(codec: Codec, flat: np.ndarray) -> list[np.ndarray]:
+    """Flat context counts -> one `[k, k]` array per envelope row (`Codec.context_sizes`)."""
+    out, at = [], 0
+    for k in codec.context_sizes():
+        out.append(np.asarray(flat[at : at + k * k]).reshape(k, k))
+        at += k * k
+    return out
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:
@@ -133,6 +152,7 @@ def save_model(
     code_counts: torch.Tensor | None = None,
     inference_only: bool = False,
     storage_dtype: torch.dtype | None = None,
+    context_counts: torch.Tensor | None = None,
 ) -> tuple[Path, Path]:
     """Write `NAME.safetensors` and `NAME.json` atomically (path with or without extension); returns both
     paths. code_counts: optional `[code rows, largest alphabet]` code-frequency tables (`Codec.table_sizes`).
@@ -140,7 +160,8 @@ def save_model(
     from the codebook).
     storage_dtype: store float tensors in this dtype (float16 halves the file again; loading casts back to
     float32). The codec is first rounded in place to that precision (`round_weights_`), so `model_hash` and
-    the in-memory codec both match what loads."""
+    the in-memory codec both match what loads. context_counts: optional flat counts of each envelope row's symbol
+    after each symbol of the previous frame (`context_length` long; needs code_counts)."""
     weights_path, json_path = _paths(path)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     if storage_dtype is not None:
@@ -165,6 +186,13 @@ def save_model(
         if counts.numel() and int(counts.max()) < 2**31 and int(counts.min()) >= 0:
             counts = counts.to(torch.int32)  # half the bytes: the tables are a tenth of a small model's file
         tensors[CODE_COUNTS_KEY] = counts
+    if context_counts is not None:
+        if code_counts is None or tuple(context_counts.shape) != (context_length(codec),):
+            raise ModelFileError(
+                f"context_counts must have shape ({context_length(codec)},) beside code_counts, "
+                f"got {tuple(context_counts.shape)}"
+            )
+        tensors[CONTEXT_COUNTS_KEY] = context_counts.detach().cpu().to(torch.int32).contiguous().clone()
     _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
     meta = {
         "format": FORMAT,
@@ -175,6 +203,7 @@ def save_model(
         "weights_sha256": file_sha256(weights_path),
         "model_hash": model_hash(codec),
         "has_code_counts": code_counts is not None,
+        "has_context_counts": context_counts is not None,
         "extra": dict(extra_meta or {}),
     }
     text = json.dumps(meta, indent=2, sort_keys=True)
@@ -218,10 +247,16 @@ def read_model(path: str | Path, device: str | torch.device = "cpu") -> ModelFil
         raise ModelFileError(f"{weights_path}: unreadable safetensors file ({exc})") from None
     code_counts = tensors.pop(CODE_COUNTS_KEY, None)
     code_counts = None if code_counts is None else code_counts.to(torch.int64)  # stored as int32 when they fit
+    context_counts = tensors.pop(CONTEXT_COUNTS_KEY, None)
+    context_counts = None if context_counts is None else context_counts.to(torch.int64)
     codec = Codec(cfg)
     sizes = codec.table_sizes()
     if code_counts is not None and tuple(code_counts.shape) != (len(sizes), max(sizes)):
         raise ModelFileError(f"{weights_path}: code tables of shape {tuple(code_counts.shape)} do not fit the config")
+    if context_counts is not None and (code_counts is None or tuple(context_counts.shape) != (context_length(codec),)):
+        raise ModelFileError(
+            f"{weights_path}: context tables of shape {tuple(context_counts.shape)} do not fit the config"
+        )
     try:
         codec.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
@@ -230,7 +265,7 @@ def read_model(path: str | Path, device: str | torch.device = "cpu") -> ModelFil
     if model_hash(codec) != meta.get("model_hash"):
         raise ModelFileError(f"{json_path}: model_hash does not match the weights and config it describes")
     codec.to(device).eval()
-    return ModelFile(codec, meta, code_counts, dict(meta.get("extra") or {}))
+    return ModelFile(codec, meta, code_counts, dict(meta.get("extra") or {}), context_counts)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Codec:

@@ -4,7 +4,8 @@
         --data /path/to/speech_manifest.tsv --seconds 600
 
 The tables (`code_counts [rows, K]`: how often each code of each stage, and each pitch symbol, occurs on
-real audio) let the `.rcq` entropy-coded mode spend fewer bits on frequent codes; they are stored inside
+real audio; `context_counts`: how often each band gain or phase symbol follows each symbol of its row's
+previous frame) let the `.rcq` entropy-coded mode spend fewer bits on frequent codes; they are stored inside
 the model file. Each stage's codes are renumbered by falling use, so a stream can trim its last stage to
 its most used codes (`CodecModel.plan`).
 """
@@ -47,16 +48,23 @@ def crop_batches(codec, sources: list[str], seconds: float, seed: int = 0, batch
 
 
 @torch.no_grad()
-def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> torch.Tensor:  # noqa: ANN001
+def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001, E501
     """Code histogram `[rows, K]` (int64; rows as `Codec.table_sizes`: the pitch row, every envelope tier's band
-    gains, all stages) over `seconds` of 1-second crops of `sources`. Band gains are measured on the full-n_q
-    decode, as a stream with every stage would send them."""
+    gains, all stages) over `seconds` of 1-second crops of `sources`, and the envelope rows' counts of each
+    symbol after each symbol of the previous frame, flat (`models.io.unpack_context`; the entropy coder's
+    context rows).
+    Band gains are measured on the full-n_q decode, as a stream with every stage would send them."""
     sizes = codec.table_sizes()
     counts = torch.zeros(len(sizes), max(sizes), dtype=torch.long)
+    context = [torch.zeros(k * k, dtype=torch.long) for k in codec.context_sizes()]
+    first = codec.pitch_rows
     for batch in crop_batches(codec, sources, seconds, seed):
-        for k, row in enumerate(codec.table_codes(batch)):
-            counts[k] += torch.bincount(row.reshape(-1), minlength=max(sizes))
-    return counts
+        for r, row in enumerate(codec.table_codes(batch)):
+            counts[r] += torch.bincount(row.reshape(-1), minlength=max(sizes))
+            if 0 <= r - first < len(context):
+                k = sizes[r]
+                context[r - first] += torch.bincount((row[:, :-1] * k + row[:, 1:]).reshape(-1), minlength=k * k)
+    return counts, torch.cat(context) if context else torch.zeros(0, dtype=torch.long)
 
 
 @torch.no_grad()
@@ -125,7 +133,7 @@ def export(
     if sources and skip_code and not skip:  # trimmed stages need the tables: without them, no skip code
         skip = add_skip_codes_(codec)
     round_weights_(codec, STORAGE_DTYPES[dtype])  # count codes with the weights that ship
-    counts = count_codes(codec, sources, seconds) if sources else None
+    counts, context = count_codes(codec, sources, seconds) if sources else (None, None)
     if counts is not None:
         sort_codes_(codec, counts, keep_first=skip)
     meta = {**loaded.extra, **card}
@@ -137,7 +145,13 @@ def export(
         table = measure_layout_quality(codec, crop_batches(codec, sources, quality_seconds, seed=1))
         meta["layout_quality"] = {"metric": "mel_distance", "seconds": quality_seconds, "table": table}
     weights, _ = save_model(
-        codec, out, extra_meta=meta, code_counts=counts, inference_only=True, storage_dtype=STORAGE_DTYPES[dtype]
+        codec,
+        out,
+        extra_meta=meta,
+        code_counts=counts,
+        inference_only=True,
+        storage_dtype=STORAGE_DTYPES[dtype],
+        context_counts=context if context is not None and context.numel() else None,
     )
     return weights
 
