@@ -5,9 +5,10 @@
 
 For every file (mono, at the model's rate) and tier, the file is coded with that tier's band gains and
 `--stages` stages twice: as the model codes it (context rows, format version 6) and with its context tables
-left out (each row coded with its own table, as before). Prints per tier the mean measured kbps of both, and
-the saving paired per file (mean, 95% t interval). The codes are the same, so the difference is all in how
-the side rows are coded.
+left out (each row coded with its own table, as before). Prints per tier the mean measured kbps of both, the
+saving paired per file (mean, 95% t interval), and the decode time with context rows over that without (both
+decodes of every file timed one after the other, 1 thread; the sum over files). The codes are the same, so
+the difference is all in how the side rows are coded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import copy
+    import time
 
     import torch
     from rate_accuracy import files_by_speaker, load_joined
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         p.error(f"no audio in {args.data}")
     sizes: dict[int, list[tuple[float, float]]] = {t: [] for t in tiers}
+    decode_s: dict[int, list[float]] = {t: [0.0, 0.0] for t in tiers}
     for path in paths:
         x = load_joined([path], sr)[0]
         if args.max_seconds:
@@ -53,16 +56,23 @@ def main(argv: list[str] | None = None) -> int:
         seconds = len(x) / sr
         for tier in tiers:
             lay = model.codec.layout(max(args.stages, model.codec.envelopes[tier].cfg.min_stages), tier)
-            kbps = [len(m.compress(x, sr, layout=lay)) * 8 / seconds / 1000 for m in (model, static)]
-            sizes[tier].append((kbps[0], kbps[1]))
+            streams = [m.compress(x, sr, layout=lay) for m in (model, static)]
+            sizes[tier].append(tuple(len(d) * 8 / seconds / 1000 for d in streams))
+            for i, (m, d) in enumerate(zip((model, static), streams, strict=True)):
+                start = time.perf_counter()
+                m.decompress(d)
+                decode_s[tier][i] += time.perf_counter() - start
     print(f"model {model.name}, {len(paths)} files, {args.stages} stages (or the tier's least)")
-    print(f"{'tier':>4} {'rows':>5} {'kbps with':>10} {'without':>8}  saving (kbps, paired)")
+    head = f"{'tier':>4} {'rows':>5} {'kbps with':>10} {'without':>8}  {'saving (kbps, paired)':<26}"
+    print(head + " decode time with/without")
     for tier in tiers:
         pairs = sizes[tier]
         mid, half, n = mean_ci([b - a for a, b in pairs])
         rows = model.codec.envelopes[tier].cfg.envelope_rows
         with_, without = (statistics.fmean(v[i] for v in pairs) for i in (0, 1))
-        print(f"{tier:>4} {rows:>5} {with_:>10.2f} {without:>8.2f}  {mid:.2f} ± {half:.2f} ({n} files)")
+        saving = f"{mid:.2f} ± {half:.2f} ({n} files)"
+        ratio = decode_s[tier][0] / decode_s[tier][1]
+        print(f"{tier:>4} {rows:>5} {with_:>10.2f} {without:>8.2f}  {saving:<26} {ratio:.2f}")
     return 0
 
 
