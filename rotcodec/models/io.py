@@ -3,11 +3,12 @@
 JSON fields: format ("rotcodec-model"), format_version, rotcodec_version, config (CodecConfig as a dict),
 weights_file, weights_sha256 (integrity checksum of the .safetensors file), model_hash (the model's identity, see
 `model_hash`; checked on load; `.rcq` files carry its first 16 bytes), has_code_counts, has_context_counts,
-extra (caller's metadata). Optional code-frequency tables `[code rows, largest alphabet]` (for entropy coding) live
-in the safetensors file under the key `code_counts`, and each envelope row's `[k, k]` counts of a symbol after
-each symbol of the previous frame, flattened one row after the other (`Codec.context_sizes`), under
-`context_counts`, next to the state dict (whose keys never clash: they all start with `encoder.`, `quantizer.`
-or `decoder.`).
+extra (caller's metadata). Optional code-frequency tables (for entropy coding) live in the safetensors file
+beside the state dict (whose keys never clash: they all start with `encoder.`, `quantizer.` or `decoder.`):
+- `code_counts`: each row's first `Codec.table_sizes` counts, one row after the other (files written before
+  stop 36 hold them padded to `[rows, largest alphabet]`, which still loads);
+- `context_counts`: each envelope row's `[k, k]` counts of a symbol after each symbol of the previous frame,
+  one row after the other (`Codec.context_sizes`).
 """
 
 from __future__ import annotations
@@ -182,10 +183,11 @@ def save_model(
         expected = (len(codec.table_sizes()), max(codec.table_sizes()))
         if tuple(code_counts.shape) != expected:
             raise ModelFileError(f"code_counts must have shape {expected}, got {tuple(code_counts.shape)}")
-        counts = code_counts.detach().cpu().contiguous().clone()
+        # Flat, each row only as wide as its alphabet: a band gain row pads 5 counts to 1024 otherwise.
+        counts = torch.cat([row[:k] for row, k in zip(code_counts.detach().cpu(), codec.table_sizes(), strict=True)])
         if counts.numel() and int(counts.max()) < 2**31 and int(counts.min()) >= 0:
-            counts = counts.to(torch.int32)  # half the bytes: the tables are a tenth of a small model's file
-        tensors[CODE_COUNTS_KEY] = counts
+            counts = counts.to(torch.int32)  # half the bytes
+        tensors[CODE_COUNTS_KEY] = counts.contiguous()
     if context_counts is not None:
         if code_counts is None or tuple(context_counts.shape) != (context_length(codec),):
             raise ModelFileError(
@@ -251,6 +253,10 @@ def read_model(path: str | Path, device: str | torch.device = "cpu") -> ModelFil
     context_counts = None if context_counts is None else context_counts.to(torch.int64)
     codec = Codec(cfg)
     sizes = codec.table_sizes()
+    if code_counts is not None and code_counts.dim() == 1 and code_counts.numel() == sum(sizes):
+        code_counts = torch.stack(
+            [torch.nn.functional.pad(row, (0, max(sizes) - len(row))) for row in code_counts.split(sizes)]
+        )
     if code_counts is not None and tuple(code_counts.shape) != (len(sizes), max(sizes)):
         raise ModelFileError(f"{weights_path}: code tables of shape {tuple(code_counts.shape)} do not fit the config")
     if context_counts is not None and (code_counts is None or tuple(context_counts.shape) != (context_length(codec),)):
