@@ -80,13 +80,15 @@ def expected_bits(counts: np.ndarray, k: int) -> float:
 
 
 def context_table(after: np.ndarray, overall: np.ndarray, k: int) -> np.ndarray:
-    """Integer tables (uint32 `[k, k]`, each row as `quantize_counts`) of a context row: row p codes a symbol
-    after symbol p. after: counts `[>=k, >=k]` of symbol j after symbol p; overall: the row's counts `[>=k]`,
-    mixed in with the weight of CONTEXT_PRIOR counts (integer arithmetic, so every reader builds the same)."""
+    """Integer tables (uint32 `[k + 1, k]`, each row as `quantize_counts`) of a context row: row 0 is the row's
+    own table (a chunk's first frame), row p + 1 codes a symbol after symbol p. after: counts `[>=k, >=k]` of
+    symbol j after symbol p; overall: the row's counts `[>=k]`, mixed in with the weight of CONTEXT_PRIOR counts
+    (integer arithmetic, so every reader builds the same)."""
     a = np.asarray(after, dtype=np.int64)[:k, :k]
     o = np.asarray(overall, dtype=np.int64)[:k]
     scale = max(1, int(o.sum()))
-    return np.stack([quantize_counts(a[p] * scale + CONTEXT_PRIOR * o, k) for p in range(k)])
+    own = quantize_counts(o, k)
+    return np.stack([own, *(quantize_counts(a[p] * scale + CONTEXT_PRIOR * o, k) for p in range(k))])
 
 
 def _as_counts(freqs: np.ndarray) -> np.ndarray:
@@ -138,7 +140,10 @@ class EntropyTables:
                 if sizes[r] <= ctx.shape[1] and ctx[r].any():
                     self.context_rows.append(r)
                     ctx_tables.append(context_table(ctx[r], counts[r], sizes[r]))
-        crc_parts = [t.astype("<u4").tobytes() for t in self.tables] + [t.astype("<u4").tobytes() for t in ctx_tables]
+        # the context tables after the row's own (row 0, already among self.tables)
+        crc_parts = [t.astype("<u4").tobytes() for t in self.tables] + [
+            t[1:].astype("<u4").tobytes() for t in ctx_tables
+        ]
         self.crc = zlib.crc32(b"".join(crc_parts))
         self._plain_rows = [r for r in range(len(sizes)) if r not in self.context_rows]
         self._models = {
@@ -150,9 +155,7 @@ class EntropyTables:
             width = max(sizes[r] for r in self.context_rows)
             probs = np.zeros((len(self.context_rows), width + 1, width))
             for i, (r, table) in enumerate(zip(self.context_rows, ctx_tables, strict=True)):
-                k = sizes[r]
-                probs[i, 0, :k] = self.tables[r]
-                probs[i, 1 : k + 1, :k] = table
+                probs[i, : sizes[r] + 1, : sizes[r]] = table
             self._ctx_probs = probs / float(1 << TABLE_BITS)
             self._family = constriction.stream.model.Categorical(perfect=False)
 

@@ -293,9 +293,7 @@ class CodecModel:
             r = first + i
             k = len(after)
             if after.any():
-                own = quantize_counts(self.code_counts[r, :k], k)[None]
-                tables = np.concatenate([own, context_table(after, self.code_counts[r], k)])
-                out[r] = -np.log2(tables / scale)
+                out[r] = -np.log2(context_table(after, self.code_counts[r], k) / scale)
         return out
 
     @functools.cached_property

@@ -224,8 +224,7 @@ class Codec(StreamingModule):
     def table_sizes(self) -> tuple[int, ...]:
         """Alphabet sizes of the rows of the model's code-frequency tables: the pitch row, every envelope
         tier's band gains in tier order, then all n_q stages."""
-        tiers = tuple(size for t in self.envelopes for size in t.cfg.row_sizes)
-        return (PITCH_SYMBOLS,) * self.pitch_rows + tiers + (self.codebook_size,) * self.n_q
+        return (PITCH_SYMBOLS,) * self.pitch_rows + self.context_sizes() + (self.codebook_size,) * self.n_q
 
     def context_sizes(self) -> tuple[int, ...]:
         """Alphabet sizes of the rows the model's context tables cover: every envelope tier's rows, in

@@ -48,7 +48,12 @@ def crop_batches(codec, sources: list[str], seconds: float, seed: int = 0, batch
 
 
 @torch.no_grad()
-def count_codes(codec, sources: list[str], seconds: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001, E501
+def count_codes(
+    codec,  # noqa: ANN001
+    sources: list[str],
+    seconds: float,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Code histogram `[rows, K]` (int64; rows as `Codec.table_sizes`: the pitch row, every envelope tier's band
     gains, all stages) over `seconds` of 1-second crops of `sources`, and the envelope rows' counts of each
     symbol after each symbol of the previous frame, flat (`models.io.unpack_context`; the entropy coder's
