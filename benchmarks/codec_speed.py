@@ -12,10 +12,11 @@ one run, and the latency of one 20 ms frame through rotcodec's streaming encoder
 
 Without an installed model, a random-weight model with the default `CodecConfig` (speech16k architecture)
 is used: speed and memory do not depend on the weights. Real-time factor = audio seconds / wall seconds
-(higher is faster). Peak memory is the maximum resident set size of a fresh subprocess that runs
-`rotcodec compress` / `decompress` on a generated file (so every measurement starts clean), read with
-os.wait4. Opus (opusenc --hard-cbr / opusdec) is timed and measured the same way in the same run.
-Prints markdown tables.
+(higher is faster). The process runs with `rotcodec.runtime.keep_freed_memory`, as the `rotcodec` commands
+do (EnCodec's timings, taken in the same process, share it). Peak memory is the maximum resident set size of
+a fresh subprocess that runs `rotcodec compress` / `decompress` on a generated file (so every measurement
+starts clean), read with os.wait4. Opus (opusenc --hard-cbr / opusdec) is timed and measured the same way in
+the same run. Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -262,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from rotcodec.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as every rotcodec command does; EnCodec, timed in this process too, gets it as well
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

@@ -110,18 +110,20 @@ def test_phase_tiers_need_a_pitch_model_and_valid_settings() -> None:
         EnvelopeConfig([0, 1000], 6.0, 5, phase_levels=1)
 
 
-def test_planning_prices_phase_tiers_on_the_unlocked_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shared_decodes_equal_separate_ones_and_run_the_decoder_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pricing and export decode free-running and phase-locked variants of the same codes with one SEANet pass.
     codec = phase_codec(3)
     torch.nn.init.constant_(codec.harmonic.head[-1].conv.bias, -0.2)  # audible harmonics: the lock matters
     wav = torch.from_numpy(vowel(SR, 1.0, seed=5))[None, None]
-    calls = []
-    decode = codec._synthesise
-    monkeypatch.setattr(codec, "_synthesise", lambda *a: calls.append(len(a)) or decode(*a))
-    exact = codec.table_codes_at(wav, [1, 2])
-    quick = codec.table_codes_at(wav, [1, 2], locked_gains=False)
-    assert calls == [1, 3, 1, 3, 1, 1]  # per stage count: unlocked and locked decodes; planning: unlocked only
-    lay = codec.layout(2, 1)
-    phase_gains = [codec.table_rows(lay)[k] for k in range(1, 4)]  # tier 1's band gains (after the pitch row)
-    for rows_exact, rows_quick in zip(exact, quick, strict=True):
-        differ = [r for r, (a, b) in enumerate(zip(rows_exact, rows_quick, strict=True)) if not torch.equal(a, b)]
-        assert set(differ) <= set(phase_gains)  # pitch, tier 0, phase rows and stages are the same
+    with torch.no_grad():
+        codes = codec.encode(wav, n_q=2, envelope=None)[:, 0]
+        lock = codec._lock(wav[:, 0, :], codes[:, 0], 3, 16)
+        separate = {None: codec._synthesise(codes), "locked": codec._synthesise(codes, lock, 16)}
+        calls = []
+        decoder = codec.decoder.forward
+        monkeypatch.setattr(codec.decoder, "forward", lambda *a: calls.append(1) or decoder(*a))
+        shared = codec.synthesise_variants(codes, {None: (None, 16), "locked": (lock, 16)})
+    assert len(calls) == 1
+    assert float((separate["locked"] - separate[None]).abs().max()) > 1e-5  # the lock moves the source
+    for key, y in separate.items():
+        assert torch.equal(shared[key], y)

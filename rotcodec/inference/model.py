@@ -322,10 +322,16 @@ class CodecModel:
 
     def overhead_kbps(self, layout: StreamLayout, channels: int, seconds: float) -> float:
         """What the header and chunk records add to a `seconds`-long file's rate (kbps)."""
-        header = self.make_header(self.sample_rate, channels, 0, layout, False)
+        size, chunk = self._header_size(layout, channels)
         frames = math.ceil(seconds * self.codec.frame_rate)
-        records = math.ceil(frames / header.chunk_frames) + 1
-        return kbps_of(len(pack_header(header, 0)) + RECORD_BYTES * records, seconds)
+        records = math.ceil(frames / chunk) + 1
+        return kbps_of(size + RECORD_BYTES * records, seconds)
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - models live as long as the process; plans ask hundreds of times
+    def _header_size(self, layout: StreamLayout, channels: int) -> tuple[int, int]:
+        """(header bytes, frames per chunk) of a stream with `layout` and `channels`."""
+        header = self.make_header(self.sample_rate, channels, 0, layout, False)
+        return len(pack_header(header, 0)), header.chunk_frames
 
     def expected_kbps(
         self, layout: StreamLayout, channels: int, seconds: float, entropy: bool | None, costs: FileCosts | None = None
@@ -633,6 +639,30 @@ class CodecModel:
                 if tail is not None:
                     sink(tail)
 
+    def _recode(
+        self, audio: list[np.ndarray], sr: int, entropy: bool | None, costs: FileCosts | None, layout: StreamLayout
+    ) -> list[bytes]:
+        """Clips `audio` (`[channels, t]` each, one batch of `compress_many`) coded again with `layout`: from
+        `costs` where they priced the one clip whole, else block by block."""
+        header = self.make_header(sr, audio[0].shape[0], audio[0].shape[1], layout, entropy)
+        codes = self._whole_file_codes(costs, layout, header)
+        if codes is None:
+            return self.compress_many(audio, sr, entropy=entropy, layout=layout)
+        buf = io.BytesIO()
+        with RcqWriter(buf, header, self.tables(layout), self.context_tables(layout)) as writer:
+            writer.write_chunk(codes)
+        return [buf.getvalue()]
+
+    def _whole_file_codes(self, costs: FileCosts | None, layout: StreamLayout, header: RcqHeader) -> np.ndarray | None:
+        """A file's codes `[channels, code rows, frames]` made from its probe's passes (`FileCosts.codes`: the
+        encoder's, and the decode pricing ran for the layout's stages) when `costs` priced the whole file,
+        header's, else None: the file is then coded block by block (`encode_stream`). For files of up to
+        PROBE_SECONDS, this saves the second encoder pass and usually the decode that measures band gains."""
+        if costs is None or len(probe_spans(header.num_samples, header.original_sample_rate)) != 1:
+            return None
+        codes = costs.codes(layout)
+        return codes if codes.shape[0] == header.channels and codes.shape[-1] == expected_frames(header) else None
+
     def decode_stream(self, header: RcqHeader, chunks: Iterable[np.ndarray], sink: Sink) -> None:
         """Decode codes chunks [C, code rows, frames]; `sink` gets float32 audio [C, t] at the original rate,
         exactly `header.num_samples` samples in total."""
@@ -751,25 +781,28 @@ class CodecModel:
                     q, planned = self.plan_file(probe, r, length / r, kbps, n_q, entropy, envelope, costs)
                 else:
                     q = layout
+                # one clip priced whole is coded from its probe's passes
+                whole = costs if layout is None and len(part) == 1 else None
                 tables, context = self.tables(q), self.context_tables(q)
-                writers = [RcqWriter(b, self.make_header(r, c, length, q, entropy), tables, context) for b in bufs]
+                header = self.make_header(r, c, length, q, entropy)
+                writers = [RcqWriter(b, header, tables, context) for b in bufs]
                 stacked = np.concatenate([clips[i][0] for i in part], axis=0)
-                blocks = _array_blocks(stacked, max(1, int(self.block_seconds * r)))
 
                 def sink(codes: np.ndarray, writers: list[RcqWriter] = writers, c: int = c) -> None:
                     for k, w in enumerate(writers):
                         w.write_chunk(codes[k * c : (k + 1) * c])
 
-                self.encode_stream(blocks, r, stacked.shape[0], q, sink)
+                codes = self._whole_file_codes(whole, q, header)
+                if codes is not None:
+                    sink(codes)
+                else:
+                    blocks = _array_blocks(stacked, max(1, int(self.block_seconds * r)))
+                    self.encode_stream(blocks, r, stacked.shape[0], q, sink)
                 for i, w, b in zip(part, writers, bufs, strict=True):
                     w.close()
                     out[i] = b.getvalue()
                 if layout is None:
-                    audio = [clips[i][0] for i in part]
-
-                    def code(lay: StreamLayout, audio: list[np.ndarray] = audio, r: int = r) -> list[bytes]:
-                        return self.compress_many(audio, r, entropy=entropy, layout=lay)
-
+                    code = functools.partial(self._recode, [clips[i][0] for i in part], r, entropy, whole)
                     streams = [out[i] for i in part]
                     again = self.replan(costs, c, length / r, kbps, entropy, envelope, q, planned, streams, code)
                     for i, d in zip(part, [] if again is None else again[2], strict=False):
@@ -845,8 +878,14 @@ class CodecModel:
             out.seek(0)
             out.truncate()
             with RcqWriter(out, header, self.tables(q), self.context_tables(q)) as writer:
-                blocks = source.blocks(max(1, int(self.block_seconds * source.sr)), report)
-                self.encode_stream(blocks, source.sr, source.channels, q, writer.write_chunk)
+                codes = self._whole_file_codes(costs, q, header)
+                if codes is not None:
+                    writer.write_chunk(codes)
+                    if report:
+                        report(seconds)
+                else:
+                    blocks = source.blocks(max(1, int(self.block_seconds * source.sr)), report)
+                    self.encode_stream(blocks, source.sr, source.channels, q, writer.write_chunk)
             return header
 
         with atomic_output(dst, force, src) as out:

@@ -17,6 +17,8 @@ import soxr
 import torch
 from torch.nn.utils import parametrize
 
+from ..bitstream.layout import StreamLayout
+
 if TYPE_CHECKING:
     from .model import CodecModel
 
@@ -119,11 +121,12 @@ class FileCosts:
     """What one file's codes cost under a model's tables (range coding), measured on its probe.
 
     rows[n]: mean bits per code of every table row (`Codec.table_sizes`) in a stream of n stages: the band
-    gains as measured on the decode of n stages (n = 0 stands for 1; phase tiers' gains on the decode without
-    phase rows, close enough to price them). trimmed[s, j]: mean bits per code of stage s sent last, trimmed to
+    gains as measured on the decode of n stages with the tier's phase rows, as a stream sends them (n = 0 stands
+    for 1). trimmed[s, j]: mean bits per code of stage s sent last, trimmed to
     its first sizes[j] codes; helps[s, j]: whether that trimmed stage brings the latent closer to the
     encoder's than leaving the stage out (a few codes far from a small residual can overshoot it: plans trim
-    only to sizes that help). All are computed when first read; `decoded` lists the stage counts decoded."""
+    only to sizes that help). All are computed when first read; `decoded` lists the stage counts decoded.
+    `codes(layout)` gives the codes of a stream from the same passes."""
 
     def __init__(self, model: CodecModel, x: np.ndarray, skip: Sequence[tuple[int, int]] = ()) -> None:
         codec = self.codec = model.codec
@@ -154,6 +157,7 @@ class FileCosts:
         self._side: dict[int, np.ndarray] = {}
         self._trim: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._locks: list[dict] | None = None
+        self._decodes: dict[int, list[dict]] = {}
         self.rows = _Lazy(self._row, codec.n_q + 1)
         self.trimmed = _Lazy(lambda s: self._trimmed(s)[0], codec.n_q)
         self.helps = _Lazy(lambda s: self._trimmed(s)[1], codec.n_q)
@@ -196,35 +200,49 @@ class FileCosts:
             self._side[n] = self._measure_side(n)
         return np.where(self._side[n] > -1, self._side[n], self._base)
 
+    def _lock_rows(self) -> list[dict[tuple[int, int], torch.Tensor]]:
+        """Per group, the phase rows of every kind the tiers send, by (harmonics, levels): they depend on the
+        input and pitch only, so they are measured once."""
+        if self._locks is None:
+            codec = self.codec
+            kinds = {(t.cfg.phase_harmonics, t.cfg.phase_levels) for t in codec.envelopes if t.cfg.phase_harmonics}
+            kinds = kinds if codec.harmonic is not None else set()
+            with torch.no_grad():
+                self._locks = [{k: codec._lock(g["x"], g["pitch"], *k) for k in kinds} for g in self.groups]
+        return self._locks
+
+    def _decoded(self, n: int) -> list[dict[tuple[int, int] | None, torch.Tensor]]:
+        """Per group, the uncorrected decodes `[rows, time]` of n stages: free-running (key None) and with each
+        kind of phase rows, as a stream of n stages with those rows decodes them (`Codec._with_envelope`)."""
+        if n not in self._decodes:
+            codec, out = self.codec, []
+            with torch.no_grad():
+                for g, locks in zip(self.groups, self._lock_rows(), strict=True):
+                    head = [g["pitch"][:, None]] if codec.pitch_rows else []
+                    sent = torch.cat([*head, g["stages"][:, :n]], dim=1)
+                    variants = {None: (None, 16), **{k: (v, k[1]) for k, v in locks.items()}}
+                    out.append({k: y[:, 0] for k, y in codec.synthesise_variants(sent, variants).items()})
+            self._decodes[n] = out
+        return self._decodes[n]
+
     def _measure_side(self, n: int) -> np.ndarray:
         """Band gain and phase rows' bits after a decode of n stages (-1 elsewhere)."""
         codec = self.codec
-        if self._locks is None:  # a tier's phase rows depend on the input and pitch only: measured once
-            kinds = {(t.cfg.phase_harmonics, t.cfg.phase_levels) for t in codec.envelopes if t.cfg.phase_harmonics}
-            with torch.no_grad():
-                self._locks = [{k: codec._lock(g["x"], g["pitch"], *k) for k in kinds} for g in self.groups]
         per_row: list[list[torch.Tensor]] = [[] for _ in self._base]
-        # Output phases are measured on the locked decode, whose low harmonics sit near the input's phase:
-        # priced on the free one they cost about 5% of a 12 kbps stream too much.
-        lock_kinds = {
-            (t.cfg.phase_harmonics, t.cfg.phase_levels)
-            for t in codec.envelopes
-            if t.cfg.output_phases and t.cfg.phase_harmonics
-        }
+        if not len(codec.envelopes):
+            return np.full(len(self._base), -1.0)
+        spectra = codec.envelopes[0].spectra  # every tier measures the same spectra: computed once each
         with torch.no_grad():
-            for g, locks in zip(self.groups, self._locks, strict=True):
-                head = [g["pitch"][:, None]] if codec.pitch_rows else []
-                sent = torch.cat([*head, g["stages"][:, :n]], dim=1)
-                free = codec._synthesise(sent)
-                decode = free[:, 0]
-                locked = {k: codec.synthesise_locked(sent, free, locks[k], k[1])[:, 0] for k in lock_kinds}
+            for g, locks, decodes in zip(self.groups, self._lock_rows(), self._decoded(n), strict=True):
+                if "xspec" not in g:
+                    g["xspec"] = spectra(g["x"])
+                yspec = {k: spectra(y) for k, y in decodes.items()}
                 r = codec.pitch_rows
                 for tier in codec.envelopes:
                     kind = (tier.cfg.phase_harmonics, tier.cfg.phase_levels)
-                    gains = tier.analyse(g["x"], locked[kind] if kind in locked and tier.cfg.output_phases else decode)
                     phases = locks.get(kind)
-                    parts = [gains] if phases is None or not tier.cfg.phase_harmonics else [gains, phases]
-                    for part in parts:
+                    gains = tier.symbols(g["xspec"], yspec[kind if phases is not None else None])
+                    for part in [gains] if phases is None else [gains, phases]:
                         for k in range(part.shape[1]):
                             per_row[r].append(part[:, k])
                             r += 1
@@ -233,6 +251,30 @@ class FileCosts:
             if codes:
                 out[r] = self._mean_bits(r, codes)
         return out
+
+    def codes(self, layout: StreamLayout) -> np.ndarray:
+        """The codes a whole-file `Codec.encode` of the probe gives with `layout`, `[rows, code rows, frames]`
+        (rows: the probe's channels), made from the passes pricing already ran (the encoder's, and the decode
+        of the layout's stages when it was priced): for a file its probe covers whole, the file's codes."""
+        codec, n, out = self.codec, layout.n_q, []
+        with torch.no_grad(), parametrize.cached():
+            for i, g in enumerate(self.groups):
+                if layout.last_codes is None:
+                    stages = g["stages"][:, :n]
+                else:
+                    stages = codec.quantizer.encode(g["z"], n, layout.last_codes)
+                head = [g["pitch"][:, None]] if codec.pitch_rows else []
+                codes = torch.cat([*head, stages], dim=1)
+                if layout.envelope is not None:
+                    cfg = codec.envelopes[layout.envelope].cfg
+                    locks = self._lock_rows()[i]
+                    kind = (cfg.phase_harmonics, cfg.phase_levels)
+                    decode = None
+                    if layout.last_codes is None and n in self._decodes:
+                        decode = self._decodes[n][i][kind if kind in locks else None]
+                    codes = codec._with_envelope(g["x"], codes, layout.envelope, locks, decode)
+                out.append(codes.cpu().numpy())
+        return np.concatenate(out)
 
     def _trimmed(self, s: int) -> tuple[np.ndarray, np.ndarray]:
         """(bits, helps) of stage s sent last and trimmed to each of `sizes`."""

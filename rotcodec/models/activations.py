@@ -8,9 +8,22 @@ what a decoder needs to synthesise voiced harmonics rather than a noise-excited 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = ("elu", "snake")
+
+
+class ELU(nn.ELU):
+    """`nn.ELU` (alpha 1) that, on CPU without autograd, computes max(x, exp(min(x, 0)) - 1): the same function
+    (e^x - 1 >= x everywhere, equal at 0; within 6e-8 of expm1), in about 0.6x the time of torch's expm1-based
+    kernel, which was a quarter of SEANet's time at inference. Training and other devices use `F.elu`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.alpha != 1.0 or x.device.type != "cpu" or torch.is_grad_enabled() or x.dtype != torch.float32:
+            return F.elu(x, self.alpha, self.inplace)
+        y = torch.clamp_max(x, 0.0).exp_().sub_(1.0)
+        return torch.maximum(x, y, out=x if self.inplace else y)
 
 
 class Snake(nn.Module):
@@ -29,7 +42,7 @@ class Snake(nn.Module):
 def make_activation(name: str, channels: int, inplace: bool = False) -> nn.Module:
     """`name` in ACTIVATIONS, for a `[batch, channels, time]` input. `inplace` applies to ELU only."""
     if name == "elu":
-        return nn.ELU(inplace=inplace)
+        return ELU(inplace=inplace)
     if name == "snake":
         return Snake(channels)
     raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")

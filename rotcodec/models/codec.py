@@ -153,6 +153,7 @@ class Codec(StreamingModule):
         self.envelopes = torch.nn.ModuleList(
             BandEnvelope(cfg.sample_rate, cfg.hop_length, tier) for tier in cfg.envelopes
         )
+        self._tier_starts: list[int] | None = None  # `table_rows`' first row of each tier, once asked
 
     @property
     def envelope(self) -> BandEnvelope | None:
@@ -235,10 +236,13 @@ class Codec(StreamingModule):
     def table_rows(self, layout: StreamLayout) -> list[int]:
         """Indices into `table_sizes()`'s rows of the rows `layout` carries, in stream order."""
         p = self.pitch_rows
-        start = p + sum(t.cfg.rows for t in self.envelopes[: layout.envelope or 0])
-        envelope = range(start, start + layout.envelope_rows)
-        stages = p + sum(t.cfg.rows for t in self.envelopes)
-        return [*range(p), *envelope, *range(stages, stages + layout.n_q)]
+        if self._tier_starts is None:  # plans ask hundreds of times
+            self._tier_starts = [
+                p + sum(t.cfg.rows for t in self.envelopes[:i]) for i in range(len(self.envelopes) + 1)
+            ]
+        starts = self._tier_starts
+        start = starts[layout.envelope or 0]
+        return [*range(p), *range(start, start + layout.envelope_rows), *range(starts[-1], starts[-1] + layout.n_q)]
 
     def bitrate(self, layout: StreamLayout | None = None) -> float:
         """kbps per audio channel of a plainly packed stream with `layout` (default: every stage and row):
@@ -347,12 +351,26 @@ class Codec(StreamingModule):
             codes = self._with_envelope(x[:, 0], codes, lay.envelope)
         return codes.reshape(batch, self.channels, codes.shape[1], -1)
 
-    def _with_envelope(self, x: torch.Tensor, codes: torch.Tensor, tier: int) -> torch.Tensor:
+    def _with_envelope(
+        self,
+        x: torch.Tensor,
+        codes: torch.Tensor,
+        tier: int,
+        locks: dict[tuple[int, int], torch.Tensor] | None = None,
+        decode: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Insert envelope tier `tier`'s rows after the pitch row: x `[batch, time]` the input (in streaming,
-        the new samples), codes `[batch, pitch + n_q rows, frames]` for the frames this call emits."""
+        the new samples), codes `[batch, pitch + n_q rows, frames]` for the frames this call emits. A whole-file
+        caller that has them passes the phase rows by (harmonics, levels) (`locks`, from `_lock`) and the
+        uncorrected decode of these codes with the tier's phase rows (`decode` `[batch, frames * hop]`)."""
         frames, cfg = codes.shape[-1], self.envelopes[tier].cfg
-        phases = self._lock(x, codes[:, 0], cfg.phase_harmonics, cfg.phase_levels)
-        y = self._synthesise(codes, phases, cfg.phase_levels)[:, 0] if frames else x.new_zeros(x.shape[0], 0)
+        kind, phases = (cfg.phase_harmonics, cfg.phase_levels), None
+        if cfg.phase_harmonics and self.harmonic is not None:
+            phases = locks[kind] if locks and kind in locks else self._lock(x, codes[:, 0], *kind)
+        if decode is not None:
+            y = decode
+        else:
+            y = self._synthesise(codes, phases, cfg.phase_levels)[:, 0] if frames else x.new_zeros(x.shape[0], 0)
         symbols = self.envelopes[tier].analyse(x, y)
         p = self.pitch_rows
         side = [symbols] if phases is None else [symbols, phases]
@@ -368,20 +386,24 @@ class Codec(StreamingModule):
             z = self.quantizer.decode(codes[:, p:])
             return self.synthesise(z, codes[:, 0] if p else None, phases, phase_levels)
 
-    def synthesise_locked(
-        self, codes: torch.Tensor, free: torch.Tensor, phases: torch.Tensor, phase_levels: int
-    ) -> torch.Tensor:
-        """`_synthesise(codes, phases, phase_levels)` given `free`, the decode of the same codes without phase
-        rows `[batch, 1, frames * hop]` (whole file). When the SEANet decoder does not read the source, the
-        output is the source plus the decoder's (scaled) output, so only the source is made again."""
+    def synthesise_variants(
+        self, codes: torch.Tensor, variants: dict[object, tuple[torch.Tensor | None, int]]
+    ) -> dict[object, torch.Tensor]:
+        """`_synthesise(codes, phases, levels)` `[batch, 1, frames * hop]` for every (phases, levels) in `variants`
+        (phases None: free-running), by key. Where the SEANet decoder does not read the harmonic source, its
+        output is the same for every variant: it runs once and only the source is made again, with the same
+        operations as separate calls (the same values)."""
         if self.harmonic is None or self.config.decoder_source:
-            return self._synthesise(codes, phases, phase_levels)
+            return {key: self._synthesise(codes, ph, lv) for key, (ph, lv) in variants.items()}
         p = self.pitch_rows
         with parametrize.cached():
             z = self.quantizer.decode(codes[:, p:])
             pitch = codes[:, 0]
-            locked = self.harmonic.source(z, pitch, phases=phases, phase_levels=phase_levels)
-            return free + (locked - self.harmonic.source(z, pitch))
+            residual = self.decoder(z)
+            return {
+                key: self.harmonic.mix(z, self.harmonic.source(z, pitch, phases=ph, phase_levels=lv), residual)
+                for key, (ph, lv) in variants.items()
+            }
 
     def synthesise(
         self,
@@ -410,13 +432,8 @@ class Codec(StreamingModule):
         sends them), all stages. For code tables and per-file rate planning."""
         return self.table_codes_at(wav, [self.n_q if gains_n_q is None else gains_n_q])[0]
 
-    def table_codes_at(
-        self, wav: torch.Tensor, gains_n_qs: list[int], locked_gains: bool = True
-    ) -> list[list[torch.Tensor]]:
-        """`table_codes` for several stage counts of the band gains, encoding once: one list of rows per count.
-        locked_gains False: phase tiers' band gains are measured on the decode without phase rows, one decode
-        per count instead of one per kind of phase rows: close enough to price them (rate planning), not what
-        a stream sends (code tables)."""
+    def table_codes_at(self, wav: torch.Tensor, gains_n_qs: list[int]) -> list[list[torch.Tensor]]:
+        """`table_codes` for several stage counts of the band gains, encoding once: one list of rows per count."""
         codes = self.encode(wav, self.n_q, None).flatten(0, 1)  # [batch * channels, pitch + n_q, frames]
         p = self.pitch_rows
         head = [codes[:, k] for k in range(p)]
@@ -425,16 +442,14 @@ class Codec(StreamingModule):
             return [head + stages for _ in gains_n_qs]
         x = self._fold(wav)[:, 0]
         # A tier's phase rows depend on the input and the pitch row only; its band gains are measured on the
-        # decode that uses them.
-        # Tiers that send the same phase rows share their measurement and their decode.
+        # decode that uses them. Tiers that send the same phase rows share their measurement and their decode.
         kinds = {(t.cfg.phase_harmonics, t.cfg.phase_levels) for t in self.envelopes if t.cfg.phase_harmonics}
         locks = {k: self._lock(x, codes[:, 0], k[0], k[1]) for k in kinds}
         out = []
         for n in gains_n_qs:
             sent = codes[:, : p + self._check_n_q(n)]  # a stage's codes do not depend on later stages
-            decodes = {None: self._synthesise(sent)[:, 0]}
-            for k in kinds:
-                decodes[k] = self._synthesise(sent, locks[k], k[1])[:, 0] if locked_gains else decodes[None]
+            variants = {None: (None, 16), **{k: (locks[k], k[1]) for k in kinds}}
+            decodes = {k: y[:, 0] for k, y in self.synthesise_variants(sent, variants).items()}
             rows = []
             for tier in self.envelopes:
                 kind = (tier.cfg.phase_harmonics, tier.cfg.phase_levels) if tier.cfg.phase_harmonics else None

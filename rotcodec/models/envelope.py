@@ -163,8 +163,20 @@ class BandEnvelope(StreamingModule):
         if self._is_streaming:
             self._streaming_state["x_tail"] = xs[:, frames * self.hop :]
             self._streaming_state["y_tail"] = ys[:, frames * self.hop : (frames + 1) * self.hop]
+        return self.symbols(self._spectra(xs, frames, self.measure), self._spectra(ys, frames, self.measure))
+
+    @torch.no_grad()
+    def spectra(self, x: torch.Tensor) -> torch.Tensor:
+        """The spectra `analyse` measures a whole file x `[batch, frames * hop]` with, `[batch, frames, bins]`
+        (complex128): the same for every tier of a model (one hop), so a caller that analyses the same audio
+        for several tiers computes them once and calls `symbols`."""
+        frames = x.shape[-1] // self.hop
+        return self._spectra(self._with_tail("x_tail", x.float()), frames, self.measure)
+
+    @torch.no_grad()
+    def symbols(self, xspec: torch.Tensor, yspec: torch.Tensor) -> torch.Tensor:
+        """`analyse` from the input's and the decode's `spectra` -> int64 symbols `[batch, bands, frames]`."""
         floor = 1e-10
-        xspec, yspec = self._spectra(xs, frames, self.measure), self._spectra(ys, frames, self.measure)
         target = self._band_energy(xspec)
         ratio_db = 10 * torch.log10((target + floor) / (self._band_energy(yspec) + floor))
         half = self.cfg.levels // 2

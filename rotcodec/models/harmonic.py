@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..dsp.pitch import MIN_F0, PITCH_SYMBOLS, f0_to_symbols, normalised_autocorrelation, peak_lag, symbols_to_f0
+from .activations import ELU
 from .streaming import StreamingConv1d, StreamingModule
 
 # Adam moves every weight by about lr per step whatever its gradient, so a log-amplitude head at the usual
@@ -132,7 +133,7 @@ class HarmonicSynth(StreamingModule):
         self.sample_rate, self.hop, self.cfg = sample_rate, hop, cfg
         self.head = nn.Sequential(
             StreamingConv1d(latent_dim, cfg.hidden, 3),
-            nn.ELU(),
+            ELU(),
             StreamingConv1d(cfg.hidden, cfg.harmonics, 1),
         )
         # Starts silent (weight-norm gain 0, every harmonic at softplus(-10) ~ -87 dB), so adding the branch to

@@ -113,7 +113,7 @@ class StreamingConv1d(StreamingModule):
                 x = torch.cat([pending, x], dim=-1)
             n = (x.shape[-1] - k) // s + 1 if x.shape[-1] >= k else 0
             self._streaming_state["pending"] = x[..., n * s :]
-            return self.conv(x[..., : (n - 1) * s + k]) if n > 0 else self._empty(x)
+            return self._conv(x[..., : (n - 1) * s + k]) if n > 0 else self._empty(x)
         length = x.shape[-1]
         if length == 0:
             return self._empty(x)
@@ -127,7 +127,35 @@ class StreamingConv1d(StreamingModule):
             right = pad_total // 2
             left = pad_total - right
             right += extra
-        return self.conv(F.pad(x, (left, max(right, 0))))
+        return self._conv(F.pad(x, (left, max(right, 0))))
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv of an input already padded. On CPU without autograd, a 1x1 conv, or one with one input channel
+        or at most two output channels, runs as one matrix product: oneDNN runs those shapes (SEANet's first and
+        last layers at the full sample rate, the residual units' 1x1 convs) several times slower."""
+        w = self.conv.weight
+        c_out, c_in, k = w.shape
+        if (
+            torch.is_grad_enabled()
+            or x.device.type != "cpu"
+            or x.dtype != torch.float32
+            or self.stride != 1
+            or self.dilation != 1
+            or (c_in > 1 and c_out > 2 and k > 1)
+            or x.shape[-1] < k
+        ):
+            return self.conv(x)
+        n = x.shape[-1] - k + 1
+        if k == 1:  # oneDNN takes its slow path for 1x1 convs
+            y = torch.matmul(w[:, :, 0], x)
+        elif c_in == 1:  # [c_out, k] x the input's k-sample windows [batch, k, n]
+            y = torch.matmul(w[:, 0], x[:, 0].unfold(-1, k, 1).transpose(1, 2))
+        else:  # every tap's product at once, [batch, k, c_out, time], then each tap shifted into place
+            taps = torch.matmul(w.permute(2, 0, 1).reshape(k * c_out, c_in), x).view(x.shape[0], k, c_out, -1)
+            y = taps[:, 0, :, :n].clone()
+            for j in range(1, k):
+                y += taps[:, j, :, j : j + n]
+        return y if self.conv.bias is None else y.add_(self.conv.bias[:, None])
 
 
 class StreamingConvTranspose1d(StreamingModule):
