@@ -17,6 +17,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 import torch
+from torch.nn.utils import parametrize
 
 from ..audio import AudioError, as_audio, check_finite, check_sample_rate
 from ..bitstream import BitstreamError, CodingMode, RcqHeader, RcqReader, RcqWriter
@@ -557,8 +558,12 @@ class CodecModel:
         """Causal models encode/decode block by block with bounded memory; non-causal ones whole files."""
         return bool(self.codec.config.causal)
 
-    def _streaming(self) -> contextlib.AbstractContextManager:
-        return self.codec.streaming() if self.streams else contextlib.nullcontext()
+    @contextlib.contextmanager
+    def _streaming(self) -> Iterator[None]:
+        """The codec's streaming state for one stream (causal models), with weight norm computed once per
+        stream rather than once per model call (~4% of a decode)."""
+        with self.codec.streaming() if self.streams else contextlib.nullcontext(), parametrize.cached():
+            yield
 
     def _as_batch(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self.device)

@@ -127,7 +127,23 @@ class StreamingConv1d(StreamingModule):
             right = pad_total // 2
             left = pad_total - right
             right += extra
+        if self.causal and right <= left and not torch.is_grad_enabled() and not self._by_product(x):
+            # the conv pads both ends itself (no padded copy of the input); frames past n_frames go
+            conv = self.conv
+            return F.conv1d(x, conv.weight, conv.bias, s, left, self.dilation)[..., :n_frames]
         return self._conv(F.pad(x, (left, max(right, 0))))
+
+    def _by_product(self, x: torch.Tensor) -> bool:
+        """Whether `_conv` runs this layer on x as a matrix product (see there)."""
+        c_out, c_in, k = self.conv.weight.shape
+        return (
+            not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.stride == 1
+            and self.dilation == 1
+            and (c_in == 1 or c_out <= 2 or k == 1)
+        )
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         """The conv of an input already padded. On CPU without autograd, a 1x1 conv, or one with one input channel
@@ -135,15 +151,7 @@ class StreamingConv1d(StreamingModule):
         last layers at the full sample rate, the residual units' 1x1 convs) several times slower."""
         w = self.conv.weight
         c_out, c_in, k = w.shape
-        if (
-            torch.is_grad_enabled()
-            or x.device.type != "cpu"
-            or x.dtype != torch.float32
-            or self.stride != 1
-            or self.dilation != 1
-            or (c_in > 1 and c_out > 2 and k > 1)
-            or x.shape[-1] < k
-        ):
+        if not self._by_product(x) or x.shape[-1] < k:
             return self.conv(x)
         n = x.shape[-1] - k + 1
         if k == 1:  # oneDNN takes its slow path for 1x1 convs
@@ -171,6 +179,8 @@ class StreamingConvTranspose1d(StreamingModule):
         self.stride = stride
         self.causal = causal
         self.convtr = weight_norm(nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride))
+        # (weight, its version, polyphase taps): reused while the weight is the same tensor (weight norm cached)
+        self._taps: tuple[torch.Tensor, int, torch.Tensor] | None = None
 
     def _check_streamable(self) -> None:
         if not self.causal:
@@ -185,10 +195,16 @@ class StreamingConvTranspose1d(StreamingModule):
             # Bias is added once per emitted sample, not per overlapping chunk.
             y = self._transposed(x, None)
             tail = self._state("tail", x.shape[0])
+            if torch.is_grad_enabled():
+                if tail is not None and tail.shape[-1] > 0:
+                    y = torch.cat([y[..., : tail.shape[-1]] + tail, y[..., tail.shape[-1] :]], dim=-1)
+                self._streaming_state["tail"] = y[..., n_out:]
+                return y[..., :n_out] + self.convtr.bias[:, None]
+            # without autograd, in place on the fresh output: no copy of it (a view of its first n_out samples)
             if tail is not None and tail.shape[-1] > 0:
-                y = torch.cat([y[..., : tail.shape[-1]] + tail, y[..., tail.shape[-1] :]], dim=-1)
-            self._streaming_state["tail"] = y[..., n_out:]
-            return y[..., :n_out] + self.convtr.bias[:, None]
+                y[..., : tail.shape[-1]] += tail
+            self._streaming_state["tail"] = y[..., n_out:].clone()
+            return y[..., :n_out].add_(self.convtr.bias[:, None])
         if self.causal:
             return self._transposed(x, self.convtr.bias, full=False)
         y = self._transposed(x, self.convtr.bias)
@@ -210,10 +226,16 @@ class StreamingConvTranspose1d(StreamingModule):
         # the input with out_ch * s channels (one per phase r), then interleaved.
         w = self.convtr.weight
         m = -(-k // s)
-        taps = F.pad(w, (0, m * s - k)).view(w.shape[0], w.shape[1], m, s).flip(2)
+        cached = self._taps
+        if cached is not None and cached[0] is w and cached[1] == w._version:  # one weight-norm pass per stream
+            taps = cached[2]
+        else:
+            taps = F.pad(w, (0, m * s - k)).view(w.shape[0], w.shape[1], m, s).flip(2)
+            taps = taps.permute(3, 1, 0, 2).reshape(-1, w.shape[0], m)
+            self._taps = (w, w._version, taps)
         frames = x.shape[-1] + (m - 1 if full else 0)
-        y = F.conv1d(F.pad(x, (m - 1, m - 1 if full else 0)), taps.permute(3, 1, 0, 2).reshape(-1, w.shape[0], m))
-        y = y.view(x.shape[0], s, w.shape[1], frames).permute(0, 2, 3, 1).reshape(x.shape[0], w.shape[1], frames * s)
-        if full:
-            y = y[..., : (x.shape[-1] - 1) * s + k]
-        return y if bias is None else y + bias[:, None]
+        # the conv pads both ends itself (no padded copy of the input); the right end's frames go if not full
+        phase_bias = None if bias is None else bias.repeat(s)  # channel r * out_ch + c is phase r of channel c
+        y = F.conv1d(x, taps, phase_bias, padding=m - 1)
+        y = y[..., :frames].unflatten(1, (s, w.shape[1])).permute(0, 2, 3, 1).reshape(x.shape[0], w.shape[1], -1)
+        return y[..., : (x.shape[-1] - 1) * s + k] if full else y
