@@ -44,13 +44,7 @@ def _tables_for(header: RcqHeader, freqs: np.ndarray | None, context: np.ndarray
         raise BitstreamError("entropy-coded .rcq streams need the model's frequency tables (freqs)")
     # version 5 and older streams were coded without context rows
     ctx = context if header.format_version >= CONTEXT_VERSION else None
-    key = (
-        tuple(header.codebook_sizes),
-        *((None,) if ctx is None else (np.asarray(ctx).shape, np.asarray(ctx).dtype.str, np.asarray(ctx).tobytes())),
-        np.asarray(freqs).shape,
-        np.asarray(freqs).dtype.str,
-        np.asarray(freqs).tobytes(),
-    )
+    key = (tuple(header.codebook_sizes), _content(freqs), None if ctx is None else _content(ctx))
     tables = _TABLES.get(key)
     if tables is None:
         tables = EntropyTables(freqs, header.codebook_sizes, ctx)
@@ -58,6 +52,12 @@ def _tables_for(header: RcqHeader, freqs: np.ndarray | None, context: np.ndarray
         while len(_TABLES) > _TABLES_KEPT:
             del _TABLES[next(iter(_TABLES))]
     return tables
+
+
+def _content(table: np.ndarray) -> tuple:
+    """A hashable key of an array's shape, dtype and values."""
+    a = np.asarray(table)
+    return a.shape, a.dtype.str, a.tobytes()
 
 
 # Built tables by content: a model codes many files with the same few layouts, and building a layout's

@@ -644,25 +644,12 @@ class CodecModel:
                 if tail is not None:
                     sink(tail)
 
-    def _recode(
-        self, audio: list[np.ndarray], sr: int, entropy: bool | None, costs: FileCosts | None, layout: StreamLayout
-    ) -> list[bytes]:
-        """Clips `audio` (`[channels, t]` each, one batch of `compress_many`) coded again with `layout`: from
-        `costs` where they priced the one clip whole, else block by block."""
-        header = self.make_header(sr, audio[0].shape[0], audio[0].shape[1], layout, entropy)
-        codes = self._whole_file_codes(costs, layout, header)
-        if codes is None:
-            return self.compress_many(audio, sr, entropy=entropy, layout=layout)
-        buf = io.BytesIO()
-        with RcqWriter(buf, header, self.tables(layout), self.context_tables(layout)) as writer:
-            writer.write_chunk(codes)
-        return [buf.getvalue()]
-
     def _whole_file_codes(self, costs: FileCosts | None, layout: StreamLayout, header: RcqHeader) -> np.ndarray | None:
-        """A file's codes `[channels, code rows, frames]` made from its probe's passes (`FileCosts.codes`: the
-        encoder's, and the decode pricing ran for the layout's stages) when `costs` priced the whole file,
-        header's, else None: the file is then coded block by block (`encode_stream`). For files of up to
-        PROBE_SECONDS, this saves the second encoder pass and usually the decode that measures band gains."""
+        """The codes `[channels, code rows, frames]` of the file `header` describes, made from its probe's passes
+        (`FileCosts.codes`: the encoder's, and the decode pricing ran for the layout's stages) when `costs`
+        priced the whole file; else None, and the file is coded block by block (`encode_stream`). For files of
+        up to PROBE_SECONDS, this saves the second encoder pass and usually the decode that measures band
+        gains."""
         if costs is None or len(probe_spans(header.num_samples, header.original_sample_rate)) != 1:
             return None
         codes = costs.codes(layout)
@@ -760,10 +747,13 @@ class CodecModel:
         envelope: bool | None = None,
         max_rows: int = 16,
         layout: StreamLayout | None = None,
+        priced: FileCosts | None = None,
     ) -> list[bytes]:
         """Compress many clips with one model; clips of equal rate, channels and length are encoded as one
         batch (up to `max_rows` channels in total), which is what makes GPUs pay off. Each stream has `layout`
-        (None: `plan_file` from the batch's audio). Returns `.rcq` bytes."""
+        (None: `plan_file` from the batch's audio). `priced`: with `layout` and one clip, the `FileCosts` that
+        planned that clip (a replan coding it again), whose passes its codes are made from where they cover
+        it whole. Returns `.rcq` bytes."""
         rates = [sample_rates] * len(wavs) if isinstance(sample_rates, (int, np.integer)) else list(sample_rates)
         if len(rates) != len(wavs):
             raise AudioError(f"got {len(wavs)} clips but {len(rates)} sample rates")
@@ -787,7 +777,7 @@ class CodecModel:
                 else:
                     q = layout
                 # one clip priced whole is coded from its probe's passes
-                whole = costs if layout is None and len(part) == 1 else None
+                whole = (costs if layout is None else priced) if len(part) == 1 else None
                 tables, context = self.tables(q), self.context_tables(q)
                 header = self.make_header(r, c, length, q, entropy)
                 writers = [RcqWriter(b, header, tables, context) for b in bufs]
@@ -807,7 +797,13 @@ class CodecModel:
                     w.close()
                     out[i] = b.getvalue()
                 if layout is None:
-                    code = functools.partial(self._recode, [clips[i][0] for i in part], r, entropy, whole)
+                    audio = [clips[i][0] for i in part]
+
+                    def code(
+                        lay: StreamLayout, audio: list[np.ndarray] = audio, r: int = r, whole: FileCosts | None = whole
+                    ) -> list[bytes]:
+                        return self.compress_many(audio, r, entropy=entropy, layout=lay, priced=whole)
+
                     streams = [out[i] for i in part]
                     again = self.replan(costs, c, length / r, kbps, entropy, envelope, q, planned, streams, code)
                     for i, d in zip(part, [] if again is None else again[2], strict=False):

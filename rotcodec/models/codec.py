@@ -11,6 +11,7 @@ dilations 1, 3, 9, latent 128, RVQ 8 x 1024 (10 bits/code -> 0.5 kbps per stage,
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -153,7 +154,6 @@ class Codec(StreamingModule):
         self.envelopes = torch.nn.ModuleList(
             BandEnvelope(cfg.sample_rate, cfg.hop_length, tier) for tier in cfg.envelopes
         )
-        self._tier_starts: list[int] | None = None  # `table_rows`' first row of each tier, once asked
 
     @property
     def envelope(self) -> BandEnvelope | None:
@@ -235,14 +235,19 @@ class Codec(StreamingModule):
 
     def table_rows(self, layout: StreamLayout) -> list[int]:
         """Indices into `table_sizes()`'s rows of the rows `layout` carries, in stream order."""
-        p = self.pitch_rows
-        if self._tier_starts is None:  # plans ask hundreds of times
-            self._tier_starts = [
-                p + sum(t.cfg.rows for t in self.envelopes[:i]) for i in range(len(self.envelopes) + 1)
-            ]
         starts = self._tier_starts
         start = starts[layout.envelope or 0]
-        return [*range(p), *range(start, start + layout.envelope_rows), *range(starts[-1], starts[-1] + layout.n_q)]
+        return [
+            *range(self.pitch_rows),
+            *range(start, start + layout.envelope_rows),
+            *range(starts[-1], starts[-1] + layout.n_q),
+        ]
+
+    @functools.cached_property
+    def _tier_starts(self) -> list[int]:
+        """`table_rows`' first row of each envelope tier, then of the stages (plans ask hundreds of times)."""
+        p = self.pitch_rows
+        return [p + sum(t.cfg.rows for t in self.envelopes[:i]) for i in range(len(self.envelopes) + 1)]
 
     def bitrate(self, layout: StreamLayout | None = None) -> float:
         """kbps per audio channel of a plainly packed stream with `layout` (default: every stage and row):

@@ -193,14 +193,9 @@ class StreamingConvTranspose1d(StreamingModule):
             return x.new_zeros(x.shape[0], self.convtr.out_channels, 0)
         if self._is_streaming:
             # Bias is added once per emitted sample, not per overlapping chunk.
+            # In place on the fresh output (its backward does not need it): no copy, a view of the first n_out.
             y = self._transposed(x, None)
             tail = self._state("tail", x.shape[0])
-            if torch.is_grad_enabled():
-                if tail is not None and tail.shape[-1] > 0:
-                    y = torch.cat([y[..., : tail.shape[-1]] + tail, y[..., tail.shape[-1] :]], dim=-1)
-                self._streaming_state["tail"] = y[..., n_out:]
-                return y[..., :n_out] + self.convtr.bias[:, None]
-            # without autograd, in place on the fresh output: no copy of it (a view of its first n_out samples)
             if tail is not None and tail.shape[-1] > 0:
                 y[..., : tail.shape[-1]] += tail
             self._streaming_state["tail"] = y[..., n_out:].clone()
