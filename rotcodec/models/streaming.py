@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from .cpu_conv import StrideOneConv, by_product_applies, conv_by_product, train_kernel_applies
+
 
 class StreamingError(ValueError):
     """Misuse of streaming mode (non-causal layer, nested streaming, batch size changed mid-stream)."""
@@ -134,36 +136,20 @@ class StreamingConv1d(StreamingModule):
         return self._conv(F.pad(x, (left, max(right, 0))))
 
     def _by_product(self, x: torch.Tensor) -> bool:
-        """Whether `_conv` runs this layer on x as a matrix product (see there)."""
-        c_out, c_in, k = self.conv.weight.shape
-        return (
-            not torch.is_grad_enabled()
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and self.stride == 1
-            and self.dilation == 1
-            and (c_in == 1 or c_out <= 2 or k == 1)
-        )
+        """Whether `_conv` runs this layer on x as a matrix product, without autograd (`cpu_conv`)."""
+        return not torch.is_grad_enabled() and by_product_applies(x, self.conv.weight, self.stride, self.dilation)
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv of an input already padded. On CPU without autograd, a 1x1 conv, or one with one input channel
-        or at most two output channels, runs as one matrix product: oneDNN runs those shapes (SEANet's first and
-        last layers at the full sample rate, the residual units' 1x1 convs) several times slower."""
+        """The conv of an input already padded. On the CPU in float32 some shapes run on `cpu_conv`'s kernels:
+        without autograd as matrix products, in training (stride 1) with a faster weight gradient."""
         w = self.conv.weight
-        c_out, c_in, k = w.shape
-        if not self._by_product(x) or x.shape[-1] < k:
+        if x.shape[-1] < self.effective_kernel:
             return self.conv(x)
-        n = x.shape[-1] - k + 1
-        if k == 1:  # oneDNN takes its slow path for 1x1 convs
-            y = torch.matmul(w[:, :, 0], x)
-        elif c_in == 1:  # [c_out, k] x the input's k-sample windows [batch, k, n]
-            y = torch.matmul(w[:, 0], x[:, 0].unfold(-1, k, 1).transpose(1, 2))
-        else:  # every tap's product at once, [batch, k, c_out, time], then each tap shifted into place
-            taps = torch.matmul(w.permute(2, 0, 1).reshape(k * c_out, c_in), x).view(x.shape[0], k, c_out, -1)
-            y = taps[:, 0, :, :n].clone()
-            for j in range(1, k):
-                y += taps[:, j, :, j : j + n]
-        return y if self.conv.bias is None else y.add_(self.conv.bias[:, None])
+        if self._by_product(x):
+            return conv_by_product(x, w, self.conv.bias)
+        if torch.is_grad_enabled() and train_kernel_applies(x, w, self.stride):
+            return StrideOneConv.apply(x, w, self.conv.bias, self.dilation)
+        return self.conv(x)
 
 
 class StreamingConvTranspose1d(StreamingModule):
