@@ -110,12 +110,19 @@ class StrideOneConv(torch.autograd.Function):
 
 
 def train_kernel_applies(x: torch.Tensor, weight: torch.Tensor, stride: int) -> bool:
-    """Whether a conv under autograd runs as `StrideOneConv`: CPU, float32 (bf16 autocast keeps oneDNN's),
-    stride 1, an input at least as long as the kernel's span."""
+    """Whether a conv under autograd runs as `StrideOneConv`: CPU, float32 (bf16 autocast keeps torch's
+    kernels), stride 1. The caller checks that the input spans the kernel."""
     return (
         x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and stride == 1
-        and not torch.is_autocast_enabled("cpu")
+        and not _cpu_autocast()
     )
+
+
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled()
