@@ -3,8 +3,9 @@
 Inference (no autograd): a conv with one input channel, at most two output channels or a 1x1 kernel runs as
 one matrix product (`conv_by_product`); oneDNN ran those shapes several times slower.
 
-Training: a stride-1 conv's weight gradient is one batched matrix product per tap (`StrideOneConv`); oneDNN's
-weight gradient at 8-64 channels and 2,000-16,000 samples ran 1.4-6x slower (dilated and 1x1 convs most).
+Training: a stride-1 conv's weight gradient is one batched matrix product per tap and its bias gradient a sum
+(`StrideOneConv`); oneDNN's, for SEANet's layers at 8-64 channels and 2,000-16,000 samples, were slower, the
+dilated convs' and every bias gradient most (`benchmarks/cpu_conv_speed.py`).
 Both compute the same sums as torch's kernels, in another order (float32 rounding differs).
 """
 
@@ -55,15 +56,19 @@ def stride_one_weight_grad(grad: torch.Tensor, x: torch.Tensor, k: int, dilation
     return per_example.sum(1).permute(1, 2, 0)
 
 
-def _input_grad_by_product(grad: torch.Tensor, weight: torch.Tensor, length: int) -> torch.Tensor:
-    """The input gradient of a conv with at most two output channels (stride and dilation 1): grad `[batch,
-    out, n]` -> `[batch, in, length]`, through each output channel's k-sample windows of the zero-padded
-    grad."""
+def stride_one_input_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
+    """The input gradient of a stride-1 conv: grad `[batch, out, n]` -> `[batch, in, x.shape[-1]]`. With at
+    most two output channels (and dilation 1), through each output channel's k-sample windows of the
+    zero-padded grad; otherwise torch's kernel."""
     c_out, _, k = weight.shape
+    if dilation != 1 or c_out > 2:
+        return torch.ops.aten.convolution_backward(
+            grad, x, weight, None, [1], [0], [dilation], False, [0], 1, [True, False, False]
+        )[0]
     padded = F.pad(grad, (k - 1, k - 1))
     out = None
     for o in range(c_out):
-        windows = padded[:, o].unfold(-1, k, 1)[:, :length].transpose(1, 2)  # [batch, k, length]
+        windows = padded[:, o].unfold(-1, k, 1)[:, : x.shape[-1]].transpose(1, 2)  # [batch, k, length]
         part = torch.matmul(weight[o].flip(-1), windows)
         out = part if out is None else out.add_(part)
     return out
@@ -71,8 +76,9 @@ def _input_grad_by_product(grad: torch.Tensor, weight: torch.Tensor, length: int
 
 class StrideOneConv(torch.autograd.Function):
     """`F.conv1d(x, weight, bias, stride=1, padding=0, dilation=dilation)` for CPU float32 training: forward
-    by oneDNN (or `conv_by_product` where that is faster); backward with `stride_one_weight_grad`, and for
-    at most two output channels a matrix-product input gradient."""
+    by oneDNN (or `conv_by_product` where that is faster); backward by `stride_one_input_grad`,
+    `stride_one_weight_grad` and a sum over batch and time for the bias (torch's kernel, asked for the bias
+    gradient, took as long as for the weight's and the bias's together: `benchmarks/cpu_conv_speed.py`)."""
 
     @staticmethod
     def forward(
@@ -96,12 +102,7 @@ class StrideOneConv(torch.autograd.Function):
         grad = grad.contiguous()
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            if d == 1 and weight.shape[0] <= 2:
-                grad_x = _input_grad_by_product(grad, weight, x.shape[-1])
-            else:
-                grad_x = torch.ops.aten.convolution_backward(
-                    grad, x, weight, None, [1], [0], [d], False, [0], 1, [True, False, False]
-                )[0]
+            grad_x = stride_one_input_grad(grad, x, weight, d)
         if ctx.needs_input_grad[1]:
             grad_w = stride_one_weight_grad(grad, x, weight.shape[-1], d)
         if ctx.has_bias and ctx.needs_input_grad[2]:
