@@ -231,12 +231,13 @@ def frame_latency(model_path: str, kbps: float, frames: int = 100) -> str:
     chunks = [torch.from_numpy(0.1 * rng.standard_normal((1, 1, hop), dtype=np.float32)) for _ in range(frames)]
     layout = model.plan(kbps)
     enc_ms, dec_ms, codes = [], [], []
-    with torch.no_grad(), codec.streaming():
+    # model._streaming(): the codec's streaming state with weight norm computed once per stream, as the CLI codes
+    with torch.no_grad(), model._streaming():
         for c in chunks:
             start = time.perf_counter()
             codes.append(codec.encode(c, layout.n_q, layout.envelope))
             enc_ms.append(1000 * (time.perf_counter() - start))
-    with torch.no_grad(), codec.streaming():
+    with torch.no_grad(), model._streaming():
         for c in codes:
             if c.shape[-1] == 0:
                 continue
