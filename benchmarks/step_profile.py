@@ -1,7 +1,7 @@
 """Where a training step's time goes, op by op, for each quantizer estimator side by side, on any device.
 
     python benchmarks/step_profile.py recipes/speech16k_refine.yaml [--steps 10] [--warmup 5] [--rows 15]
-        [--estimators rotation ste] [--set train.batch_size=128 ...]
+        [--estimators rotation ste] [--set train.batch_size=128 ...] [--shapes]
 
 Builds the recipe's codec, losses and optimiser as `rotcodec train` does (random weights, random audio, so no
 data loading counts), runs warm-up steps of the real training step, then times `--steps` steps per estimator,
@@ -48,6 +48,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=15)
     p.add_argument("--estimators", nargs="+", default=["rotation", "ste"], choices=["rotation", "ste"])
     p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--shapes", action="store_true", help="one row per op and input shapes")
     args = p.parse_args()
     runs = {e: build(args.recipe, e, args.overrides) for e in args.estimators}
     step = {e: 0 for e in runs}
@@ -79,11 +80,11 @@ def main() -> None:
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     for e in runs:
         profiled = 3
-        with profile(activities=activities) as prof:
+        with profile(activities=activities, record_shapes=args.shapes) as prof:
             for _ in range(profiled):
                 one(e)
             _sync(device)
-        events = prof.key_averages()
+        events = prof.key_averages(group_by_input_shape=args.shapes)
         ops = sum(ev.count for ev in events if ev.key.startswith("aten::")) / profiled
         kernels = sum(ev.count for ev in events if getattr(ev, "device_type", None) == torch.autograd.DeviceType.CUDA)
         ms = 1000 * times[e] / args.steps
@@ -92,7 +93,8 @@ def main() -> None:
             f"\n## estimator={e}: {ms:.1f} ms/step ({ms / base:.2f}x the first), {ops:.0f} aten ops/step, "
             f"{kernels / profiled:.0f} device kernels/step"
         )
-        print(events.table(sort_by=sort, row_limit=args.rows, max_name_column_width=48))
+        width = dict(max_shapes_column_width=90) if args.shapes else {}
+        print(events.table(sort_by=sort, row_limit=args.rows, max_name_column_width=48, **width))
 
 
 if __name__ == "__main__":

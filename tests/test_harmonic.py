@@ -18,6 +18,7 @@ from rotcodec.eval.periodicity import frame_pitch
 from rotcodec.inference import load_model
 from rotcodec.losses import GeneratorLoss, LossConfig
 from rotcodec.losses.harmonic import HarmonicAmplitudeLoss, measured_amplitudes
+from rotcodec.models import harmonic as harmonic_module
 from rotcodec.models import save_model
 from rotcodec.models.harmonic import (
     AMPLITUDE_GAIN,
@@ -216,6 +217,32 @@ def test_synth_equals_the_per_sample_sum() -> None:
     assert fast.abs().max() > 0.1
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5 * slow.abs().max().item())
     torch.testing.assert_close(g_fast, g_slow, rtol=1e-4, atol=1e-5 * g_slow.abs().max().item())
+
+
+@pytest.mark.parametrize("chunk", [1, 3 * HOP * 24, 1 << 40])
+def test_inference_source_equals_the_per_sample_sum(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU inference path computes only the harmonics that sound, a chunk of frames at a time: chunks of
+    one frame, of three, and the whole call give the written-out sum, through silences, high voices (few
+    audible harmonics) and phase offsets."""
+    monkeypatch.setattr(harmonic_module, "_CHUNK_ELEMENTS", chunk)
+    torch.manual_seed(3)
+    synth = HarmonicSynth(8, SR, HOP, PitchConfig(harmonics=24, hidden=8))
+    with torch.no_grad():
+        for p in synth.head.parameters():
+            p.normal_(0.0, 0.1)
+    z = torch.randn(2, 8, 30)
+    f0 = 100 + 40 * torch.rand(2, 30)
+    f0[:, 8:17] = 0  # silent in both channels: whole chunks with nothing to compute
+    f0[0, 20:26] = 390.0  # a high voice in one channel: its frames need fewer harmonics than the other's
+    f0[1, 24:] = 0
+    sym = f0_to_symbols(f0)
+    phases = torch.randint(0, 16, (2, 3, 30))
+    with torch.no_grad():
+        fast = synth(z, sym, phases=phases)
+        slow = _harmonics_per_sample(synth, z, sym, phases)
+    assert fast.abs().max() > 0.1
+    assert torch.all(fast[..., 10 * HOP : 16 * HOP] == 0)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5 * slow.abs().max().item())
 
 
 def test_codec_sends_pitch_first_and_counts_its_bits() -> None:
