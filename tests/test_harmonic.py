@@ -199,12 +199,18 @@ def _harmonics_per_sample(synth: HarmonicSynth, z: torch.Tensor, sym: torch.Tens
     return (a * torch.sin(args)).sum(1, keepdim=True) * gate.unsqueeze(1)
 
 
-def test_synth_equals_the_per_sample_sum() -> None:
-    torch.manual_seed(2)
+def random_synth(seed: int) -> HarmonicSynth:
+    """24 harmonics, amplitudes from a random head (the global RNG seeded with `seed`)."""
+    torch.manual_seed(seed)
     synth = HarmonicSynth(8, SR, HOP, PitchConfig(harmonics=24, hidden=8))
     with torch.no_grad():
         for p in synth.head.parameters():
             p.normal_(0.0, 0.1)
+    return synth
+
+
+def test_synth_equals_the_per_sample_sum() -> None:
+    synth = random_synth(2)
     z = torch.randn(2, 8, 12)
     f0 = 100 + 250 * torch.rand(2, 12)
     f0[:, 4:6] = 0
@@ -225,11 +231,7 @@ def test_inference_source_equals_the_per_sample_sum(chunk: int, monkeypatch: pyt
     one frame, of three, and the whole call give the written-out sum, through silences, high voices (few
     audible harmonics) and phase offsets."""
     monkeypatch.setattr(harmonic_module, "_CHUNK_ELEMENTS", chunk)
-    torch.manual_seed(3)
-    synth = HarmonicSynth(8, SR, HOP, PitchConfig(harmonics=24, hidden=8))
-    with torch.no_grad():
-        for p in synth.head.parameters():
-            p.normal_(0.0, 0.1)
+    synth = random_synth(3)
     z = torch.randn(2, 8, 30)
     f0 = 100 + 40 * torch.rand(2, 30)
     f0[:, 8:17] = 0  # silent in both channels: whole chunks with nothing to compute
