@@ -8,7 +8,8 @@
 `--anchors` needs EnCodec (`pip install --no-deps encodec`; its torchaudio import is stubbed, since
 torchaudio does not load beside this torch and a random-weight model never calls it). It times EnCodec
 24 kHz at 6 kbps (random weights: speed does not depend on them) beside rotcodec at each `--kbps` setting in
-one run, and the latency of one 20 ms frame through rotcodec's streaming encoder and decoder.
+one run, the latency of one 20 ms frame through rotcodec's streaming encoder and decoder, and the floor of
+any `--kbps` encode: one encoder pass plus one decode, since band gains are measured on a decode.
 
 Without an installed model, a random-weight model with the default `CodecConfig` (speech16k architecture)
 is used: speed and memory do not depend on the weights. Real-time factor = audio seconds / wall seconds
@@ -29,9 +30,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
+
+if TYPE_CHECKING:
+    from rotcodec.inference import CodecModel
 
 
 def generate(path: Path, seconds: float, sr: int) -> None:
@@ -215,7 +220,34 @@ def anchor_rows(model_path: str, seconds: float, repeats: int, kbps: list[float]
                 f"| {threads} | rotcodec {model.name} `--kbps {rate:g}` | {enc:.1f} | {dec:.1f} | "
                 f"{enc / enc_ref:.2f} | {dec / dec_ref:.2f} |"
             )
+        rows.append(encode_floor_row(model, x, sr, seconds, repeats, threads, enc_ref))
     return rows
+
+
+def encode_floor_row(
+    model: CodecModel, x: np.ndarray, sr: int, seconds: float, repeats: int, threads: int, enc_ref: float
+) -> str:
+    """A markdown row: the fastest any `--kbps` encode could run. Band gains are measured on a decode of the
+    stream (analysis by synthesis), so an encode costs at least one encoder pass plus one decode: their
+    summed time, measured here (the decode at `--kbps 6`), bounds the encode's real-time factor."""
+    import torch
+    from torch.nn.utils import parametrize
+
+    assert sr == model.sample_rate, "the anchor audio is generated at the model's rate"
+    wav = torch.from_numpy(x)[None, None]
+    data = model.compress(x, sr, kbps=6.0)
+
+    def encoder_pass() -> None:
+        with torch.no_grad(), parametrize.cached():
+            model.codec.encoder(wav)
+
+    t_enc = best_of(repeats, encoder_pass)
+    t_dec = best_of(repeats, lambda: model.decompress(data))
+    floor = seconds / (t_enc + t_dec)
+    return (
+        f"| {threads} | floor: encoder pass ({seconds / t_enc:.1f}x) + one decode ({seconds / t_dec:.1f}x) | "
+        f"{floor:.1f} | | {floor / enc_ref:.2f} | |"
+    )
 
 
 def frame_latency(model_path: str, kbps: float, frames: int = 100) -> str:
