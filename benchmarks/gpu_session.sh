@@ -2,6 +2,7 @@
 # One GPU lease, one prepared script: the CUDA tests, then a fine-tune of the bundled speech16k with its last
 # checkpoint copied to $OUT, optionally an adversarial run beside it, and the rotation trick's cost per step.
 #   OUT=/tmp/out DATA=path/to/manifest.tsv BUDGET_S=480 WHEELS=.whl bash benchmarks/gpu_session.sh
+# `bash benchmarks/gpu_prepare.sh [MANIFEST]` builds the carried .whl and .gpudata (then DATA=.gpudata/manifest.tsv).
 # BUDGET_S is the training time; the script takes about 100 s more (wheels, the first test, decoding the data,
 # the last validation), and a lease call runs 600 s at most.
 # A: recipes/speech16k_phase8.yaml (the shipped model's recipe: spectral losses, the harmonic source locked to the
