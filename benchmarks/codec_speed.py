@@ -227,9 +227,10 @@ def anchor_rows(model_path: str, seconds: float, repeats: int, kbps: list[float]
 def encode_floor_row(
     model: CodecModel, x: np.ndarray, sr: int, seconds: float, repeats: int, threads: int, enc_ref: float
 ) -> str:
-    """A markdown row: the fastest any `--kbps` encode could run. Band gains are measured on a decode of the
-    stream (analysis by synthesis), so an encode costs at least one encoder pass plus one decode: their
-    summed time, measured here (the decode at `--kbps 6`), bounds the encode's real-time factor."""
+    """A markdown row: the fastest a `--kbps` encode that sends band gains could run (the shipped models send
+    them at every rate from 1.5 to 16 kbps). Band gains are measured on a decode of the stream (analysis by
+    synthesis), so such an encode costs at least one encoder pass plus one decode: their summed time,
+    measured here (the decode at `--kbps 6`), bounds its real-time factor."""
     import torch
     from torch.nn.utils import parametrize
 
