@@ -186,8 +186,7 @@ class HarmonicSynth(StreamingModule):
         CPU: sines above 0.95 x Nyquist and in unvoiced stretches have zero amplitude, and a chunk's sines stay
         in cache. The same sums as the whole pass, but for zero terms and float32 rounding."""
         batch, frames, hop, _ = angle.shape
-        harmonics = self.orders.to(angle.dtype)
-        step = max(1, _CHUNK_ELEMENTS // (batch * hop * len(harmonics)))
+        step = max(1, _CHUNK_ELEMENTS // (batch * hop * self.cfg.harmonics))
         per_frame = needed.tolist()
         out = angle.new_zeros(batch, 1, frames * hop)
         for first in range(0, frames, step):
@@ -195,14 +194,27 @@ class HarmonicSynth(StreamingModule):
             if count == 0:
                 continue
             span = slice(first, first + step)
-            args = angle[:, span] * harmonics[:count]  # [batch, chunk, hop, count]
-            if offsets is not None:
-                locked = min(count, offsets.shape[-1])
-                args[..., :locked] += offsets[:, span, :, :locked]
-            sines = args.sin_()
-            part = self._sum_harmonics(sines, start[:, :count, span], end[:, :count, span])
+            chunk_offsets = None if offsets is None else offsets[:, span]
+            part = self._harmonic_sum(angle[:, span], chunk_offsets, start[..., span], end[..., span], count)
             out[..., first * hop : first * hop + part.shape[-1]] = part
         return out
+
+    def _harmonic_sum(
+        self,
+        angle: torch.Tensor,
+        offsets: torch.Tensor | None,
+        start: torch.Tensor,
+        end: torch.Tensor,
+        count: int,
+    ) -> torch.Tensor:
+        """`_sum_harmonics` over harmonics 1..count: their sines at k * angle (`[batch, frames, hop, 1]`) plus the
+        locked ones' `offsets` (`[batch, frames, hop, locked]`), amplitudes from `start`/`end`'s first `count`."""
+        # k * phase grows to 64 x 2 pi: fine in float32 (error ~1e-5 rad).
+        args = angle * self.orders[:count].to(angle.dtype)  # [batch, frames, hop, count]
+        if offsets is not None:
+            locked = min(count, offsets.shape[-1])
+            args[..., :locked] += offsets[..., :locked]
+        return self._sum_harmonics(args.sin_(), start[:, :count], end[:, :count])
 
     def _track(self, symbols: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """The source's F0 and phase for pitch symbols `[batch, frames]`, continuing the streamed state without
@@ -319,7 +331,6 @@ class HarmonicSynth(StreamingModule):
         prev_amps = amps[..., :1] if prev_amps is None else prev_amps
         gate = _glide(track["was_voiced"], voiced, self.hop)
         harmonics = self.orders.to(z.dtype)
-        # k * phase grows to 64 x 2 pi: fine in float32 (error ~1e-5 rad).
         angle = phase.to(z.dtype).view(batch, frames, self.hop, 1)
         offsets = None
         if phases is not None and phases.shape[1]:
@@ -338,10 +349,7 @@ class HarmonicSynth(StreamingModule):
             needed = (audible.sum(1) * open_gate).amax(0).long()
             out = self._sounding_source(angle, offsets, start, end, needed)
         else:
-            args = angle * harmonics  # [batch, frames, hop, harmonics]
-            if offsets is not None:
-                args[..., : offsets.shape[-1]] += offsets
-            out = self._sum_harmonics(torch.sin(args), start, end)
+            out = self._harmonic_sum(angle, offsets, start, end, self.cfg.harmonics)
         out = out * gate.unsqueeze(1)
         if self._is_streaming:
             state = dict(f0=filled[:, -1:], voiced=voiced[:, -1:], amps=amps[..., -1:], phase=phase[:, -1:])
